@@ -1,0 +1,272 @@
+"""Land-use proposals: reading uploads and validating them against the comuni and the law's config.
+
+A proposal is a polygon with a type (``config/law.yaml`` ``proposal_types``), an optional exemption
+category, a pool (metropolitano or locale), a scenario, a date and a status. Errors name the row
+(1-based feature number) and the field. A proposal across two comuni is split by comune by default
+(each part keeps the proposal id and gets ``part`` 1, 2, ...); ``split='refuse'`` refuses it.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+
+from pattogis import config
+from pattogis.errors import InputError
+
+FIELDS = ["proposal_id", "scenario", "comune_istat", "ptype", "exemption", "pool", "title", "date",
+          "status", "owner"]
+STATUSES = ("bozza", "presentata", "approvata", "ritirata")
+POOLS_DEFAULT = "locale"
+ITALY_LONLAT = (6.0, 35.0, 19.0, 48.0)
+
+
+def _from_geojson_obj(obj: Any, label: str, crs: str | None) -> gpd.GeoDataFrame:
+    if not isinstance(obj, dict) or "type" not in obj:
+        raise InputError("not a GeoJSON object (no 'type' member)", file=label)
+    t = obj["type"]
+    if t == "Feature":
+        feats = [obj]
+    elif t == "FeatureCollection":
+        feats = obj.get("features")
+        if not isinstance(feats, list):
+            raise InputError("FeatureCollection without a 'features' list", file=label, field="features")
+    elif t in ("Polygon", "MultiPolygon"):
+        feats = [{"type": "Feature", "geometry": obj, "properties": {}}]
+    else:
+        raise InputError(f"GeoJSON type '{t}' is not a Feature or FeatureCollection", file=label,
+                         field="type")
+    if not feats:
+        raise InputError("no features", file=label, field="features")
+    geoms, props = [], []
+    for i, f in enumerate(feats, 1):
+        if not isinstance(f, dict) or f.get("type") != "Feature":
+            raise InputError("not a GeoJSON Feature", file=label, rows=[i], field="type")
+        g = f.get("geometry")
+        if g is None:
+            raise InputError("feature has no geometry", file=label, rows=[i], field="geometry")
+        try:
+            geoms.append(shapely.geometry.shape(g))
+        except Exception as e:  # shapely raises several types for malformed coordinates
+            raise InputError(f"malformed geometry: {e}", file=label, rows=[i], field="geometry") from e
+        p = f.get("properties") or {}
+        if not isinstance(p, dict):
+            raise InputError("properties must be an object", file=label, rows=[i], field="properties")
+        props.append(p)
+    # RFC 7946: GeoJSON is WGS84 lon/lat; a legacy "crs" member may name another CRS.
+    named = (obj.get("crs") or {}).get("properties", {}).get("name")
+    gdf_crs = crs or named or "EPSG:4326"
+    return gpd.GeoDataFrame(pd.DataFrame(props), geometry=geoms, crs=gdf_crs)
+
+
+def read_proposals(source: Any, *, crs: str | None = None, label: str | None = None,
+                   filename: str | None = None) -> gpd.GeoDataFrame:
+    """Read proposals from a GeoJSON object/text/bytes, or a file path or upload bytes
+    (GeoPackage, zipped Shapefile, GeoParquet, GeoJSON).
+
+    Returned in the working CRS. Refuses: malformed GeoJSON, a file with no CRS (unless ``crs``),
+    lon/lat coordinates that are swapped or not in Italy.
+    """
+    label = label or filename or (str(source) if isinstance(source, (str, Path)) and len(str(source)) < 300 else "upload")
+    if isinstance(source, (bytes, bytearray)):
+        head = bytes(source[:16])
+        if head.startswith(b"SQLite format 3") or head.startswith(b"PK") or head.startswith(b"PAR1"):
+            suffix = ".gpkg" if head.startswith(b"SQLite") else ".zip" if head.startswith(b"PK") else ".parquet"
+            with tempfile.TemporaryDirectory() as d:
+                p = Path(d) / f"upload{suffix}"
+                p.write_bytes(bytes(source))
+                return read_proposals(p, crs=crs, label=label)
+        try:
+            source = json.loads(bytes(source).decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise InputError(f"malformed GeoJSON: {e}", file=label) from e
+    if isinstance(source, str) and source.lstrip().startswith("{"):
+        try:
+            source = json.loads(source)
+        except json.JSONDecodeError as e:
+            raise InputError(f"malformed GeoJSON: {e}", file=label) from e
+    if isinstance(source, dict):
+        gdf = _from_geojson_obj(source, label, crs)
+    elif isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.exists():
+            raise InputError("file not found", file=str(path))
+        if path.suffix == ".parquet":
+            gdf = gpd.read_parquet(path)
+        else:
+            vpath = f"/vsizip/{path}" if path.suffix == ".zip" else str(path)
+            try:
+                gdf = gpd.read_file(vpath, engine="pyogrio")
+            except Exception as e:
+                raise InputError(f"cannot read the file: {e}", file=label) from e
+        if gdf.crs is None:
+            if crs is None:
+                raise InputError("the file has no CRS", file=label,
+                                 hint="Give the CRS (e.g. crs='EPSG:25832') or add one to the file")
+            gdf = gdf.set_crs(crs)
+    elif isinstance(source, gpd.GeoDataFrame):
+        gdf = source.copy()
+        if gdf.crs is None:
+            if crs is None:
+                raise InputError("the GeoDataFrame has no CRS", file=label)
+            gdf = gdf.set_crs(crs)
+    else:
+        raise InputError(f"cannot read proposals from {type(source).__name__}", file=label)
+    if gdf.geometry.name != "geometry":
+        gdf = gdf.rename_geometry("geometry")
+    _check_lonlat(gdf, label)
+    return gdf.to_crs(config.working_crs())
+
+
+def _check_lonlat(gdf: gpd.GeoDataFrame, label: str) -> None:
+    """Geographic coordinates must be in Italy: catch swapped lat/lon and projected metres
+    passed off as degrees (a GeoJSON without CRS holding UTM coordinates)."""
+    if gdf.crs is None or not gdf.crs.is_geographic or gdf.empty:
+        return
+    b = shapely.bounds(gdf.geometry.values)
+    x0, y0, x1, y1 = ITALY_LONLAT
+    ok = (b[:, 0] >= x0) & (b[:, 2] <= x1) & (b[:, 1] >= y0) & (b[:, 3] <= y1)
+    ok |= np.isnan(b[:, 0])  # empty geometries are reported by validation
+    if ok.all():
+        return
+    rows = [int(i) + 1 for i in np.flatnonzero(~ok)]
+    bad = b[~ok]
+    swapped = ((bad[:, 1] >= x0) & (bad[:, 3] <= x1) & (bad[:, 0] >= y0) & (bad[:, 2] <= y1)).all()
+    projected = (np.abs(bad) > 1000).any()
+    if swapped:
+        hint = "Latitude and longitude look swapped: GeoJSON wants [longitude, latitude]"
+    elif projected:
+        hint = ("Coordinates look like metres: declare the CRS (e.g. EPSG:25832) — a GeoJSON "
+                "without a 'crs' member is read as WGS84 degrees")
+    else:
+        hint = "Coordinates must be WGS84 longitude/latitude in Italy"
+    raise InputError("coordinates outside Italy", file=label, rows=rows, field="geometry", hint=hint)
+
+
+def validate_proposals(gdf: gpd.GeoDataFrame, comuni: gpd.GeoDataFrame, *,
+                       split: str = "split", label: str = "proposals",
+                       defaults: dict[str, Any] | None = None) -> gpd.GeoDataFrame:
+    """Check and complete proposals; return them in the working CRS, one row per comune part.
+
+    - geometry: Polygon/MultiPolygon, valid, non-empty (invalid ones are refused, not repaired,
+      because a planner must see and fix the drawing), inside the metropolitan area;
+    - ``ptype`` among the config's proposal types; ``exemption`` among its categories or empty;
+      ``pool`` metropolitano|locale (default locale); ``status`` (default bozza); ``date`` ISO;
+    - ``comune_istat``: taken from the geometry; when given it must match;
+    - a proposal across two or more comuni is split (``split='split'``) into parts or refused
+      (``split='refuse'``).
+    """
+    law = config.law()
+    defaults = {"scenario": "base", "pool": POOLS_DEFAULT, "status": "bozza", "title": "",
+                "exemption": None, "owner": None} | (defaults or {})
+    gdf = gdf.to_crs(comuni.crs).reset_index(drop=True)
+    for col, val in defaults.items():
+        if col not in gdf.columns:
+            gdf[col] = val
+        else:
+            gdf[col] = gdf[col].where(gdf[col].notna() & (gdf[col].astype(str) != ""), val)
+    rows = lambda mask: [int(i) + 1 for i in np.flatnonzero(np.asarray(mask))]  # noqa: E731
+
+    geom = gdf.geometry.values
+    empty = shapely.is_missing(geom) | shapely.is_empty(geom)
+    if empty.any():
+        raise InputError("empty geometry", file=label, rows=rows(empty), field="geometry")
+    tid = shapely.get_type_id(geom)
+    notpoly = ~np.isin(tid, [3, 6])
+    if notpoly.any():
+        raise InputError("geometry must be a Polygon or MultiPolygon", file=label,
+                         rows=rows(notpoly), field="geometry")
+    invalid = ~shapely.is_valid(geom)
+    if invalid.any():
+        reasons = shapely.is_valid_reason(geom[invalid])
+        raise InputError(f"invalid geometry ({reasons[0]})", file=label, rows=rows(invalid),
+                         field="geometry", hint="Fix the drawing (self-intersections, rings)")
+
+    if "ptype" not in gdf.columns:
+        raise InputError("field missing", file=label, field="ptype",
+                         hint=f"One of: {', '.join(law['proposal_types'])}")
+    bad = ~gdf["ptype"].isin(list(law["proposal_types"]))
+    if bad.any():
+        raise InputError(f"unknown proposal type '{gdf.loc[bad, 'ptype'].iloc[0]}'", file=label,
+                         rows=rows(bad), field="ptype",
+                         hint=f"One of: {', '.join(law['proposal_types'])}")
+    ex = gdf["exemption"]
+    bad = ex.notna() & ~ex.isin(list(law["exemptions"]))
+    if bad.any():
+        raise InputError(f"unknown exemption category '{ex[bad].iloc[0]}'", file=label,
+                         rows=rows(bad), field="exemption",
+                         hint=f"One of: {', '.join(law['exemptions'])} (config/law.yaml)")
+    bad = ~gdf["pool"].isin(list(law["pools"]))
+    if bad.any():
+        raise InputError(f"unknown pool '{gdf.loc[bad, 'pool'].iloc[0]}'", file=label,
+                         rows=rows(bad), field="pool", hint=f"One of: {', '.join(law['pools'])}")
+    bad = ~gdf["status"].isin(STATUSES)
+    if bad.any():
+        raise InputError("unknown status", file=label, rows=rows(bad), field="status",
+                         hint=f"One of: {', '.join(STATUSES)}")
+    if "date" not in gdf.columns:
+        gdf["date"] = pd.Timestamp.now(tz="UTC").date().isoformat()
+    dates = pd.to_datetime(gdf["date"], errors="coerce", format="ISO8601")
+    bad = dates.isna()
+    if bad.any():
+        raise InputError("date is not an ISO date (YYYY-MM-DD)", file=label, rows=rows(bad),
+                         field="date")
+    gdf["date"] = dates.dt.strftime("%Y-%m-%d")
+    if "proposal_id" not in gdf.columns:
+        gdf["proposal_id"] = None
+    missing_id = gdf["proposal_id"].isna() | (gdf["proposal_id"].astype(str) == "")
+    gdf.loc[missing_id, "proposal_id"] = [uuid.uuid4().hex for _ in range(int(missing_id.sum()))]
+
+    # Which comuni each proposal falls in (by area, so a shared edge does not count).
+    gdf["_row"] = np.arange(len(gdf)) + 1
+    parts = gpd.overlay(gdf, comuni[["istat", "geometry"]], how="intersection", keep_geom_type=True)
+    parts = parts[parts.geometry.area > 0.01]
+    inside = parts.groupby("_row").geometry.apply(lambda s: s.area.sum())
+    area = gdf.set_index("_row").geometry.area
+    outside = (area - inside.reindex(area.index).fillna(0)) > 1.0
+    if (~area.index.isin(inside.index)).any():
+        miss = [int(r) for r in area.index[~area.index.isin(inside.index)]]
+        raise InputError("proposal is outside every comune of the metropolitan area", file=label,
+                         rows=miss, field="geometry")
+    if outside.any():
+        raise InputError("proposal extends outside the metropolitan area", file=label,
+                         rows=[int(r) for r in area.index[outside]], field="geometry")
+    if "comune_istat" in gdf.columns:
+        given = gdf.set_index("_row")["comune_istat"].dropna().astype(str)
+        if len(given):
+            main = parts.sort_values("_row").loc[parts.geometry.area.groupby(parts["_row"]).idxmax()]
+            host = main.set_index("_row")["istat"]
+            mism = [int(r) for r, c in given.items() if c and c not in set(parts.loc[parts["_row"] == r, "istat"])]
+            if mism:
+                raise InputError(f"comune_istat does not match the comune the geometry is in "
+                                 f"({host.get(mism[0])})", file=label, rows=mism, field="comune_istat")
+    n_comuni = parts.groupby("_row")["istat"].nunique()
+    multi = n_comuni[n_comuni > 1]
+    if len(multi) and split == "refuse":
+        raise InputError("proposal crosses the boundary between comuni", file=label,
+                         rows=[int(r) for r in multi.index], field="geometry",
+                         hint="Split it by comune, or submit with split='split'")
+    parts = parts.drop(columns=[c for c in ("comune_istat",) if c in parts.columns])
+    parts = parts.rename(columns={"istat": "comune_istat"})
+    parts["part"] = parts.groupby("_row").cumcount() + 1
+    parts["n_parts"] = parts["_row"].map(n_comuni)
+    parts["geometry"] = [shapely.MultiPolygon([p for p in shapely.get_parts(g) if p.geom_type == "Polygon"])
+                         for g in parts.geometry.values]
+    parts["area_ha"] = parts.geometry.area / 1e4
+    cols = FIELDS + ["part", "n_parts", "area_ha"]
+    extra = [c for c in gdf.columns if c not in cols + ["geometry", "_row"]]
+    out = parts.sort_values(["_row", "part"])[cols + extra + ["geometry"]].reset_index(drop=True)
+    return gpd.GeoDataFrame(out, geometry="geometry", crs=comuni.crs)
+
+
+def to_geojson(gdf: gpd.GeoDataFrame) -> dict:
+    """Proposals as a GeoJSON FeatureCollection in WGS84 (RFC 7946)."""
+    return json.loads(gdf.to_crs(4326).to_json(drop_id=True))
