@@ -212,8 +212,11 @@ def validate_proposals(gdf: gpd.GeoDataFrame, comuni: gpd.GeoDataFrame, *,
     if bad.any():
         raise InputError("unknown status", file=label, rows=rows(bad), field="status",
                          hint=f"One of: {', '.join(STATUSES)}")
+    # A proposal without a date is dated today (a draft being written now).
+    today = pd.Timestamp.now(tz="UTC").date().isoformat()
     if "date" not in gdf.columns:
-        gdf["date"] = pd.Timestamp.now(tz="UTC").date().isoformat()
+        gdf["date"] = today
+    gdf["date"] = gdf["date"].where(gdf["date"].notna() & (gdf["date"].astype(str) != ""), today)
     dates = pd.to_datetime(gdf["date"], errors="coerce", format="ISO8601")
     bad = dates.isna()
     if bad.any():
