@@ -1139,8 +1139,10 @@ def write_scores(scored: pd.DataFrame, path: str | Path) -> Path:
         elif suf in (".gpkg", ".geojson"):
             if getattr(scored, "_geometry_column_name", None) is None:
                 raise InputError(f"{path}: {suf} needs sites with geometry", file=str(path))
+            # layer name fixed: the temporary file's name would otherwise become the layer name
+            extra = {"layer": "scores"} if suf == ".gpkg" else {}
             scored.reset_index(names=scored.index.name or "site_id").to_file(
-                tmp, driver="GPKG" if suf == ".gpkg" else "GeoJSON"
+                tmp, driver="GPKG" if suf == ".gpkg" else "GeoJSON", **extra
             )
         else:
             raise InputError(
