@@ -88,12 +88,17 @@ def clean_geometries(gdf: gpd.GeoDataFrame, *, label: str,
         geom[invalid] = fixed
         rep.repaired = int(invalid.sum())
     gdf = gdf.set_geometry(gpd.GeoSeries(geom, index=gdf.index, crs=gdf.crs))
+    rep.dropped_empty = int(null_or_empty.sum())
+    gdf = gdf.loc[~null_or_empty]
     if keep:
+        n = len(gdf)
         gdf = _keep_family(gdf, keep)
-    geom = gdf.geometry.values
-    bad = shapely.is_missing(geom) | shapely.is_empty(geom)
-    rep.dropped_empty = int(bad.sum())
-    return gdf.loc[~bad].copy(), rep
+        geom = gdf.geometry.values
+        collapsed = shapely.is_empty(geom)  # e.g. a repaired polygon that was only a line
+        gdf = gdf.loc[~collapsed]
+        if n - len(gdf):
+            rep.notes.append(f"{n - len(gdf)} features of another geometry type dropped")
+    return gdf.copy(), rep
 
 
 def _keep_family(gdf: gpd.GeoDataFrame, keep: tuple[str, ...]) -> gpd.GeoDataFrame:
