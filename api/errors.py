@@ -1,0 +1,168 @@
+"""The one place where pattogis errors become HTTP responses.
+
+=========================================  ======  ==========================================
+error                                      status  when
+=========================================  ======  ==========================================
+:class:`BadRequest`, malformed query/body  400     unparseable parameter or JSON body (OGC)
+``InputError``                             422     well-formed input that fails validation
+``store.ConflictError``                    409     clashes with the store's state
+``store.Unauthenticated``                  401     missing, unknown or revoked API key
+``PermissionDenied``                       403     a role writing what it does not own
+``NotFound``                               404     unknown collection, feature, proposal...
+``InfeasibleError``                        422     constraints without a solution
+``MissingDataError``                       503     layer set or raw data not there (message says)
+``ConfigError``                            500     server configuration is broken
+body over the size limit                   413     see :class:`BodyLimitMiddleware`
+=========================================  ======  ==========================================
+
+Every error body is JSON: ``{"detail": <message>, "status": <code>, "title": <reason>}`` plus
+``file``/``rows``/``field`` for input errors and ``errors`` (the list of problems) for
+request-validation errors.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from pattogis.errors import (
+    ConfigError,
+    InfeasibleError,
+    InputError,
+    MissingDataError,
+    NotFound,
+    PattogisError,
+    PermissionDenied,
+)
+
+#: Default request-body limit in bytes (uploads of proposals are a few MB at most).
+DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
+
+
+class BadRequest(InputError):
+    """A request parameter that cannot be parsed (bad bbox, limit, datetime...): HTTP 400."""
+
+
+def status_of(exc: PattogisError) -> int:
+    """HTTP status for a pattogis error (most specific class first)."""
+    # Imported here: the store is optional for the features-only API.
+    try:
+        from pattogis.store import ConflictError, Unauthenticated
+    except ImportError:  # pragma: no cover - store package missing
+        ConflictError = Unauthenticated = ()  # type: ignore[assignment,misc]  # noqa: N806
+    table: list[tuple[Any, int]] = [
+        (BadRequest, 400),
+        (ConflictError, 409),
+        (Unauthenticated, 401),
+        (InputError, 422),
+        (PermissionDenied, 403),
+        (NotFound, 404),
+        (InfeasibleError, 422),
+        (MissingDataError, 503),
+        (ConfigError, 500),
+    ]
+    for cls, code in table:
+        if cls and isinstance(exc, cls):
+            return code
+    return 500
+
+
+def problem(status: int, detail: str, **extra: Any) -> JSONResponse:
+    """An error response: detail (the reason), status and its standard title."""
+    body = {"detail": detail, "status": status, "title": HTTPStatus(status).phrase}
+    body.update({k: v for k, v in extra.items() if v is not None})
+    headers = {"WWW-Authenticate": "ApiKey"} if status == 401 else None
+    return JSONResponse(jsonable_encoder(body), status_code=status, headers=headers)
+
+
+async def _pattogis_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, PattogisError)
+    status = status_of(exc)
+    extra: dict[str, Any] = {}
+    if isinstance(exc, InputError):
+        extra = {"file": exc.file, "rows": exc.rows or None, "field": exc.field}
+    return problem(status, str(exc), **extra)
+
+
+def _where(loc: tuple | list) -> str:
+    return ".".join(str(p) for p in loc if p not in ("query", "path", "header", "body", "cookie"))
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    """Unparseable parameters or JSON body -> 400; a body that parses but is invalid -> 422."""
+    assert isinstance(exc, RequestValidationError)
+    errors = list(exc.errors())
+    in_body = [e for e in errors if e.get("loc", ("",))[0] == "body"]
+    malformed = any(e.get("type") == "json_invalid" for e in in_body)
+    status = 422 if in_body and not malformed else 400
+    reasons = "; ".join(
+        f"{_where(e.get('loc', ())) or e.get('loc', ('request',))[0]}: {e.get('msg', 'invalid')}"
+        for e in errors
+    )
+    what = "malformed request body" if malformed else "invalid request"
+    return problem(status, f"{what}: {reasons}", errors=errors)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    resp = problem(exc.status_code, str(exc.detail))
+    if exc.headers:
+        resp.headers.update(exc.headers)
+    return resp
+
+
+def install(app: FastAPI, *, max_body_bytes: int | None = DEFAULT_MAX_BODY_BYTES) -> None:
+    """Register the error handlers (and the body-size limit unless ``max_body_bytes`` is None)."""
+    app.add_exception_handler(PattogisError, _pattogis_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    if max_body_bytes is not None:
+        app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
+
+
+class BodyLimitMiddleware:
+    """Reject request bodies over ``max_bytes`` with 413: at once when Content-Length says so,
+    otherwise (chunked uploads) as soon as the streamed body passes the limit."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def _too_large(self) -> str:
+        return f"request body larger than {self.max_bytes} bytes"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    await problem(400, "invalid Content-Length header")(scope, receive, send)
+                    return
+                if declared > self.max_bytes:
+                    await problem(413, self._too_large())(scope, receive, send)
+                    return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    # FastAPI re-raises its HTTPException from body parsing (other errors would
+                    # become a generic 400), so this reaches the handler as a 413.
+                    raise HTTPException(413, self._too_large())
+            return message
+
+        await self.app(scope, limited, send)

@@ -1,0 +1,476 @@
+"""Feature collections served by the API (OGC API - Features), and their in-memory cache.
+
+A :class:`Collection` is an id, a title, a description, an attribution and a *provider*: a
+callable returning a GeoDataFrame in the working CRS (EPSG:25832). The :class:`CollectionRegistry`
+holds them: by default every vector layer of the built GeoPackage, plus whatever other modules
+register (an analysis result is one ``registry.add(Collection(...))`` call).
+
+Serving is read-only, so each collection is loaded once into a :class:`CollectionData`: geometries
+reprojected to OGC:CRS84 (lon/lat) and rounded to 1e-7 degrees (about 1 cm), an STRtree on them,
+and the GeoJSON text of every feature, so that a page of items is a string join, not a
+serialisation. The cache is keyed by the collection's *version*: for GeoPackage layers the file's
+(mtime, size, inode), so rebuilding the layer set invalidates it on the next request.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Callable, Hashable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyogrio
+import pyproj
+import shapely
+
+from pattogis.errors import ConfigError, MissingDataError, NotFound
+
+CRS84 = "OGC:CRS84"
+CRS84_URI = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
+GREGORIAN_URI = "http://www.opengis.net/def/uom/ISO-8601/0/Gregorian"
+#: Decimal places of lon/lat in served GeoJSON: 1e-7 degrees is about 1 cm, finer than any source.
+COORD_DECIMALS = 7
+CATALOG = "layer_catalog"
+
+Provider = Callable[[], gpd.GeoDataFrame]
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What a collection's metadata needs without loading its features.
+
+    ``bbox`` is (minlon, minlat, maxlon, maxlat) in CRS84, None when the collection is empty;
+    ``temporal`` is (start, end) as ISO 8601 strings, None without a datetime field.
+    """
+
+    count: int
+    bbox: tuple[float, float, float, float] | None
+    geometry_type: str
+    temporal: tuple[str | None, str | None] | None = None
+
+
+@dataclass(frozen=True)
+class Collection:
+    """One collection: ``provider()`` returns a GeoDataFrame in EPSG:25832 (any CRS is accepted and
+    reprojected, but it must carry one). Feature ids are the frame's index when it is unique.
+
+    ``datetime_field`` names the column the ``datetime`` filter of the items endpoint uses
+    (datetimes, dates or ISO 8601 strings); ``date_only`` says its values are whole days (inferred
+    for date objects and 'YYYY-MM-DD' strings when None). ``version`` returns a value that changes
+    when the data change (None: the data never change while registered). ``summary``, when given,
+    answers the collection metadata cheaply without calling the provider.
+    """
+
+    id: str
+    title: str
+    provider: Provider
+    description: str = ""
+    attribution: str = ""
+    licence: str = ""
+    datetime_field: str | None = None
+    date_only: bool | None = None
+    version: Callable[[], Hashable] | None = None
+    summary: Callable[[], Summary] | None = None
+    keywords: tuple[str, ...] = ()
+
+
+def _file_version(path: Path) -> tuple[str, int, int, int]:
+    """Changes whenever the file is rewritten in place or replaced (os.replace gives a new inode)."""
+    st = os.stat(path)
+    return (str(path), st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def _iso(t: pd.Timestamp | None) -> str | None:
+    if t is None or pd.isna(t):
+        return None
+    return pd.Timestamp(t).tz_convert("UTC").strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _bounds_to_crs84(bounds: tuple[float, float, float, float], crs: object) -> tuple[float, ...]:
+    """Envelope of a projected box in CRS84, densified so curved edges stay inside it."""
+    tr = pyproj.Transformer.from_crs(crs, CRS84, always_xy=True)
+    return tuple(float(v) for v in tr.transform_bounds(*bounds, densify_pts=21))
+
+
+def _to_utc(values: pd.Series, *, field: str, collection: str) -> tuple[pd.Series, bool]:
+    """Parse a datetime column to UTC timestamps; also say whether its values are whole days."""
+    s = values
+    day = False
+    if not pd.api.types.is_datetime64_any_dtype(s):
+        non_null = s.dropna()
+        # Whole days: date objects, or ISO dates without a time part.
+        day = bool(len(non_null)) and bool(
+            non_null.map(lambda v: type(v) is date).all()
+            or non_null.astype(str).str.fullmatch(r"\d{4}-\d{2}-\d{2}").all()
+        )
+        try:
+            s = pd.to_datetime(s.astype(object), utc=True, format="ISO8601")
+        except (ValueError, TypeError) as e:
+            raise ConfigError(
+                f"collection '{collection}': datetime field '{field}' has values that are not "
+                f"ISO 8601 dates or datetimes ({e})"
+            ) from e
+    elif s.dt.tz is None:
+        s = s.dt.tz_localize("UTC")
+    else:
+        s = s.dt.tz_convert("UTC")
+    return s.astype("datetime64[ns, UTC]"), day
+
+
+class CollectionData:
+    """A collection loaded for serving: CRS84 geometries, STRtree, GeoJSON text per feature.
+
+    Positions (0..n-1) index every array; ``ids`` are the feature ids as strings.
+    """
+
+    def __init__(self, collection: Collection, gdf: gpd.GeoDataFrame, version: Hashable) -> None:
+        if gdf.crs is None:
+            raise ConfigError(
+                f"collection '{collection.id}': the provider returned a GeoDataFrame without a "
+                "CRS; set it (EPSG:25832 for the working CRS) before registering"
+            )
+        self.collection = collection
+        self.version = version
+        n = len(gdf)
+        self.count = n
+        geoms = np.asarray(gdf.geometry.values, dtype=object)
+        tr = pyproj.Transformer.from_crs(gdf.crs, CRS84, always_xy=True)
+
+        def _reproject(xy: np.ndarray) -> np.ndarray:
+            x, y = tr.transform(xy[:, 0], xy[:, 1])
+            return np.round(np.column_stack([x, y]), COORD_DECIMALS)
+
+        # One pass: reproject and round (shapely.transform is vectorised over all coordinates).
+        self.geometry = shapely.transform(geoms, _reproject) if n else geoms
+        self.tree = shapely.STRtree(self.geometry)
+        present = ~shapely.is_missing(self.geometry) & ~shapely.is_empty(self.geometry)
+        if present.any():
+            b = shapely.bounds(self.geometry[present])
+            self.bbox: tuple[float, float, float, float] | None = (
+                float(np.nanmin(b[:, 0])), float(np.nanmin(b[:, 1])),
+                float(np.nanmax(b[:, 2])), float(np.nanmax(b[:, 3])),
+            )
+        else:
+            self.bbox = None
+        types = pd.unique(shapely.get_type_id(self.geometry[present]))
+        self.geometry_type = _geometry_type(types)
+
+        index = gdf.index
+        numeric_ids = pd.api.types.is_integer_dtype(index.dtype) and index.is_unique
+        if not index.is_unique:  # fall back to 1-based positions, stable for a given frame
+            index = pd.RangeIndex(1, n + 1)
+            numeric_ids = True
+        self.ids = np.asarray(index.astype(str), dtype=object)
+        self._lookup = pd.Index(self.ids)
+
+        # Temporal extent and filter arrays: each feature is the interval [t_start, t_end].
+        self.t_start: np.ndarray | None = None
+        self.t_end: np.ndarray | None = None
+        self.temporal: tuple[str | None, str | None] | None = None
+        fld = collection.datetime_field
+        if fld is not None:
+            if fld not in gdf.columns:
+                raise ConfigError(
+                    f"collection '{collection.id}': datetime field '{fld}' is not a column "
+                    f"(columns: {', '.join(map(str, gdf.columns))})"
+                )
+            t, day = _to_utc(gdf[fld], field=fld, collection=collection.id)
+            if collection.date_only is not None:
+                day = collection.date_only
+            start = t.to_numpy(dtype="datetime64[ns]")
+            end = start + np.timedelta64(1, "D") - np.timedelta64(1, "ns") if day else start
+            self.t_start, self.t_end = start, end
+            self.temporal = (_iso(t.min()), _iso(t.max()))
+
+        self.features = self._feature_texts(gdf, numeric_ids)
+
+    def _feature_texts(self, gdf: gpd.GeoDataFrame, numeric_ids: bool) -> np.ndarray:
+        """GeoJSON text of every feature, built column-wise (no per-feature Python logic)."""
+        n = len(gdf)
+        if n == 0:
+            return np.empty(0, dtype=object)
+        geom_json = pd.Series(shapely.to_geojson(self.geometry), dtype=object).fillna("null")
+        props = pd.DataFrame(gdf.drop(columns=gdf.geometry.name))
+        props.columns = [str(c) for c in props.columns]
+        for c in props.columns:
+            col = props[c]
+            if pd.api.types.is_datetime64_any_dtype(col):
+                # ISO 8601 in UTC with Z, the form the datetime parameter uses.
+                utc = col.dt.tz_localize("UTC") if col.dt.tz is None else col.dt.tz_convert("UTC")
+                props[c] = utc.dt.strftime("%Y-%m-%dT%H:%M:%SZ").astype(object)
+            elif col.dtype == object:
+                props[c] = col.map(lambda v: v.isoformat() if isinstance(v, date | datetime) else v)
+        if len(props.columns):
+            lines = props.to_json(orient="records", lines=True, force_ascii=False,
+                                  double_precision=10).split("\n")[:n]
+            prop_json = pd.Series(lines, dtype=object)
+        else:
+            prop_json = pd.Series(["{}"] * n, dtype=object)
+        ids = pd.Series(self.ids, dtype=object)
+        if not numeric_ids:
+            ids = ids.map(json.dumps)
+        text = ('{"type":"Feature","id":' + ids + ',"geometry":' + geom_json
+                + ',"properties":' + prop_json + "}")
+        return text.to_numpy(dtype=object)
+
+    def position(self, feature_id: str) -> int:
+        """Position of a feature id; raises NotFound."""
+        pos = self._lookup.get_indexer([feature_id])[0]
+        if pos < 0:
+            raise NotFound(f"feature '{feature_id}' not found in collection '{self.collection.id}'")
+        return int(pos)
+
+    def select(
+        self,
+        bbox: tuple[float, float, float, float] | None = None,
+        interval: tuple[np.datetime64 | None, np.datetime64 | None] | None = None,
+    ) -> np.ndarray:
+        """Sorted positions of the features intersecting ``bbox`` (CRS84, minlon > maxlon crosses
+        the antimeridian) and the closed time ``interval`` (UTC, None = open end). The interval is
+        ignored when the collection has no datetime field."""
+        if bbox is None:
+            pos = np.arange(self.count)
+        else:
+            x0, y0, x1, y1 = bbox
+            boxes = [shapely.box(x0, y0, x1, y1)] if x0 <= x1 else [
+                shapely.box(x0, y0, 180.0, y1), shapely.box(-180.0, y0, x1, y1)]
+            hits = [self.tree.query(b, predicate="intersects") for b in boxes]
+            pos = np.unique(np.concatenate(hits)) if hits else np.arange(0)
+        if interval is not None and self.t_start is not None:
+            lo, hi = interval
+            keep = ~np.isnat(self.t_start[pos])
+            if hi is not None:
+                keep &= self.t_start[pos] <= hi
+            if lo is not None:
+                keep &= self.t_end[pos] >= lo
+            pos = pos[keep]
+        return pos
+
+    def summary(self) -> Summary:
+        return Summary(self.count, self.bbox, self.geometry_type, self.temporal)
+
+
+_TYPE_NAMES = {0: "Point", 1: "LineString", 3: "Polygon", 4: "MultiPoint", 5: "MultiLineString",
+               6: "MultiPolygon", 7: "GeometryCollection"}
+
+
+def _geometry_type(type_ids: np.ndarray) -> str:
+    """One OGC geometry type name for a set of shapely type ids ('Geometry' when mixed)."""
+    names = {_TYPE_NAMES.get(int(t), "Geometry") for t in type_ids}
+    if len(names) == 1:
+        return names.pop()
+    if names and all(n.removeprefix("Multi") == next(iter(names)).removeprefix("Multi")
+                     for n in names):
+        return "Multi" + next(iter(names)).removeprefix("Multi")
+    return "Geometry" if names else "Unknown"
+
+
+@dataclass
+class _Entry:
+    data: CollectionData | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class CollectionRegistry:
+    """Collections by id: the vector layers of a GeoPackage (when ``include_layers``) plus the
+    collections added with :meth:`add`, which take precedence over a layer of the same id.
+
+    ``gpkg`` is the GeoPackage path, or None for the built layer set (``pattogis.layers``,
+    resolved on every call, so ``$PATTOGIS_LAYERS_DIR`` is honoured). Thread-safe: a collection
+    is loaded once even when requested by several threads at the same time.
+    """
+
+    def __init__(self, *, include_layers: bool = True, gpkg: str | Path | None = None) -> None:
+        self.include_layers = include_layers
+        self._gpkg = Path(gpkg) if gpkg is not None else None
+        self._extra: dict[str, Collection] = {}
+        self._layer_cols: dict[str, Collection] = {}
+        self._layer_version: Hashable = None
+        self._entries: dict[str, _Entry] = {}
+        self._summaries: dict[str, tuple[Collection, Hashable, Summary]] = {}
+        self._lock = threading.Lock()
+
+    # -- registration -------------------------------------------------------------------------
+    def add(self, collection: Collection) -> None:
+        """Register (or replace) a collection; its cached data are dropped."""
+        with self._lock:
+            self._extra[collection.id] = collection
+            self._entries.pop(collection.id, None)
+
+    def remove(self, collection_id: str) -> None:
+        with self._lock:
+            self._extra.pop(collection_id, None)
+            self._entries.pop(collection_id, None)
+
+    def clear_cache(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    # -- lookup -------------------------------------------------------------------------------
+    def gpkg_path(self) -> Path:
+        if self._gpkg is not None:
+            return self._gpkg
+        from pattogis import layers  # resolved per call: the env var may change between runs
+
+        return layers.gpkg_path()
+
+    def _layers(self) -> dict[str, Collection]:
+        """The GeoPackage's vector layers, re-listed when the file changes."""
+        if not self.include_layers:
+            return {}
+        path = self.gpkg_path()
+        if not path.exists():
+            raise MissingDataError(f"layer set not built at {path}: run `pattogis data build`")
+        version = _file_version(path)
+        with self._lock:
+            if version != self._layer_version:
+                self._layer_cols = _gpkg_collections(path)
+                self._layer_version = version
+            return self._layer_cols
+
+    def ids(self) -> list[str]:
+        """Collection ids: GeoPackage layers in file order, then the added ones."""
+        layer_ids = list(self._layers())
+        return layer_ids + [i for i in self._extra if i not in layer_ids]
+
+    def __iter__(self) -> Iterator[Collection]:
+        return (self.get(i) for i in self.ids())
+
+    def __contains__(self, collection_id: object) -> bool:
+        return isinstance(collection_id, str) and collection_id in self.ids()
+
+    def get(self, collection_id: str) -> Collection:
+        """The collection with this id; raises NotFound naming the known ids."""
+        if collection_id in self._extra:
+            return self._extra[collection_id]
+        cols = self._layers()
+        if collection_id in cols:
+            return cols[collection_id]
+        raise NotFound(
+            f"collection '{collection_id}' not found; known collections: {', '.join(self.ids())}"
+        )
+
+    def data(self, collection_id: str) -> CollectionData:
+        """The collection loaded for serving, from the cache unless its version changed."""
+        col = self.get(collection_id)
+        version = col.version() if col.version is not None else None
+        with self._lock:
+            entry = self._entries.setdefault(collection_id, _Entry())
+        cached = entry.data
+        if cached is not None and cached.version == version and cached.collection is col:
+            return cached
+        with entry.lock:  # one loader per collection; others wait for its result
+            cached = entry.data
+            if cached is not None and cached.version == version and cached.collection is col:
+                return cached
+            data = CollectionData(col, col.provider(), version)
+            entry.data = data
+            return data
+
+    def summary(self, collection_id: str) -> Summary:
+        """Count, CRS84 bbox, geometry type, temporal extent: from the cache when loaded, else
+        from the collection's cheap ``summary`` (GeoPackage metadata), else by loading it."""
+        col = self.get(collection_id)
+        entry = self._entries.get(collection_id)
+        version = col.version() if col.version is not None else None
+        if entry is not None and entry.data is not None and entry.data.version == version \
+                and entry.data.collection is col:
+            return entry.data.summary()
+        if col.summary is not None:
+            known = self._summaries.get(collection_id)
+            if known is not None and known[0] is col and known[1] == version:
+                return known[2]
+            s = col.summary()
+            self._summaries[collection_id] = (col, version, s)
+            return s
+        return self.data(collection_id).summary()
+
+    def warm(self) -> None:
+        """Load every collection (e.g. in a background thread at server start)."""
+        for cid in self.ids():
+            self.data(cid)
+
+
+def _gpkg_collections(path: Path) -> dict[str, Collection]:
+    """One Collection per vector layer of the GeoPackage, described from its layer_catalog."""
+    listed = pyogrio.list_layers(path)
+    names = [str(n) for n, gtype in listed if gtype is not None and n != CATALOG]
+    catalog: dict[str, dict] = {}
+    if CATALOG in {str(n) for n, _ in listed}:
+        cat = pyogrio.read_dataframe(path, layer=CATALOG, read_geometry=False)
+        catalog = {str(r["name"]): r for r in cat.to_dict("records")}
+    out: dict[str, Collection] = {}
+    for name in names:
+        info = pyogrio.read_info(path, layer=name)
+        dt_fields = [f for f, t in zip(info["fields"], info["ogr_types"], strict=True)
+                     if t in ("OFTDate", "OFTDateTime")]
+        dt_field = str(dt_fields[0]) if dt_fields else None
+        date_only = None
+        if dt_field is not None:
+            date_only = info["ogr_types"][list(info["fields"]).index(dt_field)] == "OFTDate"
+        row = catalog.get(name, {})
+        description = " ".join(
+            str(x) for x in (
+                row.get("notes"),
+                f"Source: {row['source']}." if row.get("source") else None,
+                f"Provenance: {row['provenance']}." if row.get("provenance") else None,
+            ) if x and str(x) != "nan"
+        )
+        out[name] = Collection(
+            id=name,
+            title=name.replace("_", " ").capitalize(),
+            description=description or f"Layer '{name}' of {path.name}",
+            attribution=str(row.get("attribution") or ""),
+            licence=str(row.get("licence") or ""),
+            provider=_gpkg_provider(path, name),
+            datetime_field=dt_field,
+            date_only=date_only,
+            version=lambda p=path: _file_version(p),
+            summary=_gpkg_summary(path, name, dt_field),
+        )
+    return out
+
+
+def _gpkg_provider(path: Path, layer: str) -> Provider:
+    def provider() -> gpd.GeoDataFrame:
+        # fid as index: the GeoPackage feature id is the stable OGC feature id.
+        return pyogrio.read_dataframe(path, layer=layer, fid_as_index=True, use_arrow=True)
+
+    return provider
+
+
+def _gpkg_summary(path: Path, layer: str, dt_field: str | None) -> Callable[[], Summary]:
+    def summary() -> Summary:
+        info = pyogrio.read_info(path, layer=layer)
+        n = int(info["features"])
+        bbox = None
+        if n and info["total_bounds"] is not None and np.all(np.isfinite(info["total_bounds"])):
+            bbox = _bounds_to_crs84(tuple(info["total_bounds"]), info["crs"])
+        temporal = None
+        if dt_field is not None:
+            df = pyogrio.read_dataframe(path, layer=layer, columns=[dt_field], read_geometry=False)
+            t, _ = _to_utc(df[dt_field], field=dt_field, collection=layer)
+            temporal = (_iso(t.min()), _iso(t.max()))
+        return Summary(n, bbox, str(info["geometry_type"]), temporal)
+
+    return summary
+
+
+#: The default registry: the built layer set plus what other modules register.
+registry = CollectionRegistry()
+
+
+def register(collection: Collection) -> None:
+    """Add a collection to the default registry (what the API serves by default)."""
+    registry.add(collection)
+
+
+def utc_now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
