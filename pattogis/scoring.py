@@ -120,16 +120,18 @@ def minmax(x: Any, direction: str = "max", *, among: Any = None) -> np.ndarray:
     _check_direction(direction)
     x = _as_float(x)
     ref = _reference(x, among)
-    out = np.full(x.shape, np.nan)
     if not ref.any():
-        return out
-    lo, hi = float(x[ref].min()), float(x[ref].max())
+        return np.full(x.shape, np.nan)
+    # masked reductions: no copies of the selected entries (hot path at 1M sites)
+    lo = float(np.min(x, where=ref, initial=np.inf))
+    hi = float(np.max(x, where=ref, initial=-np.inf))
     if lo == hi:
-        out[ref] = 1.0
+        out = np.ones(x.shape)
     elif direction == "max":
-        out[ref] = (x[ref] - lo) / (hi - lo)
+        out = (x - lo) / (hi - lo)
     else:
-        out[ref] = (hi - x[ref]) / (hi - lo)
+        out = (hi - x) / (hi - lo)
+    out[~ref] = np.nan
     return out
 
 
@@ -172,17 +174,18 @@ def target_normalise(
     lo, hi = _target_range(target)
     x = _as_float(x)
     ref = _reference(x, among)
-    out = np.full(x.shape, np.nan)
     if not ref.any():
-        return out
-    d = np.maximum(np.maximum(lo - x[ref], x[ref] - hi), 0.0)
+        return np.full(x.shape, np.nan)
+    with np.errstate(invalid="ignore"):
+        d = np.maximum(np.maximum(lo - x, x - hi), 0.0)
     if tolerance is not None:
         if not tolerance > 0:
             raise ValueError(f"tolerance must be > 0, got {tolerance!r}")
-        out[ref] = np.clip(1.0 - d / tolerance, 0.0, 1.0)
+        out = np.clip(1.0 - d / tolerance, 0.0, 1.0)
     else:
-        dmax = float(d.max())
-        out[ref] = 1.0 if dmax == 0.0 else 1.0 - d / dmax
+        dmax = float(np.max(d, where=ref, initial=0.0))
+        out = np.ones(x.shape) if dmax == 0.0 else 1.0 - d / dmax
+    out[~ref] = np.nan
     return out
 
 
@@ -609,14 +612,15 @@ def with_weights(
 
 @dataclass
 class _Prepared:
+    """Arrays are criteria-major, shape (k, n): each criterion is one contiguous row."""
+
     profile: Profile
-    raw: np.ndarray  # (n, k) raw criterion values
-    norm: np.ndarray  # (n, k) normalised, NaN where missing or excluded
-    present: np.ndarray  # (n, k) bool: value usable for the score (eligible and not NaN)
-    missing: np.ndarray  # (n,) comma string of missing weighted criteria
+    norm: np.ndarray  # (k, n) normalised, NaN where missing or excluded
+    present: np.ndarray  # (k, n) bool: value usable for the score (eligible and not NaN)
+    missing: pd.Categorical  # (n,) comma string of missing weighted criteria
     missing_weight: np.ndarray  # (n,) share of profile weight missing
     excluded: np.ndarray  # (n,) bool
-    reason: np.ndarray  # (n,) object: Italian reasons joined by "; ", "" if eligible
+    reason: pd.Categorical  # (n,) Italian reasons joined by "; ", "" if eligible
 
 
 def _numeric_columns(data: pd.DataFrame, names: Iterable[str], src: str) -> dict[str, np.ndarray]:
@@ -624,17 +628,24 @@ def _numeric_columns(data: pd.DataFrame, names: Iterable[str], src: str) -> dict
     absent = [c for c in names if c not in data.columns]
     if absent:
         raise InputError(
-            f"criteria table lacks column{'s' if len(absent) > 1 else ''} {', '.join(absent)} needed by {src}",
+            f"criteria table lacks column{'s' if len(absent) > 1 else ''} {', '.join(absent)}"
+            f" needed by {src}",
             field=absent[0],
             hint=f"columns present: {', '.join(map(str, data.columns))}",
         )
     out: dict[str, np.ndarray] = {}
     for c in names:
         s = data[c]
-        num = pd.to_numeric(s, errors="coerce")
-        bad = num.isna().to_numpy() & s.notna().to_numpy()
-        arr = num.to_numpy(dtype=float, na_value=np.nan)
-        bad |= np.isinf(arr)
+        if isinstance(s.dtype, np.dtype) and s.dtype.kind == "f":
+            arr = s.to_numpy(dtype=float)  # fast path: already float, NaN = missing
+            bad = np.isinf(arr)
+        else:
+            num = pd.to_numeric(s, errors="coerce")
+            bad = num.isna().to_numpy() & s.notna().to_numpy()
+            if s.dtype == bool:
+                bad[:] = True  # a boolean is not a measurement
+            arr = num.to_numpy(dtype=float, na_value=np.nan)
+            bad |= np.isinf(arr)
         if bad.any():
             rows = np.flatnonzero(bad).tolist()
             raise InputError(
@@ -648,18 +659,19 @@ def _numeric_columns(data: pd.DataFrame, names: Iterable[str], src: str) -> dict
     return out
 
 
-def _pattern_strings(bits: np.ndarray, render: Any) -> np.ndarray:
-    """Map per-row bit patterns to strings via ``render(pattern)`` computed once per pattern."""
+def _pattern_strings(bits: np.ndarray, render: Any) -> pd.Categorical:
+    """Per-row bit patterns -> categorical of strings, ``render(pattern)`` once per pattern."""
     uniq, inv = np.unique(bits, return_inverse=True)
-    table = np.array([render(int(u)) for u in uniq], dtype=object)
-    return table[inv.reshape(-1)]
+    labels = [render(int(u)) for u in uniq]
+    cats, codes = np.unique(np.array(labels, dtype=object), return_inverse=True)
+    return pd.Categorical.from_codes(codes[inv.reshape(-1)], categories=cats.tolist())
 
 
 def _prepare(data: pd.DataFrame, p: Profile) -> _Prepared:
     k = len(p.criteria)
+    n = len(data)
     cols = _numeric_columns(data, p.names + [e.field for e in p.exclusions], p.source)
-    raw = np.column_stack([cols[c] for c in p.names]) if k else np.empty((len(data), 0))
-    n = raw.shape[0]
+    raw = np.stack([cols[c] for c in p.names]) if k else np.empty((0, n))
     w = p.weights
 
     # Hard exclusions, one bit per rule (and one more per rule for "cannot be checked").
@@ -674,11 +686,11 @@ def _prepare(data: pd.DataFrame, p: Profile) -> _Prepared:
             excl_bits |= np.isnan(v).astype(np.int64) << (2 * i + 1)
 
     # Missing weighted criteria, one bit per criterion (weight-0 criteria cannot change a score).
-    nanmask = np.isnan(raw)
-    weighted = w > 0
-    miss = nanmask & weighted
-    miss_bits = (miss.astype(np.int64) << np.arange(k, dtype=np.int64)).sum(axis=1)
-    missing_weight = miss @ w
+    miss = np.isnan(raw) & (w > 0)[:, None]
+    miss_bits = np.zeros(n, dtype=np.int64)
+    for j in range(k):
+        miss_bits |= miss[j].astype(np.int64) << j
+    missing_weight = w @ miss
 
     def names_of(bits: int) -> list[int]:
         return [j for j in range(k) if bits >> j & 1]
@@ -702,9 +714,6 @@ def _prepare(data: pd.DataFrame, p: Profile) -> _Prepared:
             )
         return ""
 
-    # One combined code per row -> one reason string per distinct combination.
-    combo = excl_bits | (miss_bits << nbits)
-
     def render(code: int) -> str:
         parts = []
         for i, e in enumerate(p.exclusions):
@@ -717,14 +726,15 @@ def _prepare(data: pd.DataFrame, p: Profile) -> _Prepared:
             parts.append(m)
         return "; ".join(parts)
 
-    reason = _pattern_strings(combo, render)
-    excluded = reason != ""
+    # One combined code per row -> one reason string per distinct combination.
+    reason = _pattern_strings(excl_bits | (miss_bits << nbits), render)
+    excluded = np.asarray(reason != "")
     eligible = ~excluded
 
-    norm = np.full(raw.shape, np.nan)
+    norm = np.empty((k, n))
     for j, c in enumerate(p.criteria):
-        norm[:, j] = normalise(
-            raw[:, j],
+        norm[j] = normalise(
+            raw[j],
             c.normalise,
             c.direction if c.direction in DIRECTIONS else "max",
             target=c.target,
@@ -734,9 +744,9 @@ def _prepare(data: pd.DataFrame, p: Profile) -> _Prepared:
     if p.missing_policy == "worst":
         # Explicitly pessimistic: a missing weighted value counts as the worst possible (0);
         # the site still lists it in `missing`.
-        norm[miss & eligible[:, None]] = 0.0
+        norm[miss & eligible] = 0.0
     present = ~np.isnan(norm)
-    return _Prepared(p, raw, norm, present, missing_str, missing_weight, excluded, reason)
+    return _Prepared(p, norm, present, missing_str, missing_weight, excluded, reason)
 
 
 def _ranks_desc(scores: np.ndarray) -> np.ndarray:
@@ -759,17 +769,53 @@ def _ranks_desc(scores: np.ndarray) -> np.ndarray:
 
 
 def _ideals(prep: _Prepared) -> tuple[np.ndarray, np.ndarray]:
-    """TOPSIS ideal and anti-ideal per criterion (normalised space, eligible sites)."""
-    elig = prep.norm[~prep.excluded]
-    k = prep.norm.shape[1]
-    if elig.size == 0:
-        return np.full(k, np.nan), np.full(k, np.nan)
-    has = ~np.isnan(elig).all(axis=0)
-    best = np.full(k, np.nan)
-    worst = np.full(k, np.nan)
-    best[has] = np.nanmax(elig[:, has], axis=0)
-    worst[has] = np.nanmin(elig[:, has], axis=0)
-    return best, worst
+    """TOPSIS ideal and anti-ideal per criterion: max / min normalised value, eligible sites."""
+    has = prep.present.any(axis=1)
+    best = np.max(prep.norm, axis=1, where=prep.present, initial=-np.inf)
+    worst = np.min(prep.norm, axis=1, where=prep.present, initial=np.inf)
+    return np.where(has, best, np.nan), np.where(has, worst, np.nan)
+
+
+@dataclass
+class _Scores:
+    total: np.ndarray  # (n,)
+    contrib: np.ndarray  # (k, n)
+    extra: dict[str, np.ndarray]  # TOPSIS terms: d_pos, d_neg (n,), dpos, dneg (k, n)
+
+
+def _score_arrays(prep: _Prepared, method: str) -> _Scores:
+    w = prep.profile.weights[:, None]
+    # Per-site weights: the weights of the criteria present, rescaled to sum 1 (renormalise).
+    w_site = (prep.present * w).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        w_eff = np.where(prep.present, w / w_site, np.nan)
+    if method == "wsum":
+        contrib = w_eff * prep.norm
+        total = np.sum(contrib, axis=0, where=prep.present)
+        return _Scores(total, contrib, {})
+    best, worst = _ideals(prep)
+    # in-place arithmetic: five (k, n) arrays at 1M sites are 0.5 GB, temporaries matter
+    dpos = prep.norm - best[:, None]
+    dpos *= w_eff
+    dpos **= 2
+    dneg = prep.norm - worst[:, None]
+    dneg *= w_eff
+    dneg **= 2
+    d_pos = np.sqrt(np.sum(dpos, axis=0, where=prep.present))
+    d_neg = np.sqrt(np.sum(dneg, axis=0, where=prep.present))
+    den = d_pos + d_neg
+    with np.errstate(invalid="ignore", divide="ignore"):
+        closeness = np.where(den > 0, d_neg / den, 1.0)
+        # contrib_j = closeness * dneg_j / d_neg**2 (share of the squared distance from the
+        # anti-ideal); where d_neg = 0 the score (0, or 1 if d_pos = 0 too) is shared by weight
+        factor = np.where(d_neg > 0, closeness / d_neg**2, 0.0)
+    contrib = dneg * factor
+    flat = np.flatnonzero(d_neg == 0)
+    if flat.size:
+        contrib[:, flat] = closeness[flat] * w_eff[:, flat]
+    # the score as the exact sum of its parts (as for wsum)
+    total = np.where(prep.present.any(axis=0), np.sum(contrib, axis=0, where=prep.present), np.nan)
+    return _Scores(total, contrib, {"d_pos": d_pos, "d_neg": d_neg, "dpos": dpos, "dneg": dneg})
 
 
 def score(
@@ -786,75 +832,60 @@ def score(
 
     Returns a frame with the same index and columns ``score`` (0..1, NaN if excluded), ``rank``
     (Int64, 1 = best, ties share the lowest rank, NA if excluded), ``excluded``,
-    ``exclusion_reason`` (Italian, "; "-joined), ``missing`` (comma string of the weighted criteria
-    that were NaN), ``missing_weight`` (their share of the weight), then ``norm_<crit>`` and
-    ``contrib_<crit>`` for every criterion (NaN where missing or excluded); TOPSIS adds ``d_pos``,
-    ``d_neg``, ``dpos_<crit>`` and ``dneg_<crit>``. See the module docstring for the formulas.
-    ``out.attrs`` holds the profile (``to_dict()``) and the method.
+    ``exclusion_reason`` (Italian, "; "-joined, "" if eligible), ``missing`` (comma string of the
+    weighted criteria that were NaN, "" if none), ``missing_weight`` (their share of the weight),
+    then ``norm_<crit>`` and ``contrib_<crit>`` for every criterion (NaN where missing or
+    excluded); TOPSIS adds ``d_pos``, ``d_neg``, ``dpos_<crit>`` and ``dneg_<crit>``. The two
+    string columns are categoricals (few distinct values). See the module docstring for the
+    formulas. ``out.attrs`` holds the profile (``to_dict()``) and the method.
     """
     p = load_profile(profile)
-    method = method or p.method
-    if method not in METHODS:
-        raise InputError(
-            f"unknown scoring method {method!r}; use one of {', '.join(METHODS)}", field="method"
-        )
+    method = _check_method(method or p.method)
     prep = _prepare(data, p)
-    n, k = prep.norm.shape
-    w = p.weights
-    # Weight of the criteria present for each site: 1 unless data is missing (renormalise).
-    w_site = prep.present @ w
-    with np.errstate(invalid="ignore", divide="ignore"):
-        w_eff = np.where(prep.present, w, np.nan) / w_site[:, None]  # per-site weights, sum 1
+    sc = _score_arrays(prep, method)
+    excl = prep.excluded
+    total = np.where(excl, np.nan, sc.total)
+    ranks = _ranks_desc(total)
+    rank = pd.array(ranks, dtype="Int64")
+    rank[excl] = pd.NA
 
-    extra: dict[str, np.ndarray] = {}
-    if method == "wsum":
-        contrib = w_eff * prep.norm
-        total = np.nansum(contrib, axis=1)
-    else:
-        best, worst = _ideals(prep)
-        dpos = (w_eff * (prep.norm - best)) ** 2
-        dneg = (w_eff * (prep.norm - worst)) ** 2
-        d_pos = np.sqrt(np.nansum(dpos, axis=1))
-        d_neg = np.sqrt(np.nansum(dneg, axis=1))
-        denom = d_pos + d_neg
-        with np.errstate(invalid="ignore", divide="ignore"):
-            total = np.where(denom > 0, d_neg / denom, 1.0)
-            share = np.where(
-                (d_neg > 0)[:, None], dneg / (d_neg**2)[:, None], w_eff
-            )  # d_neg = 0: score is 0 (or 1 when d_pos = 0 too), share by weight
-        contrib = total[:, None] * share
-        extra = {"d_pos": d_pos, "d_neg": d_neg}
-        for j, c in enumerate(p.criteria):
-            extra[f"dpos_{c.name}"] = dpos[:, j]
-        for j, c in enumerate(p.criteria):
-            extra[f"dneg_{c.name}"] = dneg[:, j]
-        # total as the exact sum of its parts (same float order as the wsum case)
-        total = np.where(np.isnan(contrib).all(axis=1), total, np.nansum(contrib, axis=1))
-
-    total = np.where(prep.excluded, np.nan, total)
-    ranks = _ranks_desc(np.where(prep.excluded, np.nan, total))
-    rank = pd.array(np.where(prep.excluded, 0, ranks), dtype="Int64")
-    rank[prep.excluded] = pd.NA
-
-    cols: dict[str, Any] = {
-        "score": total,
-        "rank": rank,
-        "excluded": prep.excluded,
-        "exclusion_reason": prep.reason,
-        "missing": prep.missing,
-        "missing_weight": prep.missing_weight,
-    }
-    for j, c in enumerate(p.criteria):
-        cols[f"norm_{c.name}"] = prep.norm[:, j]
-    for j, c in enumerate(p.criteria):
-        cols[f"contrib_{c.name}"] = contrib[:, j]
-    for name, v in extra.items():
-        cols[name] = np.where(prep.excluded, np.nan, v)
-    out = pd.DataFrame(cols, index=data.index)
+    head = pd.DataFrame(
+        {
+            "score": total,
+            "rank": rank,
+            "excluded": excl,
+            "exclusion_reason": prep.reason,
+            "missing": prep.missing,
+            "missing_weight": prep.missing_weight,
+        },
+        index=data.index,
+    )
+    # Criterion blocks are built (k, n) and handed to pandas as one 2-D block each: no strided
+    # per-column copies (the dominant cost at 1M sites otherwise).
+    names = p.names
+    parts: list[np.ndarray] = [prep.norm, sc.contrib]
+    colnames = [f"norm_{c}" for c in names] + [f"contrib_{c}" for c in names]
+    if method == "topsis":
+        parts += [
+            np.where(excl, np.nan, np.stack([sc.extra["d_pos"], sc.extra["d_neg"]])),
+            sc.extra["dpos"],
+            sc.extra["dneg"],
+        ]
+        colnames += ["d_pos", "d_neg"] + [f"dpos_{c}" for c in names] + [f"dneg_{c}" for c in names]
+    body = pd.DataFrame(np.concatenate(parts).T, index=data.index, columns=colnames, copy=False)
+    out = pd.concat([head, body], axis=1)
     out = _keep_geometry(data, out)
     out.attrs["profile"] = p.to_dict()
     out.attrs["method"] = method
     return out
+
+
+def _check_method(method: str) -> str:
+    if method not in METHODS:
+        raise InputError(
+            f"unknown scoring method {method!r}; use one of {', '.join(METHODS)}", field="method"
+        )
+    return method
 
 
 def _keep_geometry(data: pd.DataFrame, out: pd.DataFrame) -> pd.DataFrame:
@@ -937,11 +968,7 @@ def monte_carlo(
     the full (sites x draws) rank matrix. Results depend only on ``seed``, not on the chunking.
     """
     p = load_profile(profile)
-    method = method or p.method
-    if method not in METHODS:
-        raise InputError(
-            f"unknown scoring method {method!r}; use one of {', '.join(METHODS)}", field="method"
-        )
+    method = _check_method(method or p.method)
     draws = p.mc_draws if draws is None else int(draws)
     conc = p.mc_concentration if concentration is None else float(concentration)
     top_k = p.mc_top_k if top_k is None else int(top_k)
@@ -952,30 +979,32 @@ def monte_carlo(
     if not 0 <= q_lo <= 0.5 <= q_hi <= 1:
         raise InputError(f"quantiles must satisfy 0 <= low <= 0.5 <= high <= 1, got {quantiles}")
 
-    det = score(data, p, method=method)
     prep = _prepare(data, p)
     elig = ~prep.excluded
-    nm = prep.norm[elig]
-    pres = prep.present[elig].astype(float)
-    m, k = nm.shape
+    det_total = np.where(prep.excluded, np.nan, _score_arrays(prep, method).total)
+    det_rank = pd.array(_ranks_desc(det_total), dtype="Int64")
+    det_rank[prep.excluded] = pd.NA
+    nm = prep.norm[:, elig]  # (k, m)
+    pres = prep.present[:, elig].astype(float)
+    m = nm.shape[1]
     W = draw_weights(p.weights, conc, draws, seed)  # all draws up front: chunking-independent
 
     if method == "wsum":
-        a = np.nan_to_num(nm, nan=0.0)  # masked out by `pres` in the denominator
+        a = np.where(pres > 0, nm, 0.0)  # masked out by `pres` in the denominator
 
         def block(wc: np.ndarray) -> np.ndarray:
             with np.errstate(invalid="ignore", divide="ignore"):
-                return (wc @ a.T) / (wc @ pres.T)
+                return (wc @ a) / (wc @ pres)
     else:
         best, worst = _ideals(prep)
         # Per-site renormalisation scales d_pos and d_neg alike, so closeness ignores it.
-        ap = np.nan_to_num((nm - best) ** 2, nan=0.0)
-        an = np.nan_to_num((nm - worst) ** 2, nan=0.0)
+        ap = np.where(pres > 0, (nm - best[:, None]) ** 2, 0.0)
+        an = np.where(pres > 0, (nm - worst[:, None]) ** 2, 0.0)
 
         def block(wc: np.ndarray) -> np.ndarray:
             w2 = wc**2
-            dp = np.sqrt(w2 @ ap.T)
-            dn = np.sqrt(w2 @ an.T)
+            dp = np.sqrt(w2 @ ap)
+            dn = np.sqrt(w2 @ an)
             den = dp + dn
             with np.errstate(invalid="ignore", divide="ignore"):
                 return np.where(den > 0, dn / den, 1.0)
@@ -1017,7 +1046,7 @@ def monte_carlo(
 
     res = pd.DataFrame(
         {
-            "rank": det["rank"].to_numpy(),
+            "rank": det_rank,
             "rank_mean": spread(rsum / draws if m else rsum),
             qname(q_lo): spread(_quantile_from_buffers(low, high, q_lo, draws) if m else rsum),
             qname(q_hi): spread(_quantile_from_buffers(low, high, q_hi, draws) if m else rsum),

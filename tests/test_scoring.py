@@ -56,9 +56,7 @@ def test_rank_hand_values_with_ties():
 def test_target_hand_values():
     x = [0.0, 1.0, 3.0, 6.0, 9.0, np.nan]
     # range [2, 5]: distances 2, 1, 0, 1, 4; scaled by the farthest (4)
-    np.testing.assert_allclose(
-        scoring.target_normalise(x, [2, 5]), [0.5, 0.75, 1, 0.75, 0, np.nan]
-    )
+    np.testing.assert_allclose(scoring.target_normalise(x, [2, 5]), [0.5, 0.75, 1, 0.75, 0, np.nan])
     np.testing.assert_allclose(
         scoring.target_normalise(x, [2, 5], tolerance=2.0), [0, 0.5, 1, 0.5, 0, np.nan]
     )
@@ -114,12 +112,22 @@ def test_unknown_criterion_names_file_and_key(tmp_path: Path):
         ({"fragility": (-1, "max")}, {}, "criteria.fragility.weight"),
         ({"fragility": (0, "max"), "area_ha": (0, "min")}, {}, "add up to 0"),
         ({"fragility": (1, "up")}, {}, "criteria.fragility.direction"),
-        ({"fragility": {"weight": 1, "direction": "max", "unit": "%"}}, {}, "criteria.fragility.unit"),
+        (
+            {"fragility": {"weight": 1, "direction": "max", "unit": "%"}},
+            {},
+            "criteria.fragility.unit",
+        ),
         ({"area_ha": {"weight": 1, "normalise": "target"}}, {}, "criteria.area_ha.target"),
-        ({"fragility": (1, "max")}, {"exclusions": [{"rule": "slope > 20", "reason_it": "x"}]},
-         "exclusions[0].rule"),
-        ({"fragility": (1, "max")}, {"exclusions": [{"rule": "slope_mean_deg >> 2", "reason_it": "x"}]},
-         "exclusions[0].rule"),
+        (
+            {"fragility": (1, "max")},
+            {"exclusions": [{"rule": "slope > 20", "reason_it": "x"}]},
+            "exclusions[0].rule",
+        ),
+        (
+            {"fragility": (1, "max")},
+            {"exclusions": [{"rule": "slope_mean_deg >> 2", "reason_it": "x"}]},
+            "exclusions[0].rule",
+        ),
         ({"fragility": (1, "max")}, {"missing": {"policy": "zero"}}, "missing.policy"),
         ({"fragility": (1, "max")}, {"metodo": "wsum"}, "'metodo'"),
         ({"fragility": (1, "max")}, {"method": "ahp"}, "method"),
@@ -236,7 +244,9 @@ def test_topsis_hand_computed_and_decomposition():
 
 
 def test_topsis_missing_uses_present_criteria_only():
-    df = pd.DataFrame({"fragility": [0.0, 5.0, 10.0, 5.0], "rail_distance_m": [100.0, 300.0, 200.0, np.nan]})
+    df = pd.DataFrame(
+        {"fragility": [0.0, 5.0, 10.0, 5.0], "rail_distance_m": [100.0, 300.0, 200.0, np.nan]}
+    )
     p = prof({"fragility": (3, "max"), "rail_distance_m": (1, "min")}, method="topsis")
     out = scoring.score(df, p)
     # site 3: only fragility (norm .5) between anti-ideal 0 and ideal 1 -> closeness .5
@@ -277,7 +287,10 @@ def test_exclusions_with_italian_reason_and_no_effect_on_bounds():
 
 def test_missing_renormalised_and_reported_not_zeroed():
     df = pd.concat(
-        [small_frame(), pd.DataFrame({"fragility": [np.nan], "rail_distance_m": [100.0]}, index=["D"])]
+        [
+            small_frame(),
+            pd.DataFrame({"fragility": [np.nan], "rail_distance_m": [100.0]}, index=["D"]),
+        ]
     )
     p = prof({"fragility": (3, "max"), "rail_distance_m": (1, "min")})
     out = scoring.score(df, p)
@@ -352,7 +365,10 @@ def test_compare_tidy_and_wide():
     assert len(t) == 4 and t["site"].tolist() == ["C", "C", "A", "A"]
     row = t[(t.site == "C") & (t.criterion == "rail_distance_m")].iloc[0]
     assert row["raw"] == 200 and row["norm"] == 0.5 and row["contrib"] == 0.125
-    assert row["label_it"] == "Distanza dalla stazione ferroviaria (SFM) più vicina" and row["unit"] == "m"
+    assert (
+        row["label_it"] == "Distanza dalla stazione ferroviaria (SFM) più vicina"
+        and row["unit"] == "m"
+    )
     assert row["rank"] == 1
     w = scoring.compare(df, out, ["C", "A"], wide=True)
     assert w.loc["Punteggio", ("C", "contrib")] == pytest.approx(0.875)
@@ -393,14 +409,15 @@ def test_mc_matches_brute_force_over_draws(method):
     df = random_sites(40, seed=11)
     p = scoring.load_profile("pug_planner")
     draws, conc, seed = 60, 20.0, 5
-    mc = scoring.monte_carlo(df, p, method=method, draws=draws, concentration=conc, seed=seed,
-                             top_k=5, memory_mb=1e-6)  # forces one draw per chunk
+    mc = scoring.monte_carlo(
+        df, p, method=method, draws=draws, concentration=conc, seed=seed, top_k=5, memory_mb=1e-6
+    )  # forces one draw per chunk
     W = scoring.draw_weights(p.weights, conc, draws, seed)
     ranks = np.column_stack(
         [
-            scoring.score(df, scoring.with_weights(p, dict(zip(p.names, w, strict=True))), method=method)[
-                "rank"
-            ].to_numpy(dtype=float, na_value=np.nan)
+            scoring.score(
+                df, scoring.with_weights(p, dict(zip(p.names, w, strict=True))), method=method
+            )["rank"].to_numpy(dtype=float, na_value=np.nan)
             for w in W
         ]
     )
@@ -444,3 +461,17 @@ def test_draw_weights_moments():
     assert (W[:, 3] == 0).all()
     np.testing.assert_allclose(W.mean(axis=0), w, atol=3e-3)
     np.testing.assert_allclose(W[:, 0].var(), 0.5 * 0.5 / 51, rtol=0.05)
+
+
+def test_topsis_degenerate_distances():
+    # site 0 is worst on both criteria: d_neg = 0 -> score 0 and zero contributions
+    df = pd.DataFrame({"fragility": [0.0, 1.0, 0.5], "bus_access": [0.0, 0.5, 1.0]})
+    p = prof({"fragility": (1, "max"), "bus_access": (3, "max")}, method="topsis")
+    out = scoring.score(df, p)
+    assert out["score"][0] == 0 and out.loc[0, ["contrib_fragility", "contrib_bus_access"]].eq(0).all()
+    # every criterion constant: each site is both ideal and anti-ideal -> score 1, shared by weight
+    const = pd.DataFrame({"fragility": [0.3, 0.3], "bus_access": [2.0, 2.0]})
+    out = scoring.score(const, p)
+    np.testing.assert_allclose(out["score"], [1, 1])
+    np.testing.assert_allclose(out["contrib_bus_access"], [0.75, 0.75])
+    assert out["rank"].tolist() == [1, 1]
