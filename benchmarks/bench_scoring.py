@@ -235,6 +235,8 @@ def main() -> None:
             "numpy": np.__version__,
             "pandas": pd.__version__,
             "pymcdm": version("pymcdm"),
+            # shared machine: other jobs may run; ratios are measured in the same run
+            "loadavg_1m_at_start": os.getloadavg()[0],
         },
         "notes": (
             "pattogis timings include input checks, exclusions, missing-data handling, "
@@ -246,6 +248,7 @@ def main() -> None:
         "throughput": bench_throughput(sizes, repeat),
         "monte_carlo": bench_monte_carlo(mc_sizes, draws, peer_draws),
     }
+    result["machine"]["loadavg_1m_at_end"] = os.getloadavg()[0]
     atomic_write_text(a.out, json.dumps(result, indent=2) + "\n")
     print(f"wrote {a.out}")
 

@@ -756,7 +756,8 @@ def _ranks_desc(scores: np.ndarray) -> np.ndarray:
     """
     key = -np.round(scores, _TIE_DECIMALS)
     key[np.isnan(key)] = np.inf
-    order = np.argsort(key, axis=-1, kind="stable")
+    # tied entries all get the group's first position below, so an unstable (SIMD) sort is safe
+    order = np.argsort(key, axis=-1)
     srt = np.take_along_axis(key, order, axis=-1)
     m = key.shape[-1]
     pos = np.broadcast_to(np.arange(1, m + 1, dtype=np.int32), key.shape)
