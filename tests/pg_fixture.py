@@ -136,12 +136,21 @@ class PgCluster:
 
         name = "t_" + uuid.uuid4().hex[:12]
         with psycopg.connect(self.url("postgres"), autocommit=True) as con:
-            con.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE_DB}")
+            # FILE_COPY: a plain file copy of the small template, ~10x faster than WAL_LOG here
+            con.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE_DB} STRATEGY FILE_COPY")
         return self.url(name)
+
+    def drop_database(self, url: str) -> None:
+        import psycopg
+
+        name = url.rsplit("/", 1)[1]
+        with psycopg.connect(self.url("postgres"), autocommit=True) as con:
+            con.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
     def stop(self) -> None:
         if self.data.exists() and (self.data / "postmaster.pid").exists():
-            self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+            # immediate: nothing in a throwaway cluster is worth a shutdown checkpoint
+            self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
         shutil.rmtree(self.root, ignore_errors=True)
 
 
@@ -162,6 +171,8 @@ def pg_cluster() -> Iterator[PgCluster]:
 
 
 @pytest.fixture
-def postgis_url(pg_cluster: PgCluster) -> str:
-    """URL of a fresh, empty PostGIS database for one test."""
-    return pg_cluster.new_database()
+def postgis_url(pg_cluster: PgCluster) -> Iterator[str]:
+    """URL of a fresh, empty PostGIS database for one test (dropped after it)."""
+    url = pg_cluster.new_database()
+    yield url
+    pg_cluster.drop_database(url)

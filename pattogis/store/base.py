@@ -43,7 +43,7 @@ FIELDS = (
 )
 # Fields a writer may set; proposal_id, owner and the timestamps belong to the store.
 EDITABLE = ("scenario", "comune_istat", "ptype", "exemption", "pool", "title", "date", "status")
-REQUIRED = ("scenario", "comune_istat", "ptype", "pool", "title")
+REQUIRED = ("scenario", "comune_istat", "ptype", "pool")
 AUDIT_FIELDS = ("audit_id", "proposal_id", "at", "role", "action", "note", "before", "after")
 _UUID_HEX = re.compile(r"^[0-9a-f]{32}$")
 
@@ -106,6 +106,11 @@ def fmt_ts(t: datetime) -> str:
     """ISO 8601 UTC with milliseconds and 'Z', as GeoPackage wants: 2025-01-31T12:00:00.000Z."""
     t = t.astimezone(UTC)
     return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+
+
+def _rows(index: pd.Index) -> list[int]:
+    """1-based feature numbers (as in pattogis.proposals) from a 0-based positional index."""
+    return [int(i) + 1 for i in index]
 
 
 def _as_list(v: str | Iterable[str] | None) -> list[str] | None:
@@ -194,7 +199,7 @@ class BaseStore(ABC):
                 "proposals have no CRS", field="geometry",
                 hint=f"declare the CRS (the store works in {self.crs.to_string()})",
             )
-        gdf = gdf.reset_index(drop=True)  # rows in errors are 0-based feature positions
+        gdf = gdf.reset_index(drop=True)  # rows in errors: 1-based feature numbers
         if not pyproj.CRS(gdf.crs).equals(self.crs):
             gdf = gdf.to_crs(self.crs)
         missing = [c for c in REQUIRED if c not in gdf.columns]
@@ -205,8 +210,10 @@ class BaseStore(ABC):
             s = gdf[c]
             bad = s.isna() | (s.astype(str).str.strip() == "")
             if bad.any():
-                raise InputError(f"empty '{c}'", rows=list(gdf.index[bad]), field=c)
+                raise InputError(f"empty '{c}'", rows=_rows(gdf.index[bad]), field=c)
             out[c] = s.astype(str).str.strip()
+        title = gdf["title"] if "title" in gdf.columns else pd.Series("", index=gdf.index)
+        out["title"] = title.astype(object).where(title.notna(), "").astype(str).str.strip()
         law = config.law()
         self._enum(out, "ptype", list(law["proposal_types"]))
         self._enum(out, "pool", list(law["pools"]))
@@ -214,7 +221,7 @@ class BaseStore(ABC):
         bad = ~out["comune_istat"].isin(known)
         if bad.any():
             raise InputError(
-                f"unknown comune '{out['comune_istat'][bad].iloc[0]}'", rows=list(gdf.index[bad]),
+                f"unknown comune '{out['comune_istat'][bad].iloc[0]}'", rows=_rows(gdf.index[bad]),
                 field="comune_istat", hint="use the 6-digit ISTAT code, e.g. '037006'",
             )
         ex = gdf["exemption"] if "exemption" in gdf.columns else pd.Series(None, index=gdf.index)
@@ -222,7 +229,7 @@ class BaseStore(ABC):
         bad = ex.notna() & ~ex.isin(list(law["exemptions"]))
         if bad.any():
             raise InputError(
-                f"unknown exemption '{ex[bad].iloc[0]}'", rows=list(gdf.index[bad]), field="exemption",
+                f"unknown exemption '{ex[bad].iloc[0]}'", rows=_rows(gdf.index[bad]), field="exemption",
                 hint="known: " + ", ".join(law["exemptions"]) + " (or none)",
             )
         out["exemption"] = ex
@@ -242,7 +249,7 @@ class BaseStore(ABC):
         bad = ~out[col].isin(allowed)
         if bad.any():
             raise InputError(
-                f"'{out[col][bad].iloc[0]}' is not a valid {col}", rows=list(out.index[bad]), field=col,
+                f"'{out[col][bad].iloc[0]}' is not a valid {col}", rows=_rows(out.index[bad]), field=col,
                 hint=hint or "allowed: " + ", ".join(allowed),
             )
 
@@ -255,7 +262,7 @@ class BaseStore(ABC):
         bad = raw.notna() & parsed.isna()
         if bad.any():
             raise InputError(
-                f"'{raw[bad].iloc[0]}' is not an ISO date", rows=list(gdf.index[bad]), field="date",
+                f"'{raw[bad].iloc[0]}' is not an ISO date", rows=_rows(gdf.index[bad]), field="date",
                 hint="write dates as YYYY-MM-DD",
             )
         return parsed.dt.strftime("%Y-%m-%d").astype(object).where(parsed.notna(), None)
@@ -268,11 +275,16 @@ class BaseStore(ABC):
         if bad.any():
             raise InputError(
                 "proposal_id must be 32 lowercase hex digits (uuid4 hex) or empty",
-                rows=list(gdf.index[bad]), field="proposal_id",
+                rows=_rows(gdf.index[bad]), field="proposal_id",
             )
+        if "part" in gdf.columns:
+            # pattogis.proposals splits a proposal across comuni into parts sharing its id; the
+            # store keeps one comune per proposal, so parts after the first get ids of their own.
+            later = given.notna() & pd.to_numeric(gdf["part"], errors="coerce").fillna(1).gt(1)
+            given = given.where(~later, None)
         dup = given.notna() & given.duplicated(keep=False)
         if dup.any():
-            raise InputError("duplicate proposal_id", rows=list(gdf.index[dup]), field="proposal_id")
+            raise InputError("duplicate proposal_id", rows=_rows(gdf.index[dup]), field="proposal_id")
         fresh = pd.Series([uuid.uuid4().hex for _ in range(len(gdf))], index=gdf.index)
         return given.where(given.notna(), fresh)
 
@@ -281,22 +293,22 @@ class BaseStore(ABC):
         g = np.asarray(gdf.geometry.values, dtype=object)
         missing = shapely.is_missing(g)
         if missing.any():
-            raise InputError("missing geometry", rows=list(gdf.index[missing]), field="geometry")
+            raise InputError("missing geometry", rows=_rows(gdf.index[missing]), field="geometry")
         kind = shapely.get_type_id(g)
         bad = ~np.isin(kind, (3, 6))  # Polygon, MultiPolygon
         if bad.any():
             raise InputError(
                 f"geometry must be a Polygon or MultiPolygon, not {g[bad][0].geom_type}",
-                rows=list(gdf.index[bad]), field="geometry",
+                rows=_rows(gdf.index[bad]), field="geometry",
             )
         empty = shapely.is_empty(g)
         if empty.any():
-            raise InputError("empty geometry", rows=list(gdf.index[empty]), field="geometry")
+            raise InputError("empty geometry", rows=_rows(gdf.index[empty]), field="geometry")
         invalid = ~shapely.is_valid(g)
         if invalid.any():
             reason = shapely.is_valid_reason(g[invalid][0])
             raise InputError(
-                f"invalid geometry ({reason})", rows=list(gdf.index[invalid]), field="geometry",
+                f"invalid geometry ({reason})", rows=_rows(gdf.index[invalid]), field="geometry",
                 hint="repair it (e.g. make_valid in QGIS) and send it again",
             )
         g = shapely.force_2d(g)
@@ -458,7 +470,8 @@ class BaseStore(ABC):
             cur, _ = self._current(con, proposal_id, lock=False)
             self._check_read(r, cur["comune_istat"], f"the audit trail of proposal {proposal_id}")
             rows = self._select_audit(con, proposal_id)
-        df = pd.DataFrame(rows, columns=list(AUDIT_FIELDS))
+        df = pd.DataFrame(rows, columns=list(AUDIT_FIELDS), dtype=object)  # None stays None
+        df["audit_id"] = df["audit_id"].astype("int64")
         for c in ("before", "after"):
             df[c] = [json.loads(x) if isinstance(x, str) else x for x in df[c]]
         return df
@@ -493,7 +506,7 @@ class BaseStore(ABC):
         }
 
     def _frame(self, rows: list[dict[str, Any]], geoms: Any) -> gpd.GeoDataFrame:
-        df = pd.DataFrame(rows, columns=list(FIELDS))
+        df = pd.DataFrame(rows, columns=list(FIELDS), dtype=object)  # missing values stay None
         return gpd.GeoDataFrame(df, geometry=gpd.GeoSeries(list(geoms), index=df.index, crs=self.crs))
 
     # --- backend primitives ------------------------------------------------------------------
