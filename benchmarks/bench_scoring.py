@@ -28,7 +28,7 @@ from pattogis import scoring  # noqa: E402
 from pattogis.io import atomic_write_text  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "scoring.json"
-CRITS = list(scoring.KNOWN_CRITERIA)
+CRITS = list(scoring.known_criteria())
 # TOPSIS profile over all 12 criteria, min-max everywhere: the matrix pymcdm gets too.
 DIRS = {
     "land_take_ha": "min", "share_inside_tu": "max", "rail_distance_m": "min",

@@ -1,7 +1,7 @@
 """Transparent multi-criteria scoring of regeneration candidate sites.
 
 Input: one row per candidate site with the raw criterion values produced by
-``pattogis.criteria`` (column names and units in :data:`KNOWN_CRITERIA`; missing data is NaN).
+``pattogis.criteria`` (column names and units: :func:`known_criteria`; missing data is NaN).
 Output: one row per site with the score, the rank, every criterion's normalised value and
 contribution, the exclusions (with an Italian reason) and the list of criteria that were missing.
 
@@ -40,6 +40,7 @@ Conventions (stated once, relied on everywhere):
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -54,22 +55,19 @@ from pattogis import config
 from pattogis.errors import ConfigError, InputError, NotFound
 from pattogis.io import atomic_path
 
-# The data contract with pattogis.criteria: column name -> (unit, default Italian label).
-# Profiles may override the label; a unit that disagrees is a ConfigError (a km/m slip).
-KNOWN_CRITERIA: dict[str, tuple[str, str]] = {
-    "land_take_ha": ("ha", "Consumo di suolo fuori dal territorio urbanizzato"),
-    "share_inside_tu": ("0-1", "Quota del sito nel territorio urbanizzato"),
-    "rail_distance_m": ("m", "Distanza dalla stazione ferroviaria (SFM) più vicina"),
-    "bus_access": ("fermate pesate", "Accessibilità alle fermate del trasporto pubblico"),
-    "cycle_distance_m": ("m", "Distanza dalla rete ciclabile"),
-    "hub_distance_m": ("m", "Distanza dai poli produttivi"),
-    "fragility": ("0-1", "Indice di fragilità del comune"),
-    "slope_mean_deg": ("°", "Pendenza media"),
-    "elevation_mean_m": ("m", "Altitudine media"),
-    "heat_mean_c": ("°C", "Temperatura superficiale media (isola di calore)"),
-    "area_ha": ("ha", "Superficie del sito"),
-    "compactness": ("0-1", "Compattezza della forma (Polsby-Popper)"),
-}
+
+def known_criteria() -> dict[str, tuple[str, str, str]]:
+    """The data contract with ``pattogis.criteria``: name -> (unit, direction, Italian label).
+
+    Read from the criteria registry, so a criterion added there (one decorated function) is known
+    here too. Profiles may override the label; a unit that disagrees is a ConfigError (a km/m slip).
+    Imported lazily: the criteria package pulls in the GIS stack.
+    """
+    import pattogis.criteria  # noqa: F401  (registers every criterion)
+    from pattogis.criteria.registry import REGISTRY
+
+    return {n: (c.unit, c.direction, c.label_it) for n, c in REGISTRY.items()}
+
 
 METHODS = ("wsum", "topsis")
 NORMALISATIONS = ("minmax", "rank", "target")
@@ -343,10 +341,12 @@ def _check_keys(src: str, where: str, d: Mapping[str, Any], allowed: Iterable[st
 
 def _criterion(src: str, name: str, raw: Any) -> tuple[Criterion, float]:
     key = f"criteria.{name}"
-    if name not in KNOWN_CRITERIA:
+    known = known_criteria()
+    if name not in known:
         raise ConfigError(
-            f"{src}: unknown criterion '{name}' (key '{key}'); known: {', '.join(KNOWN_CRITERIA)}"
+            f"{src}: unknown criterion '{name}' (key '{key}'); known: {', '.join(known)}"
         )
+    unit, default_direction, label = known[name]
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{src}: key '{key}' must be a mapping with at least 'weight'")
     _check_keys(
@@ -390,15 +390,20 @@ def _criterion(src: str, name: str, raw: Any) -> tuple[Criterion, float]:
                 raise ConfigError(f"{src}: key '{key}.tolerance' must be a number > 0, got {tol!r}")
             tolerance = float(tol)
     else:
-        direction = raw.get("direction")
+        # default: the criterion's own direction (registry), unless it is a target criterion
+        direction = raw.get("direction", default_direction)
         if direction not in DIRECTIONS:
             raise ConfigError(
                 f"{src}: key '{key}.direction' must be 'max' or 'min', got {direction!r}"
+                + (
+                    " (this criterion is best within a range: use normalise: target with a target)"
+                    if default_direction == "target" and "direction" not in raw
+                    else ""
+                )
             )
         for k in ("target", "tolerance"):
             if k in raw:
                 raise ConfigError(f"{src}: key '{key}.{k}' is only allowed with normalise: target")
-    unit, label = KNOWN_CRITERIA[name]
     if "unit" in raw and str(raw["unit"]) != unit:
         raise ConfigError(
             f"{src}: key '{key}.unit' is {raw['unit']!r} but criterion '{name}' is measured in {unit!r}"
@@ -423,9 +428,10 @@ def _exclusion(src: str, i: int, raw: Any) -> Exclusion:
             f" {' '.join(_OPS)}, got {rule!r}"
         )
     field, op, value = m.group(1), m.group(2), float(m.group(3))
-    if field not in KNOWN_CRITERIA:
+    known = known_criteria()
+    if field not in known:
         raise ConfigError(
-            f"{src}: key '{key}.rule' names unknown criterion '{field}'; known: {', '.join(KNOWN_CRITERIA)}"
+            f"{src}: key '{key}.rule' names unknown criterion '{field}'; known: {', '.join(known)}"
         )
     reason = raw.get("reason_it")
     if not isinstance(reason, str) or not reason.strip():
@@ -828,7 +834,7 @@ def score(
     """Score candidate sites with a weight profile.
 
     ``data``: one row per site, index = site id, columns = raw criteria (see
-    :data:`KNOWN_CRITERIA`, NaN = missing); a GeoDataFrame keeps its geometry and CRS in the output.
+    :func:`known_criteria`, NaN = missing); a GeoDataFrame keeps its geometry and CRS in the output.
     ``method`` overrides the profile's (``wsum`` | ``topsis``).
 
     Returns a frame with the same index and columns ``score`` (0..1, NaN if excluded), ``rank``
@@ -1146,37 +1152,64 @@ def compare(
     return pd.concat([w, summary])
 
 
+def _flat_table(scored: pd.DataFrame, *, keep_geometry: bool) -> pd.DataFrame:
+    """The site id as a column and no nested values: what files and JSON can hold.
+
+    The index becomes ``site_id`` (or its own name) unless it is an unnamed RangeIndex beside an
+    existing ``site_id`` column; dict/list cells (e.g. the criteria's per-site ``missing`` reasons)
+    become JSON strings.
+    """
+    geom = getattr(scored, "_geometry_column_name", None)
+    df = scored if keep_geometry or geom is None else pd.DataFrame(scored.drop(columns=geom))
+    name = df.index.name or "site_id"
+    plain = isinstance(df.index, pd.RangeIndex) and df.index.name is None
+    df = df.reset_index(drop=True) if plain and name in df.columns else df.reset_index(names=name)
+    for c in df.columns:
+        if df[c].dtype == object and c != geom:
+            nested = df[c].map(lambda v: isinstance(v, dict | list | tuple))
+            if nested.any():
+                df[c] = df[c].map(
+                    lambda v: (
+                        json.dumps(v, ensure_ascii=False)
+                        if isinstance(v, dict | list | tuple)
+                        else v
+                    )
+                )
+    return df
+
+
+def to_records(scored: pd.DataFrame) -> list[dict[str, Any]]:
+    """JSON-safe records of a scored table for the API: NaN/NA -> None, geometry dropped."""
+    return json.loads(
+        _flat_table(scored, keep_geometry=False).to_json(orient="records", force_ascii=False)
+    )
+
+
 def write_scores(scored: pd.DataFrame, path: str | Path) -> Path:
     """Write a scored table atomically; format by suffix: .csv, .json (records), .parquet,
-    .gpkg/.geojson (GeoDataFrames only). Returns the path."""
+    .gpkg/.geojson (GeoDataFrames only; GeoPackage layer ``scores``). Returns the path."""
     path = Path(path)
     suf = path.suffix.lower()
+    if suf not in (".csv", ".json", ".parquet", ".gpkg", ".geojson"):
+        raise InputError(
+            f"unsupported output format '{suf}'; use .csv, .json, .parquet, .gpkg or .geojson",
+            file=str(path),
+        )
+    if suf in (".gpkg", ".geojson") and getattr(scored, "_geometry_column_name", None) is None:
+        raise InputError(f"{path}: {suf} needs sites with geometry", file=str(path))
     with atomic_path(path) as tmp:
         if suf == ".csv":
-            df = scored.drop(
-                columns=[getattr(scored, "_geometry_column_name", "")], errors="ignore"
-            )
-            df.to_csv(tmp, index_label=df.index.name or "site_id")
+            _flat_table(scored, keep_geometry=False).to_csv(tmp, index=False)
         elif suf == ".json":
-            df = scored.drop(
-                columns=[getattr(scored, "_geometry_column_name", "")], errors="ignore"
-            )
-            df.reset_index(names=df.index.name or "site_id").to_json(
+            _flat_table(scored, keep_geometry=False).to_json(
                 tmp, orient="records", force_ascii=False
             )
         elif suf == ".parquet":
-            scored.to_parquet(tmp)
-        elif suf in (".gpkg", ".geojson"):
-            if getattr(scored, "_geometry_column_name", None) is None:
-                raise InputError(f"{path}: {suf} needs sites with geometry", file=str(path))
+            _flat_table(scored, keep_geometry=True).to_parquet(tmp)
+        else:
             # layer name fixed: the temporary file's name would otherwise become the layer name
             extra = {"layer": "scores"} if suf == ".gpkg" else {}
-            scored.reset_index(names=scored.index.name or "site_id").to_file(
+            _flat_table(scored, keep_geometry=True).to_file(
                 tmp, driver="GPKG" if suf == ".gpkg" else "GeoJSON", **extra
-            )
-        else:
-            raise InputError(
-                f"unsupported output format '{suf}'; use .csv, .json, .parquet, .gpkg or .geojson",
-                file=str(path),
             )
     return path

@@ -76,7 +76,7 @@ def test_shipped_profiles_load_and_weights_sum_to_one():
     for n in ("pug_planner", "unione", "fondo"):
         p = scoring.load_profile(n)
         assert math.isclose(p.weights.sum(), 1.0, abs_tol=1e-12)
-        assert set(p.names) <= set(scoring.KNOWN_CRITERIA)
+        assert set(p.names) <= set(scoring.known_criteria())
         assert all(c.label_it for c in p.criteria)
         assert p.method in scoring.METHODS
         # to_dict round-trips through validation (weights up to float re-normalisation)
@@ -186,7 +186,7 @@ def test_ties_share_the_lowest_rank():
 def test_contributions_sum_to_score_both_methods():
     rng = np.random.default_rng(7)
     n = 300
-    df = pd.DataFrame({c: rng.random(n) * 100 for c in scoring.KNOWN_CRITERIA})
+    df = pd.DataFrame({c: rng.random(n) * 100 for c in scoring.known_criteria()})
     df.loc[rng.random(n) < 0.2, "heat_mean_c"] = np.nan
     df.loc[rng.random(n) < 0.1, "cycle_distance_m"] = np.nan
     for name in ("pug_planner", "unione", "fondo"):
@@ -383,7 +383,7 @@ def test_compare_tidy_and_wide():
 
 def random_sites(n: int, seed: int = 3) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    df = pd.DataFrame({c: rng.random(n) * 10 for c in scoring.KNOWN_CRITERIA})
+    df = pd.DataFrame({c: rng.random(n) * 10 for c in scoring.known_criteria()})
     df.loc[rng.random(n) < 0.15, "bus_access"] = np.nan
     df.loc[rng.random(n) < 0.1, "slope_mean_deg"] = 25.0  # some excluded
     return df
@@ -475,3 +475,40 @@ def test_topsis_degenerate_distances():
     np.testing.assert_allclose(out["score"], [1, 1])
     np.testing.assert_allclose(out["contrib_bus_access"], [0.75, 0.75])
     assert out["rank"].tolist() == [1, 1]
+
+
+def test_direction_defaults_to_the_criteria_registry():
+    p = scoring.load_profile(prof({"rail_distance_m": {"weight": 1}, "fragility": {"weight": 1}}))
+    assert [c.direction for c in p.criteria] == ["min", "max"]
+    # area_ha is a target criterion in the registry: no silent max/min for it
+    with pytest.raises(ConfigError, match="normalise: target"):
+        scoring.load_profile(prof({"area_ha": {"weight": 1}}))
+
+
+def test_records_and_files_with_site_id_column(tmp_path: Path):
+    df = small_frame()
+    df.loc["B", "fragility"] = np.nan
+    out = scoring.score(df, prof({"fragility": (3, "max"), "rail_distance_m": (1, "min")}))
+    # the shape analysis.score_sites hands over: site_id as a column, nested reasons from criteria
+    flat = out.reset_index()
+    flat["reasons"] = [{}, {"fragility": "comune non trovato"}, {}]
+    rec = scoring.to_records(flat)
+    assert [r["site_id"] for r in rec] == ["A", "B", "C"]
+    assert rec[1]["norm_fragility"] is None and rec[1]["missing"] == "fragility"
+    assert rec[1]["reasons"] == '{"fragility": "comune non trovato"}'
+    assert rec[2]["rank"] == 1
+    for suffix in ("csv", "json", "parquet"):
+        f = scoring.write_scores(flat, tmp_path / f"s.{suffix}")
+        back = (
+            pd.read_csv(f, keep_default_na=False, na_values=[""])
+            if suffix == "csv"
+            else pd.read_json(f)
+            if suffix == "json"
+            else pd.read_parquet(f)
+        )
+        assert back.columns.tolist().count("site_id") == 1
+        np.testing.assert_allclose(back["score"].astype(float), out["score"].to_numpy())
+    with pytest.raises(InputError, match="geometry"):
+        scoring.write_scores(flat, tmp_path / "s.gpkg")
+    with pytest.raises(InputError, match="format"):
+        scoring.write_scores(flat, tmp_path / "s.xlsx")
