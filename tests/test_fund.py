@@ -408,9 +408,12 @@ def brute(df: pd.DataFrame, call):
     return d, X, X @ pts, X @ unione, groups
 
 
+@pytest.mark.parametrize("rcf_min_free", [200, 2], ids=["plain", "reduced-cost-fixing"])
 @pytest.mark.parametrize("seed", range(24))
-def test_optimal_equals_brute_force(seed):
+def test_optimal_equals_brute_force(seed, rcf_min_free):
     df, call = random_instance(seed)
+    # min_free=2 fixes almost every variable at first: exercises the growth and the certificate
+    call = call.with_optimal(rcf_min_free=rcf_min_free)
     d, X, obj, n_unione, groups = brute(df, call)
     feas = np.logical_and.reduce(list(groups.values()))
     if not feas.any():
@@ -445,6 +448,41 @@ def test_optimal_equals_brute_force(seed):
     for pid in d["project_id"]:
         assert t.at[pid, "frequency"] == sum(pid in s for s in sets)
     assert not t.at[df["project_id"].iloc[-1], "selected"]   # ineligible never enters
+
+
+def test_reduced_cost_fixing_matches_full_milp_on_medium_instances():
+    from pattogis.fund.milp import assemble, lp_bound, solve_exact, solve_milp
+    from pattogis.fund.optimal import build_groups
+
+    for seed in (1, 2, 3):
+        rng = np.random.default_rng(seed)
+        n = 400
+        df = pd.DataFrame({
+            "project_id": [f"M{i:03d}" for i in range(n)],
+            "applicant": rng.choice(["Unione A", "Unione B", "Unione C", "Unione D"], n),
+            "applicant_type": U,
+            "requested_eur": np.round(rng.uniform(20_000, 400_000, n), 2),
+            "merit": np.round(rng.uniform(0, 100, n), 3),
+            "inside_tu_share": 1.0,
+            "territorial_system": rng.choice(SYSTEMS, n),
+            "fragile": rng.random(n) < 0.3,
+        })
+        call = load_call({"budget_eur": 3_000_000, "cap_per_intervention_eur": 229_814.47,
+                          "optimal": {"min_funded": 10, "min_share_fragile": 0.4,
+                                      "min_share_priority_systems": 0.5,
+                                      "max_share_per_unione": 0.3}})
+        p = validate_projects(df)
+        g = np.minimum(p["requested_cents"].to_numpy(), call.cap_cents)
+        groups = build_groups(p, g, call)
+        v = np.rint(p["merit"].to_numpy() * 1000)
+        m = assemble(n, groups)
+        full = solve_milp(m, v, 60, 0.0)
+        b = lp_bound(m, v)
+        fast = solve_exact(m, v, 60, 0.0, bound=b, min_free=20)
+        assert full.status == 0 and fast.status == 0
+        assert v @ fast.x == v @ full.x
+        assert fast.n_free < n and v @ fast.x >= b.ub - fast.delta     # really reduced, certified
+        assert v @ full.x <= b.ub + 1e-6                               # the bound is a bound
 
 
 # ------------------------------------------------------------------ comparison

@@ -45,6 +45,7 @@ class OptimalParams:
     time_limit_s: float = 60.0
     mip_rel_gap: float = 0.0
     assess_constraints: bool = True
+    rcf_min_free: int = 200
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -172,6 +173,9 @@ def _optimal_params(raw: Mapping[str, Any], src: str) -> OptimalParams:
     for k, v in (("time_limit_s", tl), ("mip_rel_gap", gap)):
         if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
             raise _fail(src, f"optimal.{k}", f"must be a non-negative number, got {v!r}")
+    rcf = d.get("rcf_min_free", 200)
+    if isinstance(rcf, bool) or not isinstance(rcf, int) or rcf < 1:
+        raise _fail(src, "optimal.rcf_min_free", f"must be a positive integer, got {rcf!r}")
     return OptimalParams(
         min_funded=mf,
         priority_systems=tuple(systems),
@@ -186,6 +190,7 @@ def _optimal_params(raw: Mapping[str, Any], src: str) -> OptimalParams:
         time_limit_s=float(tl),
         mip_rel_gap=float(gap),
         assess_constraints=bool(d.get("assess_constraints", True)),
+        rcf_min_free=rcf,
     )
 
 

@@ -27,19 +27,28 @@ still infeasible).
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import Bounds, LinearConstraint, milp
 
 from pattogis.errors import InfeasibleError, InputError, PattogisError
 from pattogis.fund.call import Call, load_call
 from pattogis.fund.fmt import cents_to_eur, eur
 from pattogis.fund.graduatoria import _prepared, eligibility, merit_points, records
+from pattogis.fund.milp import (
+    Extra,
+    Group,
+    LPBound,
+    Solve,
+    assemble,
+    feasible,
+    lp_bound,
+    solve_exact,
+    solve_milp,
+)
 
 STATUS_SELECTED = "selezionato"
 STATUS_NOT_SELECTED = "non_selezionato"
@@ -60,29 +69,6 @@ class FundInfeasibleError(InfeasibleError):
 
     def to_dict(self) -> dict[str, Any]:
         return {"detail": str(self), "conflict": self.conflict}
-
-
-@dataclass
-class Group:
-    """A named group of constraints: rows ``lb <= A x <= ub`` (integer data) and/or fixed
-    variables. ``check`` re-verifies a 0/1 solution exactly."""
-
-    name: str
-    kind: str
-    description: str
-    A: np.ndarray | None = None
-    lb: np.ndarray | None = None
-    ub: np.ndarray | None = None
-    fix: tuple[int, int] | None = None  # (variable, value)
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    def check(self, x: np.ndarray) -> bool:
-        if self.fix is not None:
-            return int(x[self.fix[0]]) == self.fix[1]
-        assert self.A is not None and self.lb is not None and self.ub is not None
-        # exact: integer coefficients, Python ints (object) to rule out overflow
-        act = self.A.astype(np.int64).astype(object) @ x.astype(object)
-        return bool(np.all(act >= self.lb) & np.all(act <= self.ub))
 
 
 def _frac(s: float) -> Fraction:
@@ -166,47 +152,6 @@ def build_groups(p: pd.DataFrame, grant: np.ndarray, call: Call) -> list[Group]:
     return groups
 
 
-@dataclass
-class _Solve:
-    status: int
-    message: str
-    x: np.ndarray | None
-    fun: float | None
-    mip_gap: float | None
-    dual_bound: float | None
-    nodes: int | None
-    seconds: float
-
-
-def _solve(n: int, c: np.ndarray, groups: list[Group], extra: list[tuple[np.ndarray, float, float]],
-           time_limit: float, gap: float) -> _Solve:
-    lo = np.zeros(n)
-    hi = np.ones(n)
-    rows, lbs, ubs = [], [], []
-    for gr in groups:
-        if gr.fix is not None:
-            lo[gr.fix[0]] = hi[gr.fix[0]] = gr.fix[1]
-        else:
-            assert gr.A is not None and gr.lb is not None and gr.ub is not None
-            rows.append(gr.A)
-            lbs.append(gr.lb)
-            ubs.append(gr.ub)
-    for a, lb_, ub_ in extra:
-        rows.append(a[None, :])
-        lbs.append(np.array([lb_]))
-        ubs.append(np.array([ub_]))
-    cons = [LinearConstraint(np.vstack(rows), np.concatenate(lbs), np.concatenate(ubs))] if rows else []
-    t0 = time.perf_counter()
-    res = milp(c, integrality=np.ones(n), bounds=Bounds(lo, hi), constraints=cons,
-               options={"time_limit": float(time_limit), "mip_rel_gap": float(gap), "presolve": True})
-    dt = time.perf_counter() - t0
-    x = None if res.x is None else np.rint(res.x).astype(np.int64)
-    return _Solve(int(res.status), str(res.message), x,
-                  None if res.fun is None else float(res.fun),
-                  getattr(res, "mip_gap", None), getattr(res, "mip_dual_bound", None),
-                  getattr(res, "mip_node_count", None), dt)
-
-
 def _verify(x: np.ndarray, groups: list[Group]) -> list[str]:
     return [gr.name for gr in groups if not gr.check(x)]
 
@@ -214,17 +159,15 @@ def _verify(x: np.ndarray, groups: list[Group]) -> list[str]:
 def minimal_conflict(n: int, groups: list[Group], time_limit: float) -> list[Group]:
     """Deletion filter over named groups: a minimal subset that is still infeasible.
 
-    Feasibility-only solves (zero objective). Groups are tried for removal in ``_DROP_ORDER``
-    (locks first, budget last), so the conflict tends to keep the call's own rules.
+    Feasibility-only solves (LP first, then a zero-objective MILP). Groups are tried for removal
+    in ``_DROP_ORDER`` (locks first, budget last), so the conflict keeps the call's own rules.
     """
-    zero = np.zeros(n)
     keep = list(groups)
     order = sorted(groups, key=lambda gr: _DROP_ORDER.index(gr.kind))
     for gr in order:
         trial = [k for k in keep if k is not gr]
-        r = _solve(n, zero, trial, [], time_limit, 0.0)
-        if r.status == 2:  # still infeasible without it: it is not needed for the conflict
-            keep = trial
+        if not feasible(assemble(n, trial), time_limit):
+            keep = trial  # still infeasible without it: not needed for the conflict
     return keep
 
 
@@ -302,18 +245,22 @@ def optimal(projects: pd.DataFrame, call: Call | str = "bando_2023", *,
     g = p["grant_cents"].to_numpy(dtype=np.int64)
     pts = merit_points(p["merit"], call.merit_decimals)
     groups = build_groups(p, g, call)
-    c = -pts.astype(float)
+    v = pts.astype(float)
     scale = 10**call.merit_decimals
 
     if n == 0:
         x = np.zeros(0, dtype=np.int64)
-        s1 = _Solve(0, "no eligible project", x, 0.0, 0.0, 0.0, 0, 0.0)
+        s1 = Solve(0, "no eligible project", x, 0.0, 0.0, 0, 0.0)
+        bound = None
         if o.min_funded:
             raise FundInfeasibleError(
                 f"no eligible project, but at least {o.min_funded} must be funded",
                 [{"name": "min_funded", "description": groups[1].description}])
     else:
-        s1 = _solve(n, c, groups, [], o.time_limit_s, o.mip_rel_gap)
+        model = assemble(n, groups)
+        bound = lp_bound(model, v)
+        s1 = solve_exact(model, v, o.time_limit_s, o.mip_rel_gap, bound=bound,
+                         min_free=o.rcf_min_free)
         if s1.status == 2:
             conflict = minimal_conflict(n, groups, o.time_limit_s)
             names = "; ".join(f"{gr.name} ({gr.description})" for gr in conflict)
@@ -326,14 +273,16 @@ def optimal(projects: pd.DataFrame, call: Call | str = "bando_2023", *,
                                 f"raise optimal.time_limit_s (now {o.time_limit_s} s)")
         x = s1.x
     z = int(pts @ x)
-    s2: _Solve | None = None
-    if o.tie_break == "applicant_type" and n:
+    s2: Solve | None = None
+    if o.tie_break == "applicant_type" and n and s1.status == 0:
         prio = call.applicant_type_priority
         w = p["applicant_type"].map({t: len(prio) - 1 - k for k, t in enumerate(prio)})
         w = w.to_numpy(dtype=float)
         if np.ptp(w) > 0:
-            remaining = max(o.time_limit_s - s1.seconds, 1.0)
-            s2 = _solve(n, -w, groups, [(pts.astype(float), float(z), np.inf)], remaining, 0.0)
+            # same fixing as the certified stage 1: every portfolio of merit >= z is still there
+            m2 = assemble(n, groups, [(v, float(z), np.inf)])
+            xfix = bound.xhat if isinstance(bound, LPBound) else None
+            s2 = solve_milp(m2, w, max(o.time_limit_s - s1.seconds, 1.0), 0.0, s1.fixed, xfix)
             if s2.x is not None and int(pts @ s2.x) >= z and not _verify(s2.x, groups):
                 x = s2.x
     broken = _verify(x, groups)
@@ -342,13 +291,16 @@ def optimal(projects: pd.DataFrame, call: Call | str = "bando_2023", *,
 
     # next best distinct portfolios: no-good cut  sum_{i in S} x_i - sum_{i not in S} x_i <= |S|-1
     portfolios_x = [x]
-    cuts: list[tuple[np.ndarray, float, float]] = []
+    cuts: list[Extra] = []
+    delta = s1.delta
     t_alt = 0.0
     alt_status: list[str] = []
     for _ in range(o.alternatives if n else 0):
         prev = portfolios_x[-1]
         cuts.append((np.where(prev == 1, 1.0, -1.0), -np.inf, float(prev.sum() - 1)))
-        r = _solve(n, c, groups, cuts, o.time_limit_s, o.mip_rel_gap)
+        r = solve_exact(assemble(n, groups, cuts), v, o.time_limit_s, o.mip_rel_gap,
+                        bound=bound, delta=delta, min_free=o.rcf_min_free)
+        delta = r.delta
         t_alt += r.seconds
         alt_status.append(_SCIPY_STATUS.get(r.status, str(r.status)))
         if r.x is None or r.status not in (0, 1) or _verify(r.x, groups):
@@ -405,7 +357,8 @@ def optimal(projects: pd.DataFrame, call: Call | str = "bando_2023", *,
                 val = float((g * x)[mask].sum() / base) if base else 0.0
                 row |= {"value": val, "bound": gr.meta["share"], "slack": val - gr.meta["share"]}
         if o.assess_constraints and gr.kind not in ("budget",) and n:
-            r = _solve(n, c, [k for k in groups if k is not gr], [], o.time_limit_s, o.mip_rel_gap)
+            r = solve_exact(assemble(n, [k for k in groups if k is not gr]), v, o.time_limit_s,
+                            o.mip_rel_gap, min_free=o.rcf_min_free)
             t_assess += r.seconds
             if r.x is not None:
                 row["merit_gain_if_removed"] = (int(pts @ r.x) - z) / scale
@@ -416,7 +369,8 @@ def optimal(projects: pd.DataFrame, call: Call | str = "bando_2023", *,
                "active": True, "value": None, "bound": None, "slack": None,
                "merit_gain_if_removed": None}
         if o.assess_constraints:
-            r = _solve(n, c, [k for k in groups if k.fix is None], [], o.time_limit_s, o.mip_rel_gap)
+            r = solve_exact(assemble(n, [k for k in groups if k.fix is None]), v,
+                            o.time_limit_s, o.mip_rel_gap, min_free=o.rcf_min_free)
             t_assess += r.seconds
             if r.x is not None:
                 row["merit_gain_if_removed"] = (int(pts @ r.x) - z) / scale
@@ -470,7 +424,10 @@ def optimal(projects: pd.DataFrame, call: Call | str = "bando_2023", *,
         "message": s1.message,
         "optimality_proven": bool(proven),
         "mip_gap": s1.mip_gap,
-        "dual_bound_merit": None if s1.dual_bound is None else -s1.dual_bound / scale,
+        "dual_bound_merit": None if s1.dual_bound is None else s1.dual_bound / scale,
+        "lp_bound_merit": None if s1.lp_bound is None else s1.lp_bound / scale,
+        "reduced_cost_fixing": {"free_variables": s1.n_free, "fixed_variables": n - s1.n_free,
+                                "delta_merit": None if s1.delta is None else s1.delta / scale},
         "nodes": s1.nodes,
         "n_variables": n,
         "n_constraint_rows": int(sum(0 if gr.A is None else gr.A.shape[0] for gr in groups)),
