@@ -1,0 +1,139 @@
+"""Site criteria: one documented function per criterion, in one registry.
+
+Each criterion (``pattogis/criteria/site.py``, ``access.py``, ``terrain.py``) is registered with
+:func:`criterion`, which records its output column, unit, direction ('max' higher is better,
+'min' lower is better, 'target' a range set by the weight profile), data source and Italian label.
+:func:`compute_criteria` runs them on candidate polygons and returns one column per criterion
+(the column names that ``pattogis.scoring`` reads), companion columns (``rail_distance_method``,
+``host_istat``) and ``missing``: per site, a dict criterion -> Italian reason for every value that
+is NaN. A missing value is never a silent zero.
+
+Heavy steps take ``engine``: ``'local'`` (default) runs in this process; other engines (a dask
+engine partitioning the sites) plug in with :func:`register_engine` and call
+:func:`compute_local` on each partition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+
+from pattogis.criteria import access, site, terrain  # noqa: F401  (registers the criteria)
+from pattogis.criteria.context import CriteriaContext, criteria_params
+from pattogis.criteria.network import RoadGraph, build_graph, nearest_distance
+from pattogis.criteria.registry import REGISTRY, Criterion, Outcome, criterion
+from pattogis.criteria.sites import Sites, prepare_sites
+from pattogis.criteria.zonal import zonal_stats
+
+MISSING = "missing"
+
+Engine = Callable[..., gpd.GeoDataFrame]
+ENGINES: dict[str, Engine] = {}
+
+
+def names() -> list[str]:
+    """Names (= output columns) of every registered criterion, in registration order."""
+    return list(REGISTRY)
+
+
+def describe(which: Iterable[str] | None = None) -> pd.DataFrame:
+    """Name, unit, direction, source, Italian label and description of the criteria."""
+    sel = _resolve(which)
+    return pd.DataFrame([REGISTRY[n].as_dict() for n in sel])
+
+
+def output_columns(which: Iterable[str] | None = None) -> list[str]:
+    """Columns :func:`compute_criteria` adds: criteria, companion columns, ``missing``."""
+    cols: list[str] = []
+    for n in _resolve(which):
+        cols += [n, *REGISTRY[n].extra_columns]
+    return cols + [MISSING]
+
+
+def _resolve(which: Iterable[str] | None) -> list[str]:
+    if which is None:
+        return list(REGISTRY)
+    which = [which] if isinstance(which, str) else list(which)
+    unknown = [n for n in which if n not in REGISTRY]
+    if unknown:
+        raise ValueError(f"unknown criteria {unknown}; known: {', '.join(REGISTRY)}")
+    return list(dict.fromkeys(which))
+
+
+def register_engine(name: str, func: Engine) -> None:
+    """Plug in an engine: ``func(sites_gdf, ctx, names, **options) -> GeoDataFrame`` where
+    ``sites_gdf`` is already checked and in the working CRS (see :func:`compute_local`)."""
+    ENGINES[name] = func
+
+
+def compute_criteria(candidates: gpd.GeoDataFrame, ctx: CriteriaContext,
+                     names: Iterable[str] | None = None, engine: str = "local",
+                     **engine_options: Any) -> gpd.GeoDataFrame:
+    """Compute criteria for candidate site polygons.
+
+    ``candidates``: Polygon/MultiPolygon GeoDataFrame in any CRS with a CRS set (reprojected to
+    ``ctx.crs``, the metric working CRS). ``names``: criteria to compute (all by default).
+    Returns the candidates (same index, geometry in the working CRS) with one column per
+    criterion, the companion columns and ``missing`` (dict criterion -> reason, per site).
+    Input columns named like an output column are replaced.
+    """
+    sel = _resolve(names)
+    gdf = prepare_sites(candidates, ctx.crs)
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine '{engine}'; available: {', '.join(ENGINES)}")
+    return ENGINES[engine](gdf, ctx, sel, **engine_options)
+
+
+def compute_local(gdf: gpd.GeoDataFrame, ctx: CriteriaContext, names: list[str]) -> gpd.GeoDataFrame:
+    """The local engine: every criterion in this process, vectorised over the sites.
+
+    ``gdf`` must already be checked and in ``ctx.crs`` (:func:`prepare_sites`); partitions of
+    the same candidates give the same rows as one call on all of them.
+    """
+    sel = _resolve(names)
+    rasters = tuple(dict.fromkeys(r for n in sel for r in REGISTRY[n].rasters))
+    s = Sites(gdf, ctx, rasters)
+    out = gdf.drop(columns=[c for c in output_columns(sel) if c in gdf.columns])
+    missing: list[dict[str, str]] = [{} for _ in range(s.n)]
+    for n in sel:
+        c = REGISTRY[n]
+        res = _run_one(c, s, ctx)
+        if res.values.shape != (s.n,):
+            raise RuntimeError(f"criterion {n} returned {res.values.shape} values for {s.n} sites")
+        nan = np.isnan(res.values)
+        unexplained = nan & pd.isna(res.reasons)
+        if unexplained.any():
+            raise RuntimeError(f"criterion {n} left NaN without a reason at rows "
+                               f"{np.flatnonzero(unexplained)[:10].tolist()}")
+        out[n] = res.values
+        for col in c.extra_columns:
+            out[col] = res.extra.get(col, np.full(s.n, None, dtype=object))
+        for i in np.flatnonzero(nan):
+            missing[i][n] = str(res.reasons[i])
+    out[MISSING] = pd.Series(missing, index=out.index, dtype=object)
+    return out
+
+
+def _run_one(c: Criterion, s: Sites, ctx: CriteriaContext) -> Outcome:
+    for key in c.requires:
+        if not ctx.available(key):
+            return Outcome.missing(s.n, ctx.reason(key), c.extra_columns)
+    for r in c.rasters:
+        if r not in ctx.rasters:
+            return Outcome.missing(s.n, ctx.reason(r), c.extra_columns)
+    if s.n == 0:
+        return Outcome.of(np.empty(0), **{k: np.empty(0, dtype=object) for k in c.extra_columns})
+    return c.func(s)
+
+
+register_engine("local", compute_local)
+
+__all__ = [
+    "REGISTRY", "Criterion", "CriteriaContext", "Outcome", "RoadGraph", "Sites", "build_graph",
+    "compute_criteria", "compute_local", "criteria_params", "criterion", "describe", "names",
+    "nearest_distance", "output_columns", "prepare_sites", "register_engine", "zonal_stats",
+]
