@@ -382,13 +382,13 @@ class BaseStore(ABC):
         """Change editable fields and/or the geometry of a proposal; return it as stored."""
         r = self._role(role)
         ch = self._changes(changes, proposal_id)
-        if ch.get("status") == WITHDRAWN:
-            raise InputError("status 'ritirata' is set by the withdraw action", field="status")
         with self._write() as tx:
             cur, cur_geom = self._current(tx, proposal_id, lock=True)
             self._check_write(r, cur["comune_istat"], f"proposal {proposal_id}")
             if cur["status"] == WITHDRAWN:
                 raise ConflictError(f"proposal {proposal_id} is withdrawn and cannot change")
+            if ch.get("status") == WITHDRAWN:
+                raise InputError("status 'ritirata' is set by the withdraw action", field="status")
             merged = {c: cur[c] for c in EDITABLE} | {k: v for k, v in ch.items() if k != "geometry"}
             geom = ch.get("geometry", cur_geom)
             v = self._validate(gpd.GeoDataFrame([merged], geometry=[geom], crs=self.crs), creating=False)
