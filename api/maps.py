@@ -1,0 +1,158 @@
+"""The web maps served by the API under ``/maps``: pages, on-demand layer data, Leaflet assets.
+
+Pages are built by :mod:`pattogis.maps` (the same functions the CLI calls) with Leaflet linked
+from ``/maps/static`` and heavy layers (bus stops, cycle paths, buildings) fetched from
+``/maps/data/{layer}?bbox=`` for the area in view. HTML is gzip-compressed when the client accepts
+it. The site-comparison and fund pages take the output tables of scoring and of the fund through
+provider callables given to :func:`maps_router`, so this module imports neither.
+"""
+
+from __future__ import annotations
+
+import gzip
+import threading
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import geopandas as gpd
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+
+from pattogis import layers
+from pattogis.errors import InputError, MissingDataError, NotFound, PattogisError
+from pattogis.maps import base as mbase
+from pattogis.maps import data as mdata
+from pattogis.maps import pages
+
+ProposalsProvider = Callable[[str], gpd.GeoDataFrame | None]
+SitesProvider = Callable[[str], gpd.GeoDataFrame]
+FundProvider = Callable[[str | None], gpd.GeoDataFrame]
+
+
+def _http(e: PattogisError) -> HTTPException:
+    if isinstance(e, NotFound):
+        return HTTPException(404, str(e))
+    if isinstance(e, InputError):
+        return HTTPException(422, str(e))
+    if isinstance(e, MissingDataError):
+        return HTTPException(503, str(e))
+    return HTTPException(400, str(e))
+
+
+def _html(request: Request, text: str | bytes, gz: bytes | None = None) -> Response:
+    """HTML, gzip-compressed when the client accepts it (pages are mostly GeoJSON text)."""
+    raw = text.encode("utf-8") if isinstance(text, str) else text
+    headers = {"Vary": "Accept-Encoding", "Cache-Control": "no-cache"}
+    if "gzip" in request.headers.get("accept-encoding", "").lower():
+        body = gz if gz is not None else gzip.compress(raw, compresslevel=6)
+        headers["Content-Encoding"] = "gzip"
+        return Response(body, media_type="text/html; charset=utf-8", headers=headers)
+    return Response(raw, media_type="text/html; charset=utf-8", headers=headers)
+
+
+INDEX = """<!doctype html><html lang="it"><head><meta charset="utf-8">
+<title>pattogis – mappe</title><style>body{{font:15px/1.5 system-ui,sans-serif;max-width:720px;
+margin:2em auto;padding:0 1em;color:#222}} li{{margin:.4em 0}} code{{background:#f3f3f3}}</style>
+</head><body><h1>Mappe della Città metropolitana di Bologna</h1><ul>
+<li><a href="{p}/overview">Territorio</a>: fragilità dei comuni, sistemi territoriali, territorio
+urbanizzato, poli produttivi, stazioni, fermate e piste ciclabili.</li>
+<li><a href="{p}/budget">Bilancio del consumo di suolo</a> (LR 24/2017); per un comune:
+<code>{p}/budget?comune=037006</code>.</li>
+<li>Confronto dei siti di un'Unione: <code>{p}/sites?unione=Unione%20Reno%20Galliera</code>.</li>
+<li><a href="{p}/fund">Assegnazione del fondo perequativo</a>.</li>
+</ul><p>Fonti dei dati: {attribution}.</p></body></html>"""
+
+
+def maps_router(*, proposals: ProposalsProvider | None = None, sites: SitesProvider | None = None,
+                fund: FundProvider | None = None, prefix: str = "/maps") -> APIRouter:
+    """Router serving the map pages.
+
+    ``proposals(scenario)``: the proposals of a scenario (GeoDataFrame in the proposal schema, or
+    None for none); ``sites(unione)``: the scoring output of that Unione's candidate sites
+    (``score``, ``rank``, ``contrib_*``, rank interval columns, geometry); ``fund(call)``: the
+    fund result (``status``, ``granted_eur``, ``reason``, ``applicant``, geometry). A page whose
+    provider is missing answers 503 saying so.
+    """
+    router = APIRouter(prefix=prefix, tags=["maps"])
+    static_url = f"{prefix}/static"
+    data_url = f"{prefix}/data"
+    cache: dict[str, Any] = {}
+    lock = threading.Lock()
+
+    def overview_bytes() -> tuple[bytes, bytes]:
+        p = layers.gpkg_path()
+        key = (str(p), p.stat().st_mtime_ns if p.exists() else 0)
+        with lock:
+            if cache.get("overview_key") != key:
+                html = mbase.render(pages.overview_map(static_url=static_url, data_url=data_url))
+                raw = html.encode("utf-8")
+                cache.update(overview_key=key, overview=raw,
+                             overview_gz=gzip.compress(raw, compresslevel=6))
+            return cache["overview"], cache["overview_gz"]
+
+    @router.get("/", include_in_schema=False)
+    def index(request: Request) -> Response:
+        try:
+            attribution = mbase.esc(layers.attribution())
+        except PattogisError as e:
+            raise _http(e) from e
+        return _html(request, INDEX.format(p=prefix, attribution=attribution))
+
+    @router.get("/overview", summary="Overview map of the territory (HTML)")
+    def overview(request: Request) -> Response:
+        try:
+            raw, gz = overview_bytes()
+        except PattogisError as e:
+            raise _http(e) from e
+        return _html(request, raw, gz)
+
+    @router.get("/budget", summary="Land-budget map, optionally for one comune (HTML)")
+    def budget(request: Request,
+               comune: Annotated[str | None, Query(pattern=r"^\d{6}$", description="ISTAT code")] = None,
+               scenario: str = "base") -> Response:
+        try:
+            props = proposals(scenario) if proposals is not None else None
+            m = pages.budget_map(props, comune=comune, scenario=scenario, static_url=static_url,
+                                 data_url=data_url)
+        except PattogisError as e:
+            raise _http(e) from e
+        return _html(request, mbase.render(m))
+
+    @router.get("/sites", summary="Site comparison of an Unione (HTML)")
+    def sites_page(request: Request, unione: str, top_k: Annotated[int | None, Query(ge=1)] = None) -> Response:
+        if sites is None:
+            raise HTTPException(503, "site scoring is not configured on this server")
+        try:
+            m = pages.sites_map(sites(unione), unione=unione, top_k=top_k, static_url=static_url)
+        except PattogisError as e:
+            raise _http(e) from e
+        return _html(request, mbase.render(m))
+
+    @router.get("/fund", summary="Fund allocation map (HTML)")
+    def fund_page(request: Request, call: str | None = None) -> Response:
+        if fund is None:
+            raise HTTPException(503, "the equalization fund is not configured on this server")
+        try:
+            m = pages.fund_map(fund(call), call_name=call, static_url=static_url)
+        except PattogisError as e:
+            raise _http(e) from e
+        return _html(request, mbase.render(m))
+
+    @router.get("/data/{layer}", summary="On-demand GeoJSON of a heavy layer in a lon/lat bbox")
+    def data(layer: str, bbox: Annotated[str, Query(description="west,south,east,north (EPSG:4326)")],
+             limit: Annotated[int | None, Query(ge=1)] = None) -> JSONResponse:
+        try:
+            fc = mdata.layer_features(layer, bbox, limit=limit)
+        except PattogisError as e:
+            raise _http(e) from e
+        return JSONResponse(fc, media_type="application/geo+json")
+
+    @router.get("/static/{path:path}", include_in_schema=False)
+    def static(path: str) -> FileResponse:
+        media = mbase.STATIC_FILES.get(path)
+        if media is None:
+            raise HTTPException(404, f"no static file '{path}'")
+        return FileResponse(mbase.STATIC_DIR / path, media_type=media,
+                            headers={"Cache-Control": "public, max-age=86400"})
+
+    return router

@@ -1,0 +1,166 @@
+"""Small plain-JavaScript helpers shared by the pages (no jQuery, no CDN), and the folium layer
+that runs them.
+
+- ``pattogis.geojson(group, map, o)``: a GeoJSON layer whose features carry ``popup``/``tip`` HTML
+  and optional ``_fill``/``_stroke``/``_r`` style overrides (payload serialised compactly);
+- ``pattogis.points(group, map, o)``: a light point layer from compact rows
+  ``[lon, lat, value, label]`` drawn as canvas circle markers (thousands of points, a few bytes
+  each, instead of one GeoJSON feature per point);
+- ``pattogis.onDemand(group, map, o)``: a layer loaded from ``o.url?bbox=w,s,e,n`` (EPSG:4326)
+  when the map is zoomed in to ``o.minZoom`` or more and the layer is switched on; the server
+  answers a GeoJSON FeatureCollection whose features may carry ``popup`` / ``tip`` HTML.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import folium
+from branca.element import Element, Figure
+from jinja2 import Template
+
+HELPERS = r"""
+<script>
+window.pattogis = (function () {
+  function bind(feature, layer) {
+    var p = feature.properties || {};
+    if (p.popup) { layer.bindPopup(p.popup, {maxWidth: 380}); }
+    if (p.tip) { layer.bindTooltip(p.tip, {sticky: true}); }
+  }
+  function styler(o) {
+    return function () {
+      return {color: o.color, weight: o.weight, opacity: 0.9, fillColor: o.fill,
+              fillOpacity: o.fillOpacity, fill: o.fillOpacity > 0};
+    };
+  }
+  function radius(o, v) { return o.r0 + o.k * Math.sqrt(Math.max(+v || 0, 0)); }
+  function status(o, text) {
+    var el = o.noteId ? document.getElementById(o.noteId) : null;
+    if (el) { el.textContent = text; }
+  }
+  function textPopup(o, r) {
+    var d = document.createElement('div');
+    var b = document.createElement('b'); b.textContent = r[3] || o.unnamed; d.appendChild(b);
+    d.appendChild(document.createElement('br'));
+    d.appendChild(document.createTextNode(o.valueLabel + ': ' + r[2]));
+    return d;
+  }
+  function points(group, map, o) {
+    var rows = o.rows, st = styler(o)();
+    for (var i = 0; i < rows.length; i++) {
+      var r = rows[i];
+      var mk = L.circleMarker([r[1], r[0]], Object.assign({}, st, {radius: radius(o, r[2])}));
+      mk.bindPopup((function (row) { return function () { return textPopup(o, row); }; })(r));
+      group.addLayer(mk);
+    }
+  }
+  function geojson(group, map, o) {
+    // o.data: FeatureCollection; o.style: base style; per feature _fill/_stroke/_r override it
+    function st(f) {
+      var p = (f && f.properties) || {}, s = Object.assign({}, o.style);
+      if (p._fill) { s.fillColor = p._fill; }
+      if (p._stroke) { s.color = p._stroke; s.weight = Math.max(s.weight || 1, 3); }
+      return s;
+    }
+    var gj = L.geoJSON(o.data, {
+      style: st,
+      pointToLayer: function (f, ll) {
+        var p = f.properties || {};
+        return L.circleMarker(ll, Object.assign(st(f), {radius: p._r || o.radius || 5}));
+      },
+      onEachFeature: function (f, layer) {
+        bind(f, layer);
+        if (o.highlight && layer.setStyle) {
+          layer.on('mouseover', function () { layer.setStyle({weight: 3, color: '#000'}); });
+          layer.on('mouseout', function () { layer.setStyle(st(f)); });
+        }
+      }
+    });
+    gj.eachLayer(function (l) { group.addLayer(l); });
+  }
+  function onDemand(group, map, o) {
+    var seq = 0;
+    function refresh() {
+      if (!map.hasLayer(group)) { return; }
+      if (map.getZoom() < o.minZoom) { group.clearLayers(); status(o, o.zoomText); return; }
+      var b = map.getBounds(), my = ++seq;
+      var box = [b.getWest(), b.getSouth(), b.getEast(), b.getNorth()]
+        .map(function (v) { return v.toFixed(6); }).join(',');
+      status(o, 'caricamento…');
+      fetch(o.url + (o.url.indexOf('?') < 0 ? '?' : '&') + 'bbox=' + box)
+        .then(function (r) { if (!r.ok) { throw new Error('HTTP ' + r.status); } return r.json(); })
+        .then(function (fc) {
+          if (my !== seq) { return; }
+          group.clearLayers();
+          L.geoJSON(fc, {
+            style: styler(o), onEachFeature: bind,
+            pointToLayer: function (f, ll) {
+              return L.circleMarker(ll, {radius: radius(o, (f.properties || {}).value)});
+            }
+          }).eachLayer(function (l) { group.addLayer(l); });
+          status(o, fc.features.length + ' elementi nella vista' +
+                 (fc.truncated ? ' (elenco troncato: avvicinati)' : ''));
+        })
+        .catch(function (e) {
+          status(o, 'errore di caricamento');
+          console.error('pattogis: ' + o.url + ': ' + e);
+        });
+    }
+    map.on('moveend', refresh);
+    map.on('overlayadd', function (e) { if (e.layer === group) { refresh(); } });
+    map.on('overlayremove', function (e) { if (e.layer === group) { status(o, o.offText); } });
+    map.whenReady(function () { if (map.hasLayer(group)) { refresh(); } else { status(o, o.offText); } });
+  }
+  // layers by key and the map, for scripts and tests: pattogis.layers.bus_stops, pattogis.map
+  var registry = {};
+  function register(key, group, map) { if (key) { registry[key] = group; } window.pattogis.map = map; }
+  return {bind: bind, geojson: geojson, points: points, onDemand: onDemand, layers: registry,
+          register: register, map: null};
+})();
+</script>
+"""
+
+
+def compact_json(obj: Any) -> str:
+    """JSON without spaces, safe inside a <script> block (no '<', '>', '&' or quote literals)."""
+    return (json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+            .replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+            .replace("'", "\\u0027").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
+
+
+class ScriptLayer(folium.map.Layer):
+    """A layer (listed in the layer control) filled by one of the ``pattogis.*`` JS helpers.
+
+    ``helper``: 'points' or 'onDemand'; ``payload``: its options (JSON). ``attribution`` is shown
+    in the map's attribution box while the layer is on.
+    """
+
+    _template = Template(
+        """
+        {% macro script(this, kwargs) %}
+        var {{ this.get_name() }} = L.featureGroup(null, {{ this.options|tojson }});
+        window.pattogis.{{ this.helper }}({{ this.get_name() }}, {{ this._parent.get_name() }},
+            {{ this.payload_json }});
+        window.pattogis.register({{ this.key|tojson }}, {{ this.get_name() }}, {{ this._parent.get_name() }});
+        {% endmacro %}
+        """
+    )
+
+    def __init__(self, helper: str, payload: dict[str, Any], *, name: str, show: bool = False,
+                 attribution: str = "", key: str | None = None) -> None:
+        if helper not in ("geojson", "points", "onDemand"):
+            raise ValueError(f"unknown helper {helper!r}")
+        super().__init__(name=name, overlay=True, control=True, show=show)
+        self._name = "ScriptLayer"
+        self.helper = helper
+        self.key = key
+        self.payload = payload
+        self.payload_json = compact_json(payload)
+        self.options = {"attribution": attribution} if attribution else {}
+
+    def render(self, **kwargs: Any) -> None:
+        figure = self.get_root()
+        if isinstance(figure, Figure):
+            figure.header.add_child(Element(HELPERS), name="pattogis_helpers")
+        super().render(**kwargs)

@@ -1,0 +1,723 @@
+"""The four web maps (Italian): territory overview, a comune's land budget, an Unione's site
+comparison, the equalization fund allocation.
+
+Each function returns a ``folium.Map``; :func:`pattogis.maps.base.render` turns it into one HTML
+string and :func:`pattogis.maps.base.write_page` writes it atomically to ``maps/<name>.html``. The
+CLI and the API call the same functions.
+
+``static_url``: None inlines Leaflet (a file that opens offline); the API passes
+``/maps/static``. ``data_url``: None inlines light versions of the heavy layers (or leaves
+buildings out); the API passes ``/maps/data`` so bus stops, cycle paths and buildings load on
+demand for the area in view. Layer inputs are in the working CRS (EPSG:25832); areas in ha.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import folium
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+
+from pattogis import config, layers
+from pattogis.errors import InputError, NotFound
+from pattogis.maps.base import (
+    BG_COLOR,
+    GREENS,
+    OVERDRAFT,
+    SIMPLIFY_M,
+    VIRIDIS,
+    YL_OR_RD,
+    LegendSection,
+    add_layer_control,
+    add_legend,
+    add_panel,
+    base_map,
+    bounds_latlon,
+    display_frame,
+    esc,
+    fmt_eur,
+    fmt_ha,
+    fmt_num,
+    fmt_pct,
+    geojson_layer,
+    quantile_classes,
+    table_html,
+    to_features,
+    write_page,
+)
+from pattogis.maps.data import ON_DEMAND, is_derived, source_text
+from pattogis.maps.js import ScriptLayer
+
+SYSTEM_LABELS = {"collina-montagna": "Collina e montagna", "via Emilia": "Via Emilia",
+                 "pianura nord": "Pianura nord"}
+SYSTEM_COLORS = {"collina-montagna": "#8c6d31", "via Emilia": "#e6550d", "pianura nord": "#3182bd"}
+PTYPE_COLORS = {"riuso": "#1f78b4", "rigenerazione": "#33a02c", "nuova_urbanizzazione": "#e31a1c",
+                "desigillazione": "#ff7f00"}
+STATUS_LABELS = {"bozza": "Bozza", "presentata": "Presentata", "approvata": "Approvata",
+                 "ritirata": "Ritirata"}
+POOL_LABELS = {"locale": "Locale (1%)", "metropolitano": "Metropolitano (2%)"}
+FUND_STATUS = {  # canonical key: (label, colour)
+    "finanziato": ("Finanziato", "#1a9641"),
+    "finanziato_parzialmente": ("Finanziato parzialmente", "#a6d96a"),
+    "non_finanziato": ("Non finanziato", "#fdae61"),
+    "escluso": ("Escluso", "#7f7f7f"),
+}
+TU_COLOR = "#6a51a3"
+HUB_COLOR = "#01665e"
+RAIL_COLOR = "#111111"
+NO_TILES_NOTE = ("Nessuno sfondo cartografico: la piattaforma funziona offline. Lo sfondo "
+                 "OpenStreetMap si attiva dal selettore dei livelli (serve internet).")
+
+
+def _badge(text: str) -> str:
+    return f" <span class='pg-badge'>{text}</span>"
+
+
+def _name(label: str, derived: bool) -> str:
+    """Layer-control label; derived layers carry a visible 'derivato' badge."""
+    return label + (_badge("derivato") if derived else "")
+
+
+def _style(fill: str | None = None, color: str = "#444", weight: float = 0.6,
+           fill_opacity: float = 0.7, **extra: Any) -> dict[str, Any]:
+    # no fill: the interior must not catch clicks meant for the layers below
+    st = {"color": color, "weight": weight, "fillOpacity": fill_opacity if fill else 0.0,
+          "fillColor": fill or color, "opacity": 0.9, "fill": bool(fill)}
+    st.update(extra)
+    return st
+
+
+# --- 1. overview -----------------------------------------------------------------------------
+
+
+def _heat_overlay(m: folium.Map, resolution_deg: float = 0.0006) -> LegendSection | None:
+    """Summer land-surface temperature of Bologna city (TALEA) as a coloured image overlay."""
+    import rasterio
+    from rasterio.warp import Resampling, calculate_default_transform, reproject
+
+    try:
+        src_path = layers.raster_path("heat")
+    except Exception:  # noqa: BLE001 - the layer set may lack the raster: the page goes on without it
+        return None
+    with rasterio.open(src_path) as src:
+        tr, w, h = calculate_default_transform(src.crs, "EPSG:4326", src.width, src.height,
+                                               *src.bounds, resolution=resolution_deg)
+        out = np.full((h, w), np.nan, dtype="float32")
+        reproject(rasterio.band(src, 1), out, dst_transform=tr, dst_crs="EPSG:4326",
+                  resampling=Resampling.average, src_nodata=src.nodata, dst_nodata=np.nan)
+    valid = np.isfinite(out)
+    if not valid.any():
+        return None
+    cls = quantile_classes(out[valid], YL_OR_RD, decimals=1, unit="°C")
+    rgba = np.zeros((h, w, 4), dtype=np.uint8)
+    cols = cls.color(out[valid])
+    rgb = np.array([[int(c[i:i + 2], 16) for i in (1, 3, 5)] for c in cols], dtype=np.uint8)
+    rgba[valid, :3] = rgb
+    rgba[valid, 3] = 190
+    west, north = tr.c, tr.f
+    east, south = west + tr.a * w, north + tr.e * h
+    src_txt = source_text(["heat"])
+    folium.raster_layers.ImageOverlay(
+        rgba, bounds=[[south, west], [north, east]], mercator_project=True, origin="upper",
+        name="Temperatura superficiale estiva 2025 (Bologna)", show=False, attr=src_txt,
+        interactive=False,
+    ).add_to(m)
+    return LegendSection("Temperatura superficiale estiva 2025 (solo Comune di Bologna)",
+                         cls.legend(), source=src_txt)
+
+
+def overview_map(*, static_url: str | None = None, data_url: str | None = None,
+                 simplify_m: float = SIMPLIFY_M, heat: bool = True) -> folium.Map:
+    """The territory: comuni by fragility, territorial systems, TU, productive hubs, stations,
+    bus stops, cycle paths (and, from the API, buildings at street zoom)."""
+    ci = layers.open_layer("comuni_indicators")
+    tu = layers.open_layer("territorio_urbanizzato")
+    hubs = layers.open_layer("productive_hubs")
+    rail = layers.open_layer("rail_stations")
+    names = ci.set_index("istat")["name"]
+    m = base_map("Territorio della Città metropolitana di Bologna",
+                 "Fragilità dei comuni, sistemi territoriali, territorio urbanizzato, poli "
+                 "produttivi e mobilità", bounds=bounds_latlon(ci), static_url=static_url)
+    legend: list[LegendSection] = []
+
+    # fragility choropleth (derived composite index)
+    frag_src = source_text(["comuni_indicators", "comuni"])
+    cls = quantile_classes(ci["fragility_index"], YL_OR_RD, decimals=2)
+    pops = [table_html([
+        ("Unione", esc(u) if isinstance(u, str) and u else "nessuna"),
+        ("Sistema territoriale", esc(SYSTEM_LABELS.get(s, s))),
+        ("Indice di fragilità (0–1)", fmt_num(f, 3)),
+        ("Comune fragile", "sì" if fr else "no"),
+        ("Residenti (2023)", fmt_num(p, 0)),
+        ("Indice di vecchiaia", fmt_num(o, 0)),
+        ("Residenti 80+", f"{fmt_num(s80, 1)}%"),
+        ("Altitudine media", f"{fmt_num(el, 0)} m"),
+    ], title=esc(nm)) for nm, u, s, f, fr, p, o, s80, el in zip(
+        ci["name"], ci["unione"], ci["territorial_system"], ci["fragility_index"], ci["fragile"],
+        ci["pop_total"], ci["old_age_index"], ci["share_80_plus"], ci["mean_elevation_m"],
+        strict=True)]
+    fc = to_features(ci, {"popup": pops, "tip": [f"{esc(n)}: {fmt_num(f, 2)}" for n, f in
+                                                  zip(ci["name"], ci["fragility_index"], strict=True)],
+                          "_fill": cls.color(ci["fragility_index"])}, simplify_m=simplify_m)
+    geojson_layer(fc, _name("Fragilità dei comuni", True), attribution=frag_src, highlight=True, key="fragility",
+                  style=_style("#ccc", "#555", 0.7, 0.75)).add_to(m)
+    frag_derived = str(ci["fragility_source"].iloc[0]) != "official" if "fragility_source" in ci else True
+    legend.append(LegendSection(
+        "Indice di fragilità dei comuni (0–1)", cls.legend(), derived=frag_derived,
+        source=frag_src, note="Indice composito calcolato dai dati disponibili (pesi in "
+        "config/fragility.yaml); l'indice ufficiale si può caricare da CSV."))
+
+    # territorial systems (derived from elevation and latitude)
+    sysg = ci[["territorial_system", "pop_total", "geometry"]].dissolve(
+        by="territorial_system", aggfunc={"pop_total": "sum"}).reset_index()
+    n_by = ci.groupby("territorial_system").size()
+    sysg["n"] = sysg["territorial_system"].map(n_by)
+    pops = [table_html([("Comuni", str(int(k))), ("Residenti (2023)", fmt_num(p, 0))],
+                       title=esc(SYSTEM_LABELS.get(s, s)))
+            for s, k, p in zip(sysg["territorial_system"], sysg["n"], sysg["pop_total"], strict=True)]
+    fc = to_features(sysg, {"popup": pops, "tip": [esc(SYSTEM_LABELS.get(s, s)) for s in
+                                                   sysg["territorial_system"]],
+                            "_fill": [SYSTEM_COLORS.get(s, "#999") for s in sysg["territorial_system"]]},
+                     simplify_m=simplify_m)
+    geojson_layer(fc, _name("Sistemi territoriali", True), show=False, attribution=frag_src, key="systems",
+                  style=_style("#999", "#222", 1.2, 0.45)).add_to(m)
+    legend.append(LegendSection("Sistemi territoriali (PTM)",
+                                [(SYSTEM_COLORS[k], v) for k, v in SYSTEM_LABELS.items()],
+                                derived=True, source=frag_src,
+                                note="Collina-montagna: altitudine media sopra soglia; pianura "
+                                "nord: baricentro a nord della latitudine di soglia (config/fragility.yaml)."))
+
+    # territorio urbanizzato
+    tu_derived = bool((tu["source"] != "official").any())
+    tu_src = source_text(["territorio_urbanizzato"])
+    pops = [table_html([("Superficie", fmt_ha(a, 1)), ("Edifici considerati", fmt_num(b, 0)),
+                        ("Perimetro", "derivato (art. 32 LR 24/2017)" if s != "official" else "ufficiale")],
+                       title=f"Territorio urbanizzato – {esc(names.get(c, c))}")
+            for c, a, b, s in zip(tu["comune_istat"], tu["area_ha"], tu["n_buildings"], tu["source"],
+                                  strict=True)]
+    fc = to_features(tu, {"popup": pops, "tip": [f"TU {esc(names.get(c, c))}" for c in tu["comune_istat"]]},
+                     simplify_m=simplify_m)
+    geojson_layer(fc, _name("Territorio urbanizzato", tu_derived), attribution=tu_src, key="tu",
+                  style=_style(TU_COLOR, TU_COLOR, 0.6, 0.45)).add_to(m)
+    legend.append(LegendSection(
+        "Territorio urbanizzato (TU) provvisorio", [(TU_COLOR, f"TU, totale {fmt_ha(tu['area_ha'].sum(), 0)}")],
+        derived=tu_derived, source=tu_src,
+        note="Perimetro provvisorio derivato da edifici e uso del suolo secondo l'art. 32 "
+        "LR 24/2017, sostituibile con il perimetro ufficiale del PUG."))
+
+    # productive hubs
+    hub_src = source_text(["productive_hubs"])
+    pops = [table_html([("Comune", esc(names.get(c, c))), ("Superficie", fmt_ha(a, 1))],
+                       title=f"Polo produttivo {esc(h)}")
+            for h, c, a in zip(hubs["hub_id"], hubs["comune_istat"], hubs["area_ha"], strict=True)]
+    fc = to_features(hubs, {"popup": pops, "tip": [esc(h) for h in hubs["hub_id"]]},
+                     simplify_m=simplify_m)
+    hubs_derived = is_derived("productive_hubs")
+    geojson_layer(fc, _name("Poli produttivi", hubs_derived), attribution=hub_src, key="hubs",
+                  style=_style("#ffffff", HUB_COLOR, 2.0, 0.0, dashArray="4 3")).add_to(m)
+    legend.append(LegendSection("Poli produttivi (ambiti produttivi)", [(HUB_COLOR, "Polo produttivo")],
+                                kind="line", derived=hubs_derived, source=hub_src,
+                                note="Aggregazioni di grandi edifici e aree industriali OSM: non "
+                                "la cartografia ufficiale del PTM."))
+
+    # rail stations
+    rail_src = source_text(["rail_stations"])
+    pops = [table_html([("Codice", esc(i)), ("Fonte", esc(s))], title=f"Stazione {esc(n)}")
+            for n, i, s in zip(rail["name"], rail["id_staz"], rail["source"], strict=True)]
+    fc = to_features(rail, {"popup": pops, "tip": [esc(n) for n in rail["name"]]})
+    geojson_layer(fc, "Stazioni ferroviarie", attribution=rail_src, point_radius=5, key="rail",
+                  style=_style("#ffffff", RAIL_COLOR, 2.0, 1.0)).add_to(m)
+    legend.append(LegendSection("Stazioni ferroviarie (SFM)", [("#ffffff", "Stazione o fermata")],
+                                kind="dot", source=rail_src))
+
+    # heavy layers: on demand from the API, or light inline versions in a file
+    legend += _mobility_layers(m, data_url, include_buildings=True)
+
+    if heat:
+        sec = _heat_overlay(m)
+        if sec is not None:
+            legend.append(sec)
+
+    add_layer_control(m)
+    add_legend(m, legend, footer=NO_TILES_NOTE)
+    return m
+
+
+def _on_demand_layer(m: folium.Map, key: str, data_url: str, show: bool) -> LegendSection:
+    spec = ON_DEMAND[key]
+    src = source_text([key])
+    note_id = f"pg-od-{key}"
+    payload = {"url": f"{data_url.rstrip('/')}/{key}", "minZoom": spec.min_zoom,
+               "color": spec.color, "fill": spec.fill, "weight": spec.weight,
+               "fillOpacity": spec.fill_opacity, "r0": 2.5, "k": 1.2, "noteId": note_id,
+               "zoomText": f"visibile da zoom {spec.min_zoom}: avvicinati",
+               "offText": "livello spento (attivalo dal selettore)"}
+    ScriptLayer("onDemand", payload, name=_name(spec.label, False) + _badge("su richiesta"),
+                show=show, attribution=src, key=key).add_to(m)
+    return LegendSection(spec.label, [(spec.color if spec.kind == "line" else spec.fill, spec.label)],
+                         kind=spec.kind, source=src, status_id=note_id,
+                         note=f"Caricato dall'API per l'area visibile (zoom ≥ {spec.min_zoom}).")
+
+
+def _mobility_layers(m: folium.Map, data_url: str | None, *, include_buildings: bool) -> list[LegendSection]:
+    """Bus stops and cycle paths (and buildings): on demand, or inline light layers."""
+    out: list[LegendSection] = []
+    if data_url is not None:
+        for key in ("bus_stops", "cycleways") + (("buildings",) if include_buildings else ()):
+            out.append(_on_demand_layer(m, key, data_url, show=key == "bus_stops"))
+        return out
+    # a written file: bus stops as compact rows on canvas, cycle paths simplified
+    stops = layers.open_layer("bus_stops").to_crs(4326)
+    spec = ON_DEMAND["bus_stops"]
+    src = source_text(["bus_stops"])
+    xy = np.round(np.column_stack([stops.geometry.x, stops.geometry.y]), 5)
+    rows = [[float(x), float(y), int(k), str(n)] for (x, y), k, n in
+            zip(xy, stops["n_lines"].fillna(0).astype(int), stops["name"].fillna(""), strict=True)]
+    payload = {"rows": rows, "color": spec.color, "fill": spec.fill, "weight": spec.weight,
+               "fillOpacity": spec.fill_opacity, "r0": 1.5, "k": 0.8,
+               "valueLabel": "linee TPER", "unnamed": "Fermata"}
+    ScriptLayer("points", payload, name=spec.label, show=False, attribution=src,
+                key="bus_stops").add_to(m)
+    out.append(LegendSection(spec.label, [(spec.fill, "Fermata (raggio ∝ √ linee servite)")],
+                             kind="dot", source=src))
+    cyc = layers.open_layer("cycleways")
+    cspec = ON_DEMAND["cycleways"]
+    csrc = source_text(["cycleways"])
+    fc = to_features(cyc, {"tip": [esc(d) for d in cyc["duso"]]}, simplify_m=5.0)
+    geojson_layer(fc, cspec.label, show=False, attribution=csrc, key="cycleways",
+                  style=_style(None, cspec.color, 2.0)).add_to(m)
+    out.append(LegendSection(cspec.label, [(cspec.color, "Percorso ciclabile")], kind="line",
+                             source=csrc))
+    return out
+
+
+# --- 2. a comune's budget ---------------------------------------------------------------------
+
+
+def _trajectory_svg(t: pd.DataFrame, width: int = 320, height: int = 120) -> str:
+    """Cumulative net consumption (ha) against the envelope, year by year, as inline SVG."""
+    years = t["year"].to_numpy()
+    cum = t["cumulative_net_ha"].to_numpy(dtype=float)
+    env = float(t["envelope_ha"].iloc[0])
+    top = max(env, float(np.nanmax(cum)) if len(cum) else 0.0, 1e-9) * 1.1
+    bot = min(0.0, float(np.nanmin(cum)) if len(cum) else 0.0)
+    pad = 28
+
+    def x(y: float) -> float:
+        return pad + (y - years[0]) / max(years[-1] - years[0], 1) * (width - pad - 6)
+
+    def yv(v: float) -> float:
+        return 6 + (top - v) / (top - bot) * (height - 24)
+
+    pts = " ".join(f"{x(a):.1f},{yv(b):.1f}" for a, b in zip(years, cum, strict=True))
+    return (
+        f"<svg width='{width}' height='{height}' role='img' aria-label='Traiettoria al 2050'>"
+        f"<line x1='{pad}' x2='{width - 6}' y1='{yv(env):.1f}' y2='{yv(env):.1f}' stroke='#b2182b' "
+        f"stroke-dasharray='4 3'/><text x='{width - 8}' y='{yv(env) - 3:.1f}' font-size='10' "
+        f"text-anchor='end' fill='#b2182b'>quota {fmt_ha(env, 1)}</text>"
+        f"<line x1='{pad}' x2='{width - 6}' y1='{yv(0):.1f}' y2='{yv(0):.1f}' stroke='#999'/>"
+        f"<polyline points='{pts}' fill='none' stroke='#08519c' stroke-width='2'/>"
+        f"<text x='{pad}' y='{height - 4}' font-size='10'>{years[0]}</text>"
+        f"<text x='{width - 6}' y='{height - 4}' font-size='10' text-anchor='end'>{years[-1]}</text>"
+        "</svg><div class='pg-note'>Linea blu: consumo netto cumulato (ha); tratteggio: quota "
+        "locale.</div>")
+
+
+def budget_map(proposals: gpd.GeoDataFrame | None = None, *, comune: str | None = None,
+               scenario: str = "base", static_url: str | None = None, data_url: str | None = None,
+               simplify_m: float = SIMPLIFY_M) -> folium.Map:
+    """Remaining local quota (LR 24/2017, PTM 1% pool) per comune, the proposals coloured by type
+    and their ledger figures in ha. ``comune`` (ISTAT code) zooms to one comune, shows its TU and
+    proposals and its path to 2050."""
+    from pattogis import ledger
+
+    law = config.law()
+    comuni = layers.open_layer("comuni")
+    tu = layers.open_layer("territorio_urbanizzato")
+    if comune is not None and comune not in set(comuni["istat"]):
+        raise NotFound(f"unknown comune '{comune}': expected a 6-digit ISTAT code of the "
+                       "Città metropolitana di Bologna (e.g. 037006)")
+    led = ledger.compute(comuni, tu, proposals, scenario=scenario, law=law)
+    c = comuni[["istat", "name", "geometry"]].merge(led.comuni.drop(columns=["name"]), on="istat")
+    sel = c[c["istat"] == comune] if comune else c
+    title = "Bilancio del consumo di suolo (LR 24/2017)"
+    sub = (f"{comune and sel['name'].iloc[0] or 'Tutti i comuni'} – scenario «{scenario}»: quota "
+           "locale residua e proposte")
+    m = base_map(title, sub, bounds=bounds_latlon(sel), static_url=static_url)
+    legend: list[LegendSection] = []
+    src_c = source_text(["comuni"])
+    src_tu = source_text(["territorio_urbanizzato"])
+
+    rem = c["remaining_locale_ha"].to_numpy(dtype=float)
+    pos = quantile_classes(rem[rem >= 0], GREENS, decimals=2, unit="ha")
+    fill = np.where(rem < 0, OVERDRAFT, pos.color(np.maximum(rem, 0)))
+    pops = [table_html([
+        ("Unione", esc(r.unione)),
+        ("Territorio urbanizzato (TU)", fmt_ha(r.tu_ha)),
+        ("Quota complessiva (3% TU)", fmt_ha(r.quota_ha)),
+        ("Quota locale (1% TU)", fmt_ha(r.local_quota_ha)),
+        ("Consumo – quota locale", fmt_ha(r.consumed_locale_ha)),
+        ("Consumo – quota metropolitana", fmt_ha(r.consumed_metropolitano_ha)),
+        ("Desigillazione", fmt_ha(r.desealed_ha)),
+        ("Esente (art. 6)", fmt_ha(r.exempt_ha)),
+        ("<b>Quota locale residua</b>", f"<b>{fmt_ha(r.remaining_locale_ha)}</b>"),
+        ("Proposte nello scenario", str(int(r.n_proposals))),
+    ], title=esc(r.name)) for r in c.itertuples()]
+    tips = [f"{esc(n)}: residuo {fmt_ha(v)}" for n, v in zip(c["name"], rem, strict=True)]
+    stroke = np.where(c["istat"] == comune, "#000000", "")
+    fc = to_features(c, {"popup": pops, "tip": tips, "_fill": fill, "_stroke": stroke},
+                     simplify_m=simplify_m)
+    geojson_layer(fc, "Quota locale residua per comune", attribution=src_c, highlight=True,
+                  key="budget",
+                  style=_style("#ccc", "#666", 0.7, 0.7)).add_to(m)
+    items = ([(OVERDRAFT, "< 0 ha (quota superata)")] if (rem < 0).any() else []) + pos.legend()
+    legend.append(LegendSection("Quota locale residua (ha)", items, source=src_c,
+                                note="Quota locale = 1% del TU al 1/1/2018 (PTM art. 49); "
+                                "residuo = quota − consumo + desigillazione."))
+
+    tu_sel = tu[tu["comune_istat"] == comune] if comune else tu
+    tu_derived = bool((tu_sel["source"] != "official").any())
+    fc = to_features(tu_sel, {"tip": ["Territorio urbanizzato"] * len(tu_sel)}, simplify_m=simplify_m)
+    geojson_layer(fc, _name("Territorio urbanizzato", tu_derived), attribution=src_tu, key="tu",
+                  style=_style(TU_COLOR, TU_COLOR, 0.8, 0.25)).add_to(m)
+    legend.append(LegendSection("Territorio urbanizzato (TU)", [(TU_COLOR, "TU provvisorio")],
+                                derived=tu_derived, source=src_tu))
+
+    p = led.proposals
+    if comune is not None and len(p):
+        p = p[p["comune_istat"] == comune]
+    types = law["proposal_types"]
+    ex_labels = {k: v.get("label", k) for k, v in (law.get("exemptions") or {}).items()}
+    if len(p):
+        pops = [table_html([
+            ("Tipo", esc(types.get(r.ptype, {}).get("label", r.ptype))),
+            ("Stato", esc(STATUS_LABELS.get(r.status, r.status))),
+            ("Quota (pool)", esc(POOL_LABELS.get(r.pool, r.pool))),
+            ("Esenzione", esc(ex_labels.get(r.exemption, r.exemption)) if isinstance(r.exemption, str)
+             and r.exemption else "nessuna"),
+            ("Data", esc(str(r.date)[:10])),
+            ("Superficie", fmt_ha(r.area_ha)),
+            ("Dentro il TU", fmt_ha(r.inside_tu_ha)),
+            ("Fuori dal TU", fmt_ha(r.outside_tu_ha)),
+            ("<b>Consumo di quota</b>", f"<b>{fmt_ha(r.consumed_ha)}</b>"),
+            ("Desigillazione", fmt_ha(r.desealed_ha)),
+            ("Esente", fmt_ha(r.exempt_ha)),
+        ], title=esc(r.title)) for r in p.itertuples()]
+        fc = to_features(p, {"popup": pops, "tip": [esc(t) for t in p["title"]],
+                             "_fill": [PTYPE_COLORS.get(t, "#999") for t in p["ptype"]]})
+        geojson_layer(fc, f"Proposte ({len(p)})", highlight=True, key="proposals",
+                      attribution="Proposte dei comuni (archivio pattogis)",
+                      style=_style("#999", "#222", 1.2, 0.75)).add_to(m)
+    legend.append(LegendSection("Proposte per tipo", [(PTYPE_COLORS[k], v.get("label", k))
+                                                       for k, v in types.items() if k in PTYPE_COLORS],
+                                note=f"{len(p)} proposte nello scenario «{scenario}»."
+                                if len(p) else f"Nessuna proposta nello scenario «{scenario}»."))
+
+    if data_url is not None:
+        legend.append(_on_demand_layer(m, "buildings", data_url, show=False))
+
+    if comune is not None:
+        r = c[c["istat"] == comune].iloc[0]
+        t = ledger.trajectory(led, level="comune", key=comune, law=law)
+        over = t.loc[t["overdraft"], "year"]
+        env = float(t["envelope_ha"].iloc[0])
+        share = (float(r.remaining_locale_ha) / float(r.local_quota_ha)) if r.local_quota_ha else np.nan
+        rows = [("Territorio urbanizzato", fmt_ha(r.tu_ha)), ("Quota locale (1% TU)", fmt_ha(r.local_quota_ha)),
+                ("Consumo (quota locale)", fmt_ha(r.consumed_locale_ha)),
+                ("Desigillazione (quota locale)", fmt_ha(r.desealed_locale_ha)),
+                ("Esente", fmt_ha(r.exempt_ha)),
+                ("<b>Residuo</b>", f"<b>{fmt_ha(r.remaining_locale_ha)}</b> ({fmt_pct(share)})"),
+                ("Quota disponibile al 2050", fmt_ha(env)),
+                ("Superamento della quota", f"dal {int(over.iloc[0])}" if len(over) else "no")]
+        add_panel(m, table_html(rows, title=f"{esc(r['name'])} – scenario «{esc(scenario)}»")
+                  + _trajectory_svg(t))
+    else:
+        mt = led.metro.set_index("pool")
+        rows = [(esc(POOL_LABELS.get(k, "Totale (3%)")),
+                 f"{fmt_ha(mt.loc[k, 'remaining_ha'], 1)} di {fmt_ha(mt.loc[k, 'quota_ha'], 1)}")
+                for k in ("locale", "metropolitano", "totale")]
+        add_panel(m, table_html(rows, title=f"Residuo metropolitano – scenario «{esc(scenario)}»"))
+
+    add_layer_control(m)
+    add_legend(m, legend, footer=NO_TILES_NOTE)
+    return m
+
+
+# --- 3. site comparison in an Unione ----------------------------------------------------------
+
+
+def _q_of(col: str) -> float:
+    """'rank_p05' → 5, 'rank_p5' → 5, 'rank_p2_5' → 2.5, 'rank_p95' → 95."""
+    digits = col[len("rank_p"):].replace("_", ".")
+    if "." not in digits and len(digits) == 2 and digits.startswith("0"):
+        return float(digits[1])
+    return float(digits)
+
+
+def rank_interval_columns(sites: pd.DataFrame) -> tuple[str, str] | None:
+    """The lowest and highest rank-percentile columns (e.g. rank_p05, rank_p95), if any."""
+    cols = [c for c in sites.columns if re.fullmatch(r"rank_p\d+(_\d+)?", c)]
+    if len(cols) < 2:
+        return None
+    cols.sort(key=_q_of)
+    return cols[0], cols[-1]
+
+
+def _criterion_labels(sites: pd.DataFrame, crits: list[str],
+                      labels: Mapping[str, str] | None) -> dict[str, str]:
+    prof = (sites.attrs or {}).get("profile") or {}
+    from_prof = {k: v.get("label_it", k) for k, v in (prof.get("criteria") or {}).items()
+                 if isinstance(v, Mapping)}
+    return {c: (labels or {}).get(c) or from_prof.get(c) or c.replace("_", " ") for c in crits}
+
+
+def sites_map(sites: gpd.GeoDataFrame, *, unione: str | None = None,
+              labels: Mapping[str, str] | None = None, top_k: int | None = None,
+              static_url: str | None = None, simplify_m: float = 5.0) -> folium.Map:
+    """Candidate sites coloured by score, with each criterion's contribution and the rank interval
+    (Monte Carlo percentiles) in the popup. ``sites``: the scoring output (``score``, ``rank``,
+    ``contrib_<criterion>``, optionally ``rank_p05``/``rank_p95``, ``p_top_k``, ``excluded``,
+    ``exclusion_reason``, ``name``/``site_id``, ``comune_istat``), with geometry and CRS.
+    ``labels``: Italian criterion labels (default: the profile in ``sites.attrs`` or the name).
+    """
+    if not isinstance(sites, gpd.GeoDataFrame) or sites.crs is None:
+        raise InputError("sites must be a GeoDataFrame with a CRS", field="geometry")
+    for col in ("score", "rank"):
+        if col not in sites.columns:
+            raise InputError(f"sites table has no '{col}' column (the output of scoring)", field=col)
+    crits = [c[len("contrib_"):] for c in sites.columns if c.startswith("contrib_")]
+    if not crits:
+        raise InputError("sites table has no contrib_<criterion> column", field="contrib_*")
+    lab = _criterion_labels(sites, crits, labels)
+    s = sites.copy()
+    s = s[~s.geometry.isna() & ~s.geometry.is_empty]
+    if s.empty:
+        raise InputError("sites table has no site with a geometry", field="geometry")
+    comuni = layers.open_layer("comuni")
+    names = comuni.set_index("istat")["name"]
+    unioni = layers.open_layer("unioni")
+    area = unioni[unioni["unione"] == unione] if unione else unioni.iloc[0:0]
+    if unione and area.empty:
+        # comuni in no Unione are units of their own, 'Comune di X'
+        raise NotFound(f"unknown Unione '{unione}'; known: {', '.join(unioni['unione'])}")
+    k = int(top_k) if top_k else int(((sites.attrs or {}).get("profile") or {}).get(
+        "monte_carlo", {}).get("top_k", 10) or 10)
+    bounds = bounds_latlon(area if len(area) else s)
+    m = base_map(f"Confronto dei siti{' – ' + unione if unione else ''}",
+                 f"{len(s)} siti candidati: punteggio, contributo dei criteri, intervallo di "
+                 "posizione", bounds=bounds, static_url=static_url)
+    legend: list[LegendSection] = []
+
+    if len(area):
+        src_u = source_text(["unioni"])
+        fc = to_features(area, {"tip": [esc(u) for u in area["unione"]]}, simplify_m=SIMPLIFY_M)
+        geojson_layer(fc, "Confine dell'Unione", attribution=src_u,
+                      style=_style(None, "#000", 2.5)).add_to(m)
+        inside = comuni[comuni.intersects(area.geometry.iloc[0].buffer(-50))]
+        fc = to_features(inside, {"tip": [esc(n) for n in inside["name"]]}, simplify_m=SIMPLIFY_M)
+        geojson_layer(fc, "Comuni", attribution=source_text(["comuni"]),
+                      style=_style(None, "#666", 1.0, dashArray="3 3")).add_to(m)
+        legend.append(LegendSection("Confini", [("#000", "Unione"), ("#666", "Comuni")], kind="line",
+                                    source=source_text(["comuni"]), derived=False))
+
+    score = s["score"].to_numpy(dtype=float)
+    excl = ~np.isfinite(score)
+    if "excluded" in s.columns:
+        excl |= s["excluded"].fillna(False).to_numpy(dtype=bool)
+    cls = quantile_classes(score[~excl], VIRIDIS, decimals=3)
+    fill = np.where(excl, "#bdbdbd", cls.color(np.where(excl, 0.0, score)))
+    iv = rank_interval_columns(s)
+    label_col = next((c for c in ("name", "title", "site_id") if c in s.columns), None)
+    ids = s["site_id"] if "site_id" in s.columns else pd.Series(s.index.astype(str), index=s.index)
+    pops, tips = [], []
+    for i, (idx, r) in enumerate(s.iterrows()):
+        nm = r[label_col] if label_col and isinstance(r[label_col], str) and r[label_col] else ids.loc[idx]
+        rows: list[tuple[str, str]] = [("Comune", esc(names.get(r.get("comune_istat"), r.get("comune_istat", ""))))]
+        if excl[i]:
+            rows.append(("Esito", "<b>escluso</b>"))
+            reason = r.get("exclusion_reason")
+            if isinstance(reason, str) and reason:
+                rows.append(("Motivo", esc(reason)))
+        else:
+            rows += [("<b>Punteggio</b>", f"<b>{fmt_num(score[i], 3)}</b>"),
+                     ("Posizione", f"{int(r['rank'])}ª su {int((~excl).sum())}")]
+            if iv is not None and pd.notna(r[iv[0]]):
+                rows.append((f"Intervallo di posizione (p{fmt_num(_q_of(iv[0]), 0)}–"
+                             f"p{fmt_num(_q_of(iv[1]), 0)})",
+                             f"{fmt_num(r[iv[0]], 0)}ª – {fmt_num(r[iv[1]], 0)}ª"))
+            if "p_top_k" in s.columns and pd.notna(r["p_top_k"]):
+                rows.append((f"Probabilità di stare fra i primi {k}", fmt_pct(r["p_top_k"])))
+            rows.append(("<i>Contributo dei criteri</i>", ""))
+            for cname in crits:
+                v = r[f"contrib_{cname}"]
+                rows.append((esc(lab[cname]), "n.d." if pd.isna(v) else fmt_num(v, 3)))
+            miss = r.get("missing")
+            if isinstance(miss, str) and miss:
+                rows.append(("Dati mancanti", esc(miss)))
+        pops.append(table_html(rows, title=esc(nm)))
+        tips.append(f"{esc(nm)}: " + ("escluso" if excl[i] else f"{int(r['rank'])}ª, {fmt_num(score[i], 3)}"))
+    props = {"popup": pops, "tip": tips, "_fill": fill}
+    fc = to_features(s, props, simplify_m=simplify_m)
+    geojson_layer(fc, "Siti (area)", highlight=True, attribution=source_text(["candidates"]), key="sites",
+                  style=_style("#999", "#222", 0.8, 0.85)).add_to(m)
+    # points at each site so that small sites remain visible at Unione scale
+    pts = s.copy()
+    pts = pts.set_geometry(pts.geometry.representative_point())
+    fc = to_features(pts, props)
+    geojson_layer(fc, "Siti (punti)", point_radius=6, attribution=source_text(["candidates"]),
+                  key="site_points",
+                  style=_style("#999", "#222", 1.0, 0.95)).add_to(m)
+    # rank labels of the first k
+    top = pts[~excl & (s["rank"].fillna(10**9).to_numpy() <= k)]
+    if len(top):
+        tg = folium.FeatureGroup(name=f"Primi {k} in graduatoria", show=True)
+        ll = display_frame(top)
+        for geom, rank in zip(ll.geometry, top["rank"], strict=True):
+            folium.Marker([geom.y, geom.x], icon=folium.DivIcon(
+                html=f"<div class='pg-rank'>{int(rank)}</div>", icon_size=(18, 18),
+                icon_anchor=(-4, 22))).add_to(tg)
+        tg.add_to(m)
+    items = cls.legend() + ([("#bdbdbd", "escluso")] if excl.any() else [])
+    cand_derived = is_derived("candidates")
+    legend.append(LegendSection("Punteggio del sito (0–1)", items, source=source_text(["candidates"]),
+                                derived=cand_derived,
+                                note="Aprire un sito per il contributo di ciascun criterio e "
+                                "l'intervallo di posizione (simulazione Monte Carlo dei pesi)."))
+    add_layer_control(m)
+    add_legend(m, legend, footer=NO_TILES_NOTE)
+    return m
+
+
+# --- 4. fund allocation ---------------------------------------------------------------------
+
+
+def _n_progetti(n: int) -> str:
+    return f"{n} progetto" if n == 1 else f"{n} progetti"
+
+
+def _fund_status(v: Any) -> str:
+    """Canonical status key from the fund output ('finanziato', 'parzialmente', ...)."""
+    t = str(v).strip().lower().replace(" ", "_")
+    if t in FUND_STATUS:
+        return t
+    if "parzial" in t:
+        return "finanziato_parzialmente"
+    if t.startswith("non") or t in ("not_funded", "unfunded"):
+        return "non_finanziato"
+    if t.startswith("esclu") or t == "excluded":
+        return "escluso"
+    if t in ("funded", "finanziata"):
+        return "finanziato"
+    raise InputError(f"unknown project status '{v}'", field="status",
+                     hint=f"expected one of {', '.join(FUND_STATUS)}")
+
+
+def fund_map(result: gpd.GeoDataFrame, *, call_name: str | None = None, budget_eur: float | None = None,
+             static_url: str | None = None) -> folium.Map:
+    """Projects of a fund call by status (finanziato, parzialmente, non finanziato, escluso),
+    circle area proportional to the grant (or the request when nothing was granted), reason in
+    the popup. ``result``: the fund output with ``status``, ``granted_eur``, ``reason``,
+    ``applicant`` (optional ``requested_eur``, ``title``/``project_id``, ``rank``, ``merit``)."""
+    if not isinstance(result, gpd.GeoDataFrame) or result.crs is None:
+        raise InputError("fund result must be a GeoDataFrame with a CRS (the project sites)",
+                         field="geometry")
+    for col in ("status", "granted_eur", "reason", "applicant"):
+        if col not in result.columns:
+            raise InputError(f"fund result has no '{col}' column", field=col)
+    bad = (result.geometry.isna() | result.geometry.is_empty).to_numpy()
+    if bad.any():
+        raise InputError("projects without a site geometry", rows=[int(i) + 1 for i in np.flatnonzero(bad)],
+                         field="geometry")
+    r = result.copy()
+    r["_status"] = [_fund_status(v) for v in r["status"]]
+    granted = pd.to_numeric(r["granted_eur"], errors="coerce").fillna(0.0).to_numpy()
+    req = (pd.to_numeric(r["requested_eur"], errors="coerce").to_numpy()
+           if "requested_eur" in r.columns else np.full(len(r), np.nan))
+    unioni = layers.open_layer("unioni")
+    title = "Fondo perequativo metropolitano – assegnazione" + (f" ({call_name})" if call_name else "")
+    tot = granted.sum()
+    sub = f"{_n_progetti(len(r))}, {fmt_eur(tot)} assegnati" + (
+        f" su {fmt_eur(budget_eur)}" if budget_eur is not None else "")
+    m = base_map(title, sub, bounds=bounds_latlon(unioni), static_url=static_url)
+    src_u = source_text(["unioni"])
+    fc = to_features(unioni, {"tip": [esc(u) for u in unioni["unione"]],
+                              "popup": [table_html([("Comuni", str(int(n))),
+                                                    ("Residenti", fmt_num(p, 0))], title=esc(u))
+                                        for u, n, p in zip(unioni["unione"], unioni["n_comuni"],
+                                                           unioni["pop_total"], strict=True)]},
+                     simplify_m=SIMPLIFY_M)
+    geojson_layer(fc, "Unioni e comuni non associati", attribution=src_u,
+                  style=_style(BG_COLOR, "#555", 1.2, 0.0)).add_to(m)
+
+    label_col = next((c for c in ("title", "name", "project_id") if c in r.columns), None)
+    amount = np.where(granted > 0, granted, np.nan_to_num(req, nan=0.0))
+    ref = float(np.nanmax(amount)) if len(amount) and np.nanmax(amount) > 0 else 1.0
+    radius = 5.0 + 13.0 * np.sqrt(amount / ref)
+    for key, (lab, color) in FUND_STATUS.items():
+        sel = (r["_status"] == key).to_numpy()
+        if not sel.any():
+            continue
+        sub_r = r[sel]
+        pops = []
+        for j, (_, row) in enumerate(sub_r.iterrows()):
+            rows = [("Richiedente", esc(row["applicant"])), ("Esito", f"<b>{lab}</b>"),
+                    ("Importo assegnato", fmt_eur(granted[sel][j]))]
+            if np.isfinite(req[sel][j]):
+                rows.append(("Importo richiesto", fmt_eur(req[sel][j])))
+            for col, name in (("rank", "Posizione in graduatoria"), ("merit", "Punteggio di merito")):
+                if col in row.index and pd.notna(row[col]):
+                    rows.append((name, fmt_num(row[col], 0 if col == "rank" else 3)))
+            rows.append(("Motivazione", esc(row["reason"])))
+            head = row[label_col] if label_col and pd.notna(row[label_col]) else "Progetto"
+            pops.append(table_html(rows, title=esc(head)))
+        pts = sub_r.set_geometry(sub_r.geometry.representative_point())
+        fc = to_features(pts, {"popup": pops, "tip": [f"{esc(a)}: {lab}" for a in sub_r["applicant"]],
+                               "_r": radius[sel]})
+        geojson_layer(fc, f"{lab} ({int(sel.sum())})", style=_style(color, "#222", 1.0, 0.85),
+                      attribution="Domande al fondo perequativo", highlight=True,
+                      key=f"fund_{key}").add_to(m)
+    counts = r["_status"].value_counts()
+    items = [(c, f"{lab}: {_n_progetti(int(counts.get(k, 0)))}") for k, (lab, c) in FUND_STATUS.items()]
+    legend = [LegendSection("Esito della domanda", items, kind="dot",
+                            note="Area del cerchio proporzionale all'importo assegnato (o "
+                            "richiesto, se non finanziato)."),
+              LegendSection("Confini", [("#555", "Unioni e comuni non associati")], kind="line",
+                            source=src_u)]
+    by = (pd.DataFrame({"s": r["_status"], "g": granted}).groupby("s")["g"].agg(["size", "sum"]))
+    rows = [(esc(lab), f"{_n_progetti(int(by.loc[k, 'size']) if k in by.index else 0)} – "
+             f"{fmt_eur(by.loc[k, 'sum'] if k in by.index else 0.0)}")
+            for k, (lab, _) in FUND_STATUS.items()]
+    rows.append(("<b>Totale assegnato</b>", f"<b>{fmt_eur(tot)}</b>"))
+    if budget_eur is not None:
+        rows.append(("Dotazione del bando", fmt_eur(budget_eur)))
+        rows.append(("Non assegnato", fmt_eur(float(budget_eur) - tot)))
+    add_panel(m, table_html(rows, title="Riepilogo"))
+    add_layer_control(m)
+    add_legend(m, legend, footer=NO_TILES_NOTE)
+    return m
+
+
+# --- files for the CLI ----------------------------------------------------------------------
+
+
+def write_pages(out_dir: str | Path | None = None, *, proposals: gpd.GeoDataFrame | None = None,
+                comune: str | None = None, scenario: str = "base",
+                sites: gpd.GeoDataFrame | None = None, unione: str | None = None,
+                fund: gpd.GeoDataFrame | None = None, call_name: str | None = None) -> dict[str, Path]:
+    """Write the pages that can be built from the inputs to ``out_dir`` (default ``maps/``),
+    each atomically and self-contained (Leaflet inlined, opens offline). Returns name → path."""
+    out: dict[str, Path] = {}
+    out["overview"] = write_page(overview_map(), "overview", out_dir)
+    name = f"budget_{comune}" if comune else "budget"
+    out[name] = write_page(budget_map(proposals, comune=comune, scenario=scenario), name, out_dir)
+    if sites is not None:
+        slug = re.sub(r"[^\w]+", "_", unione or "siti").strip("_").lower()
+        out[f"sites_{slug}"] = write_page(sites_map(sites, unione=unione), f"sites_{slug}", out_dir)
+    if fund is not None:
+        out["fund"] = write_page(fund_map(fund, call_name=call_name), "fund", out_dir)
+    return out

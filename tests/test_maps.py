@@ -1,0 +1,564 @@
+"""Web maps: formatting and GeoJSON helpers on hand-made data, the four pages on the real layer
+set, the API router through HTTP, and every page in headless Chromium (no console error, a
+screenshot in maps/screenshots/).
+
+Hand-made inputs have known answers: a 100 m x 100 m new-urbanisation square outside the TU
+consumes exactly 1 ha; a 50 m x 50 m desealing square outside the TU credits 0.25 ha; so the
+comune's remaining local quota is 1% of its TU - 1 + 0.25 ha.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import re
+import socket
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pytest
+import shapely
+
+from pattogis.errors import InputError, NotFound
+
+REPO = Path(__file__).resolve().parents[1]
+SHOTS = REPO / "maps" / "screenshots"
+IN_CI = os.environ.get("CI", "").lower() == "true"
+CRS = "EPSG:25832"
+COMUNE = "037001"          # Anzola dell'Emilia
+UNIONE = "Unione Terre d'Acqua"
+MAX_PAGE_BYTES = 2_000_000
+
+# every data source the overview shows must be credited on the page
+OVERVIEW_ATTRIBUTIONS = [
+    "ISTAT", "Openpolis", "© OpenStreetMap contributors", "TPER", "Protezione Civile",
+    "Comune di Bologna", "SRTM", "NASA/USGS", "TALEA",
+]
+
+
+# --- unit: formatting, classes, GeoJSON ----------------------------------------------------
+
+
+def test_italian_number_format() -> None:
+    from pattogis.maps.base import fmt_eur, fmt_ha, fmt_num, fmt_pct
+
+    assert fmt_num(1234567.891, 2) == "1.234.567,89"
+    assert fmt_num(-0.5, 1) == "-0,5"
+    assert fmt_num(float("nan")) == "–"
+    assert fmt_num(None) == "–"
+    assert fmt_ha(2.5) == "2,50 ha"
+    assert fmt_eur(229814.47) == "229.814,47 €"
+    assert fmt_pct(0.255) == "26%"
+
+
+def test_quantile_classes_known_breaks() -> None:
+    from pattogis.maps.base import YL_OR_RD, quantile_classes
+
+    cls = quantile_classes(np.arange(1, 11), YL_OR_RD, decimals=1)
+    # numpy linear quantiles of 1..10 at 0, .2, .4, .6, .8, 1
+    assert cls.breaks == [1.0, 2.8, 4.6, 6.4, 8.2, 10.0]
+    assert list(cls.color([1, 3, 4.6, 10, np.nan])) == [YL_OR_RD[0], YL_OR_RD[1], YL_OR_RD[2],
+                                                       YL_OR_RD[4], "#bdbdbd"]
+    assert cls.legend()[0] == (YL_OR_RD[0], "1,0 – 2,8")
+    # all values equal: one class, still a valid scale
+    one = quantile_classes([3.0, 3.0], YL_OR_RD)
+    assert len(one.colors) == 1 and one.color([3.0])[0] == one.colors[0]
+
+
+def test_to_features_simplifies_reprojects_and_rounds() -> None:
+    from pattogis.maps.base import to_features
+
+    # a 1 km square in UTM 32N with a collinear vertex mid-edge that simplification must drop
+    x0, y0 = 686000.0, 4930000.0
+    ring = [(x0, y0), (x0 + 500, y0), (x0 + 1000, y0), (x0 + 1000, y0 + 1000), (x0, y0 + 1000)]
+    g = gpd.GeoDataFrame({"name": ["a<b"], "v": [1.5]}, geometry=[shapely.Polygon(ring)], crs=CRS)
+    fc = to_features(g, {"label": "name", "value": "v", "const": 7}, simplify_m=1.0)
+    f = fc["features"][0]
+    assert f["id"] == 0 and f["properties"] == {"label": "a<b", "value": 1.5, "const": 7}
+    coords = f["geometry"]["coordinates"][0]
+    assert len(coords) == 5  # 4 corners + closing point: the collinear vertex is gone
+    # the first corner, reprojected independently, to 6 decimals
+    from pyproj import Transformer
+
+    lon, lat = Transformer.from_crs(CRS, 4326, always_xy=True).transform(x0, y0)
+    assert [round(lon, 6), round(lat, 6)] in coords
+    text = json.dumps(fc)
+    assert not re.search(r"\d\.\d{7,}", text), "coordinates must have at most 6 decimals"
+    with pytest.raises(InputError, match="no CRS"):
+        to_features(gpd.GeoDataFrame(geometry=[shapely.Point(0, 0)]), {})
+
+
+def test_compact_json_is_script_safe() -> None:
+    from pattogis.maps.js import compact_json
+
+    s = compact_json({"popup": "</script><b>x</b> & 'y'"})
+    assert "<" not in s and ">" not in s and "&" not in s and "'" not in s
+    assert json.loads(s) == {"popup": "</script><b>x</b> & 'y'"}
+    assert " " not in compact_json({"a": [1, 2]})
+
+
+def test_rank_interval_columns_and_fund_status() -> None:
+    from pattogis.maps.pages import _fund_status, _q_of, rank_interval_columns
+
+    assert rank_interval_columns(pd.DataFrame(columns=["rank_p95", "rank_p5", "rank_mean"])) == (
+        "rank_p5", "rank_p95")
+    assert rank_interval_columns(pd.DataFrame(columns=["rank_p05", "rank_p95"])) == ("rank_p05", "rank_p95")
+    assert rank_interval_columns(pd.DataFrame(columns=["rank"])) is None
+    assert _q_of("rank_p2_5") == 2.5 and _q_of("rank_p05") == 5 and _q_of("rank_p50") == 50
+    assert _fund_status("finanziato") == "finanziato"
+    assert _fund_status("parzialmente") == "finanziato_parzialmente"
+    assert _fund_status("non finanziato") == "non_finanziato"
+    assert _fund_status("Escluso") == "escluso"
+    with pytest.raises(InputError, match="unknown project status"):
+        _fund_status("forse")
+
+
+def test_bbox_parsing() -> None:
+    from pattogis.maps.data import parse_bbox
+
+    assert parse_bbox("11.3,44.4,11.4,44.5") == (11.3, 44.4, 11.4, 44.5)
+    for bad in ("11.3,44.4,11.4", "a,b,c,d", "11.4,44.4,11.3,44.5", "11.3,44.4,11.4,95"):
+        with pytest.raises(InputError, match="bbox"):
+            parse_bbox(bad)
+
+
+# --- hand-made inputs on the real layers ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def layers_env(built_layers: Path) -> Path:
+    os.environ["PATTOGIS_LAYERS_DIR"] = str(built_layers)
+    return built_layers
+
+
+def _square(pt: shapely.Point, half: float) -> shapely.Polygon:
+    return shapely.box(pt.x - half, pt.y - half, pt.x + half, pt.y + half)
+
+
+@pytest.fixture(scope="module")
+def proposals(layers_env: Path) -> gpd.GeoDataFrame:
+    """Three proposals in COMUNE with known measures (see the module docstring)."""
+    from pattogis import layers
+
+    comune = layers.open_layer("comuni").set_index("istat").geometry[COMUNE]
+    tu = layers.open_layer("territorio_urbanizzato").set_index("comune_istat").geometry[COMUNE]
+    outside = comune.difference(tu.buffer(300)).buffer(-60)
+    a = _square(outside.representative_point(), 50)                      # 1 ha, outside the TU
+    d = _square(outside.difference(a.buffer(200)).representative_point(), 25)  # 0.25 ha, outside
+    inside = _square(tu.buffer(-60).representative_point(), 25)           # 0.25 ha, inside the TU
+    for g in (a, d):
+        assert comune.contains(g) and not g.intersects(tu)
+    assert tu.contains(inside)
+    return gpd.GeoDataFrame({
+        "proposal_id": [uuid.uuid4().hex for _ in range(3)], "scenario": "base",
+        "comune_istat": COMUNE, "ptype": ["nuova_urbanizzazione", "desigillazione", "rigenerazione"],
+        "exemption": [None, None, None], "pool": "locale",
+        "title": ["Nuovo comparto <nord>", "Parco fluviale", "Rigenerazione ex consorzio"],
+        "date": ["2024-05-01", "2030-01-01", "2025-03-01"],
+        "status": ["approvata", "bozza", "presentata"], "owner": f"comune:{COMUNE}",
+    }, geometry=[a, d, inside], crs=CRS)
+
+
+@pytest.fixture(scope="module")
+def scored_sites(layers_env: Path) -> gpd.GeoDataFrame:
+    """Candidate sites of UNIONE scored by hand: weighted sum of min-max normalised site area
+    (max, weight 0.6) and distance to the nearest rail station (min, weight 0.4)."""
+    from pattogis import layers
+
+    comuni = layers.open_layer("comuni")
+    members = comuni.loc[comuni["unione"] == UNIONE, "istat"]
+    s = layers.open_layer("candidates")
+    s = s[s["comune_istat"].isin(members)].reset_index(drop=True)
+    assert len(s) >= 5
+    rail = layers.open_layer("rail_stations")
+    near = gpd.sjoin_nearest(s[["geometry"]], rail[["geometry"]], distance_col="d")
+    s["rail_distance_m"] = near.groupby(level=0)["d"].min()
+    a, d = s["area_ha"], s["rail_distance_m"]
+    s["contrib_area_ha"] = 0.6 * (a - a.min()) / (a.max() - a.min())
+    s["contrib_rail_distance_m"] = 0.4 * (d.max() - d) / (d.max() - d.min())
+    s["score"] = s["contrib_area_ha"] + s["contrib_rail_distance_m"]
+    s["excluded"] = False
+    s["exclusion_reason"] = ""
+    last = s.index[-1]
+    s.loc[last, ["score", "contrib_area_ha", "contrib_rail_distance_m"]] = np.nan
+    s.loc[last, "excluded"] = True
+    s.loc[last, "exclusion_reason"] = "Pendenza media superiore a 20°"
+    s["rank"] = s["score"].rank(ascending=False, method="min").astype("Int64")
+    s["rank_p5"] = np.maximum(s["rank"].astype(float) - 1, 1)
+    s["rank_p95"] = s["rank"].astype(float) + 2
+    s["p_top_k"] = np.where(s["excluded"], np.nan, 1.0 / s["rank"].astype(float))
+    return s
+
+
+@pytest.fixture(scope="module")
+def fund_result(layers_env: Path) -> gpd.GeoDataFrame:
+    from pattogis import layers
+
+    c = layers.open_layer("candidates").iloc[[0, 40, 120, 200]].reset_index(drop=True)
+    return gpd.GeoDataFrame({
+        "project_id": ["P1", "P2", "P3", "P4"],
+        "title": ["Piazza della stazione", "Ex macello", "Corte rurale", "Capannone"],
+        "applicant": ["Unione <Test>", "Unione Reno Galliera", "Comune di San Lazzaro di Savena",
+                      "Unione Terre di Pianura"],
+        "status": ["finanziato", "finanziato_parzialmente", "non_finanziato", "escluso"],
+        "requested_eur": [300000.0, 250000.0, 180000.0, 90000.0],
+        "granted_eur": [229814.47, 100000.0, 0.0, 0.0],
+        "rank": [1, 2, 3, np.nan],
+        "reason": ["Finanziato entro il massimale di 229.814,47 €", "Finanziato parzialmente: "
+                   "fondi esauriti", "Non finanziato: fondi esauriti",
+                   "Escluso: il sito è fuori dal territorio urbanizzato"],
+    }, geometry=c.geometry.values, crs=c.crs)
+
+
+# --- pages on the real layers ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def overview_file(layers_env: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from pattogis import maps
+
+    return maps.write_page(maps.overview_map(), "overview", tmp_path_factory.mktemp("maps"))
+
+
+def _no_cdn(html: str) -> None:
+    remote = re.findall(r"<(?:script|link)[^>]+(?:src|href)=\"(https?:[^\"]+)\"", html)
+    assert remote == [], f"page loads remote assets: {remote}"
+
+
+@pytest.mark.realdata
+def test_overview_page_labels_attribution_size(overview_file: Path) -> None:
+    from pattogis import layers
+    from pattogis.maps.base import fmt_ha
+
+    html = overview_file.read_text(encoding="utf-8")
+    assert len(html.encode()) < MAX_PAGE_BYTES
+    _no_cdn(html)
+    assert "L.tileLayer" in html and "Sfondo OpenStreetMap (richiede internet)" in html
+    for label in ("Legenda", "Indice di fragilità dei comuni (0–1)", "Sistemi territoriali",
+                  "Collina e montagna", "Pianura nord", "Territorio urbanizzato (TU) provvisorio",
+                  "Poli produttivi", "Stazioni ferroviarie", "Fermate autobus TPER",
+                  "Piste ciclabili", "Temperatura superficiale estiva"):
+        assert label in html, label
+    for src in OVERVIEW_ATTRIBUTIONS:
+        assert src in html, src
+    # the derived layers carry the badge, in the legend and in the layer control
+    assert html.count("pg-badge'>derivato") >= 4
+    # legend total of the TU equals the layer's area
+    tu_total = layers.open_layer("territorio_urbanizzato")["area_ha"].sum()
+    assert f"TU, totale {fmt_ha(tu_total, 0)}" in html
+    # the 221k buildings are never in a page
+    assert "Aggregato strutturale" not in html
+
+
+@pytest.mark.realdata
+def test_overview_fragility_colours_follow_the_index(layers_env: Path) -> None:
+    from pattogis import layers
+    from pattogis.maps import pages
+    from pattogis.maps.base import YL_OR_RD, quantile_classes
+
+    ci = layers.open_layer("comuni_indicators")
+    cls = quantile_classes(ci["fragility_index"], YL_OR_RD, decimals=2)
+    colors = cls.color(ci["fragility_index"])
+    assert colors[ci["fragility_index"].idxmax()] == YL_OR_RD[-1]
+    assert colors[ci["fragility_index"].idxmin()] == YL_OR_RD[0]
+    # roughly a fifth of the comuni in each class
+    counts = pd.Series(colors).value_counts()
+    assert counts.max() - counts.min() <= 3
+    m = pages.overview_map(heat=False)
+    html = m.get_root().render()
+    top = ci.loc[ci["fragility_index"].idxmax(), "name"]
+    assert f"{top}: " in html
+
+
+@pytest.mark.realdata
+def test_budget_page_shows_ledger_figures(layers_env: Path, proposals: gpd.GeoDataFrame) -> None:
+    from pattogis import layers, maps
+    from pattogis.maps.base import fmt_ha
+
+    tu_ha = float(layers.open_layer("territorio_urbanizzato").set_index("comune_istat")
+                  .loc[COMUNE, "area_ha"])
+    html = maps.render(maps.budget_map(proposals, comune=COMUNE))
+    _no_cdn(html)
+    assert len(html.encode()) < MAX_PAGE_BYTES
+    for label in ("Quota locale residua (ha)", "Proposte per tipo", "Nuova urbanizzazione",
+                  "Desigillazione", "Rigenerazione urbana", "Consumo di quota", "Dentro il TU",
+                  "Fuori dal TU", "Anzola dell&#x27;Emilia", "Superamento della quota"):
+        assert label in html, label
+    remaining = 0.01 * tu_ha - 1.0 + 0.25
+    assert f"{fmt_ha(remaining)}" in html
+    assert fmt_ha(0.01 * tu_ha) in html           # local quota
+    assert "3 proposte nello scenario «base»" in html
+    assert fmt_ha(1.0) in html and fmt_ha(0.25) in html
+    # a title with markup is escaped, never injected
+    assert "Nuovo comparto \\u0026lt;nord\\u0026gt;" in html
+    assert "Nuovo comparto <nord>" not in html
+    with pytest.raises(NotFound, match="unknown comune"):
+        maps.budget_map(proposals, comune="999999")
+    # no comune: all comuni, metropolitan residue in the panel
+    html_all = maps.render(maps.budget_map(None))
+    assert "Residuo metropolitano" in html_all and "Nessuna proposta" in html_all
+
+
+@pytest.mark.realdata
+def test_sites_page_contributions_and_rank_interval(scored_sites: gpd.GeoDataFrame) -> None:
+    from pattogis import maps
+    from pattogis.maps.base import fmt_num
+
+    labels = {"area_ha": "Superficie del sito", "rail_distance_m": "Distanza dalla stazione"}
+    html = maps.render(maps.sites_map(scored_sites, unione=UNIONE, labels=labels, top_k=3))
+    _no_cdn(html)
+    best = scored_sites.loc[scored_sites["score"].idxmax()]
+    n_ok = int((~scored_sites["excluded"]).sum())
+    for text in ("Contributo dei criteri", "Superficie del sito", "Distanza dalla stazione",
+                 "Intervallo di posizione (p5–p95)", f"<b>{fmt_num(best['score'], 3)}</b>",
+                 f"1ª su {n_ok}", "1ª – 3ª", fmt_num(best["contrib_area_ha"], 3),
+                 "Probabilità di stare fra i primi 3", "Punteggio del sito (0–1)", "escluso",
+                 "Pendenza media superiore a 20°", "Primi 3 in graduatoria", UNIONE):
+        assert text.replace("<", "\\u003c").replace(">", "\\u003e") in html or text in html, text
+    with pytest.raises(InputError, match="contrib_"):
+        maps.sites_map(scored_sites.drop(columns=["contrib_area_ha", "contrib_rail_distance_m"]))
+    with pytest.raises(NotFound, match="unknown Unione"):
+        maps.sites_map(scored_sites, unione="Unione che non esiste")
+
+
+@pytest.mark.realdata
+def test_fund_page_statuses_amounts_reasons(fund_result: gpd.GeoDataFrame) -> None:
+    from pattogis import maps
+
+    html = maps.render(maps.fund_map(fund_result, call_name="bando_2023", budget_eur=2298144.71))
+    _no_cdn(html)
+    for text in ("Finanziato: 1 progetto", "Finanziato parzialmente: 1 progetto",
+                 "Non finanziato: 1 progetto", "Escluso: 1 progetto", "329.814,47 €",
+                 "2.298.144,71 €", "1.968.330,24 €", "Importo assegnato", "Motivazione",
+                 "Escluso: il sito è fuori dal territorio urbanizzato", "Unione Reno Galliera"):
+        assert text in html, text
+    assert "Unione \\u0026lt;Test\\u0026gt;" in html
+    with pytest.raises(InputError, match="granted_eur"):
+        maps.fund_map(fund_result.drop(columns=["granted_eur"]))
+
+
+@pytest.mark.realdata
+def test_layer_features_bbox_and_limits(layers_env: Path) -> None:
+    from pattogis import layers
+    from pattogis.maps import layer_features
+
+    bbox = (11.330, 44.490, 11.350, 44.500)
+    fc = layer_features("bus_stops", bbox)
+    stops = layers.open_layer("bus_stops").to_crs(4326)
+    inside = stops.cx[bbox[0]:bbox[2], bbox[1]:bbox[3]]
+    assert len(fc["features"]) == len(inside) > 0 and fc["truncated"] is False
+    assert {f["properties"]["value"] for f in fc["features"]} <= set(inside["n_lines"].astype(float))
+    capped = layer_features("bus_stops", bbox, limit=3)
+    assert len(capped["features"]) == 3 and capped["truncated"] is True
+    with pytest.raises(InputError, match="km²"):
+        layer_features("buildings", (10.8, 44.0, 11.8, 44.8))
+    with pytest.raises(NotFound):
+        layer_features("comuni", bbox)
+
+
+@pytest.mark.realdata
+def test_write_pages_atomic_files(layers_env: Path, proposals: gpd.GeoDataFrame,
+                                  fund_result: gpd.GeoDataFrame, tmp_path: Path) -> None:
+    from pattogis import maps
+
+    out = maps.write_pages(tmp_path, proposals=proposals, comune=COMUNE, fund=fund_result)
+    assert set(out) == {"overview", f"budget_{COMUNE}", "fund"}
+    for p in out.values():
+        assert p.exists() and p.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+    assert sorted(x.name for x in tmp_path.iterdir()) == sorted(p.name for p in out.values())
+    with pytest.raises(InputError, match="invalid page name"):
+        maps.write_page("<html></html>", "../escape", tmp_path)
+
+
+# --- the API router -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def app(layers_env: Path, proposals: gpd.GeoDataFrame, scored_sites: gpd.GeoDataFrame,
+        fund_result: gpd.GeoDataFrame):
+    from fastapi import FastAPI
+
+    from api.maps import maps_router
+
+    def sites(unione: str) -> gpd.GeoDataFrame:
+        if unione != UNIONE:
+            raise NotFound(f"no scored sites for '{unione}'")
+        return scored_sites
+
+    a = FastAPI()
+    a.include_router(maps_router(proposals=lambda scenario: proposals[proposals["scenario"] == scenario],
+                                 sites=sites, fund=lambda call: fund_result))
+    return a
+
+
+@pytest.mark.realdata
+def test_api_pages_and_transfer_size(app) -> None:
+    from fastapi.testclient import TestClient
+
+    c = TestClient(app)
+    r = c.get("/maps/overview", headers={"Accept-Encoding": "gzip"})
+    assert r.status_code == 200 and r.headers["content-encoding"] == "gzip"
+    transferred = int(r.headers["content-length"])
+    assert transferred < MAX_PAGE_BYTES
+    html = r.text
+    assert len(html.encode()) < MAX_PAGE_BYTES  # even uncompressed
+    assert transferred < len(html.encode()) / 2
+    _no_cdn(html)
+    assert '"/maps/static/leaflet/leaflet.js"' in html and "/maps/data/bus_stops" in html
+    assert "Fermate autobus TPER" in html and "su richiesta" in html
+    plain = c.get("/maps/overview", headers={"Accept-Encoding": "identity"})
+    assert "content-encoding" not in plain.headers and plain.text == html
+    assert c.get("/maps/budget", params={"comune": COMUNE}).status_code == 200
+    assert c.get("/maps/budget", params={"comune": "999999"}).status_code == 404
+    assert c.get("/maps/budget", params={"comune": "abc"}).status_code == 422
+    assert c.get("/maps/sites", params={"unione": UNIONE}).status_code == 200
+    assert c.get("/maps/sites", params={"unione": "Altro"}).status_code == 404
+    assert c.get("/maps/fund").status_code == 200
+    idx = c.get("/maps/")
+    assert idx.status_code == 200 and "Mappe della Città metropolitana di Bologna" in idx.text
+    js = c.get("/maps/static/leaflet/leaflet.js")
+    assert js.status_code == 200 and "Leaflet 1.9.4" in js.text
+    assert c.get("/maps/static/leaflet/images/layers.png").headers["content-type"] == "image/png"
+    assert c.get("/maps/static/../../pyproject.toml").status_code == 404
+    d = c.get("/maps/data/bus_stops", params={"bbox": "11.33,44.49,11.35,44.50"})
+    assert d.status_code == 200 and d.json()["type"] == "FeatureCollection"
+    assert c.get("/maps/data/buildings", params={"bbox": "10.8,44.0,11.8,44.8"}).status_code == 422
+    assert c.get("/maps/data/comuni", params={"bbox": "11.33,44.49,11.35,44.50"}).status_code == 404
+
+
+def test_api_without_providers_says_so(tmp_path: Path) -> None:
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from api.maps import maps_router
+
+    a = FastAPI()
+    a.include_router(maps_router())
+    c = TestClient(a)
+    r = c.get("/maps/sites", params={"unione": UNIONE})
+    assert r.status_code == 503 and "not configured" in r.json()["detail"]
+    assert c.get("/maps/fund").status_code == 503
+
+
+# --- headless Chromium ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    from pattogis.maps.browser import chromium_path
+
+    exe = chromium_path()
+    if exe is None:
+        msg = "headless Chromium not installed (apt-get install chromium)"
+        if IN_CI:
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return exe
+
+
+@pytest.fixture(scope="module")
+def server(app):
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    srv = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    t = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
+    t.start()
+    for _ in range(200):
+        if srv.started:
+            break
+        time.sleep(0.05)
+    assert srv.started, "test server did not start"
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    t.join(10)
+    sock.close()
+
+
+POPUP_TEXT = "document.querySelector('.leaflet-popup-content') ? " \
+             "document.querySelector('.leaflet-popup-content').innerText : ''"
+
+
+def _open_first_popup(key: str) -> str:
+    return f"pattogis.layers.{key}.getLayers()[0].openPopup()"
+
+
+@pytest.mark.browser
+@pytest.mark.realdata
+def test_browser_overview_file(chromium: str, overview_file: Path) -> None:
+    from pattogis.maps.browser import check_page
+
+    rep = check_page(overview_file.as_uri(), SHOTS / "overview.png",
+                     actions=[_open_first_popup("fragility")],
+                     evaluate=[POPUP_TEXT, "pattogis.layers.tu.getLayers().length",
+                               "document.querySelectorAll('.leaflet-control-layers-overlays label').length",
+                               "document.querySelector('.leaflet-control-attribution').textContent"])
+    assert rep.errors == []
+    assert all(u.startswith(("file:", "data:")) for u in rep.requests), rep.requests
+    popup, n_tu, n_overlays, attribution = rep.values
+    assert "Indice di fragilità (0–1)" in popup and "Sistema territoriale" in popup
+    assert n_tu > 0 and n_overlays >= 9
+    assert "Openpolis" in attribution and "Protezione Civile" in attribution
+    assert rep.screenshot is not None and rep.screenshot.stat().st_size > 20_000
+
+
+@pytest.mark.browser
+@pytest.mark.realdata
+def test_browser_overview_api_loads_layers_on_demand(chromium: str, server: str) -> None:
+    from pattogis.maps import layer_features
+    from pattogis.maps.browser import check_page
+
+    bbox_js = ("(function(){var b=pattogis.map.getBounds();return [b.getWest(),b.getSouth(),"
+               "b.getEast(),b.getNorth()].map(function(v){return v.toFixed(6)}).join(',')})()")
+    rep = check_page(
+        f"{server}/maps/overview", SHOTS / "overview_api_bologna.png", settle_s=2.0,
+        actions=["pattogis.map.setView([44.5057, 11.3433], 15, {animate: false})",
+                 "pattogis.map.addLayer(pattogis.layers.cycleways)"],
+        evaluate=[bbox_js, "pattogis.layers.bus_stops.getLayers().length",
+                  "pattogis.layers.cycleways.getLayers().length",
+                  "document.getElementById('pg-od-bus_stops').textContent"])
+    assert rep.errors == []
+    assert not [u for u in rep.requests if not u.startswith((server, "data:"))], rep.requests
+    bbox, n_stops, n_cyc, note = rep.values
+    assert n_stops == len(layer_features("bus_stops", bbox)["features"]) > 0
+    assert n_cyc == len(layer_features("cycleways", bbox)["features"]) > 0
+    assert note == f"{n_stops} elementi nella vista"
+    assert any("/maps/data/bus_stops?bbox=" in u for u in rep.requests)
+
+
+@pytest.mark.browser
+@pytest.mark.realdata
+@pytest.mark.parametrize("page,key,expect", [
+    (f"/maps/budget?comune={COMUNE}", "budget", "Quota locale residua"),
+    (f"/maps/sites?unione={UNIONE}", "sites", "Contributo dei criteri"),
+    ("/maps/fund", "fund_finanziato", "Importo assegnato"),
+])
+def test_browser_pages_via_api(chromium: str, server: str, page: str, key: str, expect: str) -> None:
+    from pattogis.maps.browser import check_page
+
+    name = page.split("?")[0].rsplit("/", 1)[-1]
+    rep = check_page(f"{server}{page}", SHOTS / f"{name}.png",
+                     actions=[_open_first_popup(key)], evaluate=[POPUP_TEXT])
+    assert rep.errors == []
+    assert expect in rep.values[0]
+    assert rep.screenshot is not None and rep.screenshot.stat().st_size > 20_000
+
+
+def test_gzip_roundtrip_of_helper() -> None:
+    from starlette.requests import Request
+
+    from api.maps import _html
+
+    req = Request({"type": "http", "headers": [(b"accept-encoding", b"gzip, br")]})
+    r = _html(req, "<p>città</p>")
+    assert r.headers["content-encoding"] == "gzip"
+    assert gzip.decompress(r.body).decode() == "<p>città</p>"
