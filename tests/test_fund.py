@@ -454,9 +454,9 @@ def test_reduced_cost_fixing_matches_full_milp_on_medium_instances():
     from pattogis.fund.milp import assemble, lp_bound, solve_exact, solve_milp
     from pattogis.fund.optimal import build_groups
 
-    for seed in (1, 2, 3):
+    for seed in (1, 2):
         rng = np.random.default_rng(seed)
-        n = 400
+        n = 300
         df = pd.DataFrame({
             "project_id": [f"M{i:03d}" for i in range(n)],
             "applicant": rng.choice(["Unione A", "Unione B", "Unione C", "Unione D"], n),

