@@ -760,18 +760,22 @@ def _ranks_desc(scores: np.ndarray) -> np.ndarray:
 
     Works on a 1-D vector or on a (draws, sites) block, sorting each row (contiguous memory).
     """
-    key = -np.round(scores, _TIE_DECIMALS)
+    key = np.round(scores, _TIE_DECIMALS)
+    np.negative(key, out=key)
     key[np.isnan(key)] = np.inf
     # tied entries all get the group's first position below, so an unstable (SIMD) sort is safe
     order = np.argsort(key, axis=-1)
-    srt = np.take_along_axis(key, order, axis=-1)
-    m = key.shape[-1]
-    pos = np.broadcast_to(np.arange(1, m + 1, dtype=np.int32), key.shape)
-    new = np.ones(key.shape, dtype=bool)
-    new[..., 1:] = srt[..., 1:] != srt[..., :-1]
-    r_sorted = np.maximum.accumulate(np.where(new, pos, 0), axis=-1).astype(np.int32)
-    ranks = np.empty(key.shape, dtype=np.int32)
-    np.put_along_axis(ranks, order, r_sorted, axis=-1)
+    srt = np.sort(key, axis=-1)  # = key in `order`, faster than gathering
+    del key
+    m = srt.shape[-1]
+    new = np.ones(srt.shape, dtype=bool)
+    np.not_equal(srt[..., 1:], srt[..., :-1], out=new[..., 1:])
+    del srt
+    pos = np.where(new, np.arange(1, m + 1, dtype=np.int32), np.int32(0))
+    del new
+    np.maximum.accumulate(pos, axis=-1, out=pos)
+    ranks = np.empty(pos.shape, dtype=np.int32)
+    np.put_along_axis(ranks, order, pos, axis=-1)
     return ranks
 
 
@@ -970,9 +974,11 @@ def monte_carlo(
     ``rank_max`` and ``p_top_k`` (share of draws ranked <= ``top_k``); NaN for excluded sites.
     Defaults come from the profile's ``monte_carlo`` section.
 
-    Memory: draws are processed in chunks sized by ``memory_mb``; beyond that only an exact
-    order-statistic buffer of about ``(q_low + 1 - q_high) * draws`` int32 per site is kept, not
-    the full (sites x draws) rank matrix. Results depend only on ``seed``, not on the chunking.
+    Memory: draws are processed in chunks whose working set (scores and ranks of every eligible
+    site for the chunk's draws, ~56 bytes per draw and site) stays within ``memory_mb``; across
+    chunks only exact order-statistic buffers are kept, about ``2 * (q_low + 1 - q_high) * draws``
+    int32 per site (plus one chunk), never the full (sites x draws) rank matrix. Ranking is
+    O(draws * n log n). Results depend only on ``seed``, not on the chunking.
     """
     p = load_profile(profile)
     method = _check_method(method or p.method)
@@ -1000,8 +1006,10 @@ def monte_carlo(
         a = np.where(pres > 0, nm, 0.0)  # masked out by `pres` in the denominator
 
         def block(wc: np.ndarray) -> np.ndarray:
+            num = wc @ a
             with np.errstate(invalid="ignore", divide="ignore"):
-                return (wc @ a) / (wc @ pres)
+                num /= wc @ pres
+            return num
     else:
         best, worst = _ideals(prep)
         # Per-site renormalisation scales d_pos and d_neg alike, so closeness ignores it.
@@ -1010,38 +1018,55 @@ def monte_carlo(
 
         def block(wc: np.ndarray) -> np.ndarray:
             w2 = wc**2
-            dp = np.sqrt(w2 @ ap)
+            den = np.sqrt(w2 @ ap)  # d_pos, then d_pos + d_neg
             dn = np.sqrt(w2 @ an)
-            den = dp + dn
+            den += dn
+            flat = den == 0
             with np.errstate(invalid="ignore", divide="ignore"):
-                return np.where(den > 0, dn / den, 1.0)
+                dn /= den
+            dn[flat] = 1.0  # same convention as score(): ideal = anti-ideal -> 1
+            return dn
 
     b_lo = min(draws, int(math.floor(q_lo * (draws - 1))) + 2)
     b_hi = min(draws, draws - int(math.floor(q_hi * (draws - 1))))
-    low = np.empty((m, 0), dtype=np.int32)
-    high = np.empty((m, 0), dtype=np.int32)
+    # Working set per (draw, site) in a chunk: ~2 float64 in block(), ~5 arrays in ranking.
+    chunk = max(1, min(draws, int(memory_mb * 2**20 // (max(m, 1) * 8 * 7))))
+    # Order-statistic buffers: the b smallest / largest ranks seen so far per site, plus room for
+    # new draws; partitioned only when full, so each rank is partitioned O(1) times on average.
+    cap_lo, cap_hi = b_lo + max(chunk, b_lo), b_hi + max(chunk, b_hi)
+    low = np.empty((m, cap_lo), dtype=np.int32)
+    high = np.empty((m, cap_hi), dtype=np.int32)
+    f_lo = f_hi = 0
     rmin = np.full(m, np.iinfo(np.int32).max, dtype=np.int32)
     rmax = np.zeros(m, dtype=np.int32)
     rsum = np.zeros(m, dtype=np.float64)
     top = np.zeros(m, dtype=np.int64)
-    # ~8 float64/int arrays of (chunk, m) live at once in scoring + ranking
-    chunk = max(1, min(draws, int(memory_mb * 2**20 // (max(m, 1) * 8 * 8))))
     for s in range(0, draws if m else 0, chunk):
         r = _ranks_desc(block(W[s : s + chunk]))  # (c, m)
-        rmin = np.minimum(rmin, r.min(axis=0))
-        rmax = np.maximum(rmax, r.max(axis=0))
+        c = r.shape[0]
+        np.minimum(rmin, r.min(axis=0), out=rmin)
+        np.maximum(rmax, r.max(axis=0), out=rmax)
         rsum += r.sum(axis=0, dtype=np.float64)
         top += (r <= top_k).sum(axis=0)
-        rt = r.T
-        low = np.concatenate([low, rt], axis=1)
-        if low.shape[1] > b_lo:
-            low = np.partition(low, b_lo - 1, axis=1)[:, :b_lo]
-        high = np.concatenate([high, rt], axis=1)
-        if high.shape[1] > b_hi:
-            high = np.partition(high, high.shape[1] - b_hi, axis=1)[:, -b_hi:]
-        del r, rt
-    low.sort(axis=1)
-    high.sort(axis=1)
+        if f_lo + c > cap_lo:
+            low[:, :f_lo].partition(b_lo - 1, axis=1)
+            f_lo = b_lo
+        low[:, f_lo : f_lo + c] = r.T
+        f_lo += c
+        if f_hi + c > cap_hi:
+            high[:, :f_hi].partition(f_hi - b_hi, axis=1)
+            high[:, :b_hi] = high[:, f_hi - b_hi : f_hi]
+            f_hi = b_hi
+        high[:, f_hi : f_hi + c] = r.T
+        f_hi += c
+        del r
+    if f_lo > b_lo:
+        low[:, :f_lo].partition(b_lo - 1, axis=1)
+    if f_hi > b_hi:
+        high[:, :f_hi].partition(f_hi - b_hi, axis=1)
+        high[:, :b_hi] = high[:, f_hi - b_hi : f_hi]
+    low = np.sort(low[:, :b_lo], axis=1)
+    high = np.sort(high[:, :b_hi], axis=1)
 
     def spread(v: np.ndarray) -> np.ndarray:
         out = np.full(len(data), np.nan)
