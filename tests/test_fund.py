@@ -307,6 +307,14 @@ def test_infeasible_names_a_minimal_conflict():
     assert {c["name"] for c in e.value.conflict} == {"budget", "lock_in:A", "max_share_per_unione"}
 
 
+def test_equity_constraint_on_missing_data_names_the_rows():
+    df = four(inside_tu_share=[0.5, 1.0, 1.0, 1.0])
+    df["territorial_system"] = ["via Emilia", "via Emilia", None, "collina-montagna"]
+    with pytest.raises(InputError) as e:
+        optimal(df, load_call(small_call(100.0)), min_share_priority_systems=0.5)
+    assert e.value.field == "territorial_system" and e.value.rows == [3]
+
+
 def test_lock_in_of_an_ineligible_project_is_an_error():
     df = four(inside_tu_share=[1.0, 1.0, 1.0, 0.5])
     with pytest.raises(FundInfeasibleError, match="locked in but not eligible"):

@@ -131,8 +131,10 @@ def compare(grad: GraduatoriaResult, opt: OptimalResult) -> Comparison:
     n_in = int((changes["change"] == "entra nell'ottimo").sum())
     n_out = int((changes["change"] == "esce dall'ottimo").sum())
     msg = (f"Graduatoria: {eur(tg)} a {_progetti(int((m['awarded_cents_g'] > 0).sum()))}; ottimo: "
-           f"{eur(to)} a {_progetti(int((m['awarded_cents_o'] > 0).sum()))}; {n_in} entrano e "
-           f"{n_out} escono nell'ottimo; popolazione fragile coperta {_int(fg)} → {_int(fo)}")
+           f"{eur(to)} a {_progetti(int((m['awarded_cents_o'] > 0).sum()))}; nell'ottimo "
+           f"{n_in} {'entra' if n_in == 1 else 'entrano'} e {n_out} "
+           f"{'esce' if n_out == 1 else 'escono'}; popolazione fragile coperta {_int(fg)} → "
+           f"{_int(fo)}")
     summary = {
         "graduatoria_allocated_eur": cents_to_eur(tg),
         "optimal_allocated_eur": cents_to_eur(to),

@@ -80,9 +80,11 @@ def _frac(s: float) -> Fraction:
 def _mask_col(p: pd.DataFrame, col: str, need: str) -> np.ndarray:
     v = p[col]
     if v.isna().any():
-        rows = [int(i) + 1 for i in np.flatnonzero(v.isna().to_numpy())]
-        raise InputError(f"{col} is missing but the constraint '{need}' needs it", rows=rows,
-                         field=col, hint="rows are numbered among the eligible projects' table")
+        bad = np.flatnonzero(v.isna().to_numpy())
+        # rows of the project table as given (1 = first record), when known
+        rows = (p["_row"].to_numpy()[bad] if "_row" in p.columns else bad + 1).tolist()
+        raise InputError(f"{col} is missing but the constraint '{need}' needs it",
+                         rows=[int(r) for r in rows], field=col)
     return v.to_numpy()
 
 
@@ -245,6 +247,7 @@ def optimal(projects: pd.DataFrame, call: Call | str = "bando_2023", *,
 
     elig = np.flatnonzero(p_all["eligible"].to_numpy())
     p = p_all.iloc[elig].reset_index(drop=True)
+    p["_row"] = elig + 1
     n = len(p)
     g = p["grant_cents"].to_numpy(dtype=np.int64)
     pts = merit_points(p["merit"], call.merit_decimals)
