@@ -355,7 +355,9 @@ class BaseStore(ABC):
         """Store new proposals (all or none) owned by ``role``; return them with their ids."""
         r = self._role(role)
         v = self._validate(proposals, creating=True)
-        foreign = ~v["comune_istat"].map(lambda c: self.membership.can_write(r, c)).astype(bool)
+        scope = self.membership.scope(r)
+        foreign = (~v["comune_istat"].isin(sorted(scope)) if scope is not None
+                   else pd.Series(False, index=v.index))
         if foreign.any():
             raise PermissionDenied(
                 f"role '{r.id}' may not write proposals of comune {v['comune_istat'][foreign].iloc[0]} "
