@@ -137,7 +137,10 @@ def _tie_text(call: Call) -> str:
 @dataclass
 class GraduatoriaResult:
     """Outcome of the graduatoria. ``table`` has one row per project: eligible ones in rank
-    order, then the excluded ones; money in cents (``*_cents``) and euros (``*_eur``)."""
+    order, then the excluded ones; money in cents (``*_cents``) and euros (``*_eur``):
+    ``grant_*`` = min(request, cap), what the project may receive; ``awarded_*`` (and its alias
+    ``granted_eur``) what it receives. ``status``: finanziato | finanziato_parzialmente |
+    non_finanziato | escluso; ``reason``: one line in Italian."""
 
     call: Call
     table: pd.DataFrame
@@ -275,6 +278,7 @@ def graduatoria(projects: pd.DataFrame, call: Call | str = "bando_2023", *,
     p["reason"] = reasons
     p["grant_eur"] = p["grant_cents"] / 100.0
     p["awarded_eur"] = p["awarded_cents"] / 100.0
+    p["granted_eur"] = p["awarded_eur"]  # the name the fund map reads
 
     excluded = np.flatnonzero(status == STATUS_EXCLUDED)
     # eligible in rank order, then excluded in input order

@@ -52,8 +52,9 @@ from pattogis.fund.milp import (
     solve_milp,
 )
 
-STATUS_SELECTED = "selezionato"
-STATUS_NOT_SELECTED = "non_selezionato"
+# same status words as the graduatoria, so maps and comparisons read both modes alike
+STATUS_SELECTED = "finanziato"
+STATUS_NOT_SELECTED = "non_finanziato"
 STATUS_EXCLUDED = "escluso"
 _SCIPY_STATUS = {0: "optimal", 1: "limit_reached", 2: "infeasible", 3: "unbounded", 4: "error"}
 # deletion filter tries to drop these first, so the conflict keeps the policy constraints
@@ -182,7 +183,9 @@ class OptimalResult:
     """Outcome of the optimal mode. ``table``: one row per project (selected first, in merit
     order); ``portfolios``: the optimum and the next best distinct portfolios; ``constraints``:
     value, bound, slack and cost (merit gained without it) of each constraint group;
-    ``solver``: HiGHS status, MIP gap, dual bound, times."""
+    ``solver``: HiGHS status, MIP gap, dual bound, times. Table money as in the graduatoria
+    (``grant_*``, ``awarded_*``, ``granted_eur``); ``status``: finanziato | non_finanziato |
+    escluso; ``selected`` (bool); ``frequency``: in how many of the portfolios."""
 
     call: Call
     table: pd.DataFrame
@@ -418,6 +421,7 @@ def optimal(projects: pd.DataFrame, call: Call | str = "bando_2023", *,
     p_all["merit_points"] = merit_points(p_all["merit"], call.merit_decimals)
     p_all["grant_eur"] = p_all["grant_cents"] / 100.0
     p_all["awarded_eur"] = p_all["awarded_cents"] / 100.0
+    p_all["granted_eur"] = p_all["awarded_eur"]  # the name the fund map reads
     order = np.lexsort((p_all["project_id"].rank(method="dense").to_numpy(),
                         -p_all["merit_points"].to_numpy(),
                         ~p_all["eligible"].to_numpy(), ~p_all["selected"].to_numpy()))
