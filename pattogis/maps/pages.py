@@ -68,7 +68,9 @@ FUND_STATUS = {  # canonical key: (label, colour)
     "escluso": ("Escluso", "#7f7f7f"),
 }
 TU_COLOR = "#6a51a3"
-HUB_COLOR = "#01665e"
+# cool to hot, distinct from the fragility palette drawn beneath
+HEAT_COLORS = ["#2c7bb6", "#abd9e9", "#ffffbf", "#fdae61", "#d7191c"]
+HUB_COLOR = "#111111"
 RAIL_COLOR = "#111111"
 NO_TILES_NOTE = ("Nessuno sfondo cartografico: la piattaforma funziona offline. Lo sfondo "
                  "OpenStreetMap si attiva dal selettore dei livelli (serve internet).")
@@ -113,7 +115,7 @@ def _heat_overlay(m: folium.Map, resolution_deg: float = 0.0006) -> LegendSectio
     valid = np.isfinite(out)
     if not valid.any():
         return None
-    cls = quantile_classes(out[valid], YL_OR_RD, decimals=1, unit="°C")
+    cls = quantile_classes(out[valid], HEAT_COLORS, decimals=1, unit="°C")
     rgba = np.zeros((h, w, 4), dtype=np.uint8)
     cols = cls.color(out[valid])
     rgb = np.array([[int(c[i:i + 2], 16) for i in (1, 3, 5)] for c in cols], dtype=np.uint8)
@@ -285,10 +287,14 @@ def _mobility_layers(m: folium.Map, data_url: str | None, *, include_buildings: 
                 key="bus_stops").add_to(m)
     out.append(LegendSection(spec.label, [(spec.fill, "Fermata (raggio ∝ √ linee servite)")],
                              kind="dot", source=src))
-    cyc = layers.open_layer("cycleways")
+    # one multi-line per use class: ~2,000 small features cost more in structure than in lines
+    cyc = layers.open_layer("cycleways")[["duso", "length_m", "geometry"]]
+    cyc = cyc.assign(duso=cyc["duso"].fillna("non specificato")).dissolve(
+        by="duso", aggfunc={"length_m": "sum"}).reset_index()
     cspec = ON_DEMAND["cycleways"]
     csrc = source_text(["cycleways"])
-    fc = to_features(cyc, {"tip": [esc(d) for d in cyc["duso"]]}, simplify_m=5.0)
+    fc = to_features(cyc, {"tip": [f"{esc(d)}: {fmt_num(km / 1000, 1)} km" for d, km in
+                                   zip(cyc["duso"], cyc["length_m"], strict=True)]}, simplify_m=5.0)
     geojson_layer(fc, cspec.label, show=False, attribution=csrc, key="cycleways",
                   style=_style(None, cspec.color, 2.0)).add_to(m)
     out.append(LegendSection(cspec.label, [(cspec.color, "Percorso ciclabile")], kind="line",
