@@ -154,20 +154,35 @@ class PgCluster:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+# One cluster per test process, however many modules import the fixture (each import makes
+# its own session fixture): reference-counted, stopped when the last user is torn down.
+_shared: dict[str, object] = {"cluster": None, "users": 0}
+
+
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[PgCluster]:
-    bindir = find_bin()
-    if bindir is None:
-        unavailable("PostgreSQL binaries not found (set PATTOGIS_PG_BIN or install postgresql-15)")
-    assert bindir is not None
-    if postgis_control(bindir) is None:
-        unavailable(f"PostGIS is not installed for the server in {bindir} (postgresql-15-postgis-3)")
-    cluster = PgCluster(bindir)
+    if _shared["cluster"] is None:
+        bindir = find_bin()
+        if bindir is None:
+            unavailable("PostgreSQL binaries not found (set PATTOGIS_PG_BIN or install postgresql-15)")
+        assert bindir is not None
+        if postgis_control(bindir) is None:
+            unavailable(f"PostGIS is not installed for the server in {bindir} (postgresql-15-postgis-3)")
+        cluster = PgCluster(bindir)
+        try:
+            cluster.start()
+        except BaseException:
+            cluster.stop()
+            raise
+        _shared["cluster"] = cluster
+    _shared["users"] = int(_shared["users"]) + 1  # type: ignore[call-overload]
     try:
-        cluster.start()
-        yield cluster
+        yield _shared["cluster"]  # type: ignore[misc]
     finally:
-        cluster.stop()
+        _shared["users"] = int(_shared["users"]) - 1  # type: ignore[call-overload]
+        if _shared["users"] == 0:
+            _shared["cluster"].stop()  # type: ignore[union-attr]
+            _shared["cluster"] = None
 
 
 @pytest.fixture
