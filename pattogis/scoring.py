@@ -35,7 +35,14 @@ Conventions (stated once, relied on everywhere):
   decomposition* reported as ``contrib_j`` is ``score * dneg_j / d_neg**2``: the score shared out in
   proportion to each criterion's part of the squared distance from the anti-ideal. It sums exactly
   to the score; ``dpos_j``/``dneg_j`` are reported too. When a site has ``d_pos = d_neg = 0`` (all
-  its criteria constant over the eligible sites) the score is 1 and is shared by weight.
+  its criteria constant over the eligible sites) the score is 1 and is shared by weight (pymcdm
+  would return NaN there). ``w_j`` is the site's effective weight, as for the weighted sum; with
+  missing data the rescaling multiplies ``d_pos`` and ``d_neg`` alike, so the closeness is that of
+  the present criteria with the profile's weights.
+* Missing data (NaN) is never read as 0: policy ``renormalise`` (score on the criteria present,
+  optionally excluding a site when the missing weight exceeds ``max_missing_weight``),
+  ``exclude`` (excluded, reason "Dati mancanti: ..."), or ``worst`` (explicitly counted as the worst
+  normalised value, 0). In every case ``missing`` lists the weighted criteria that were NaN.
 """
 
 from __future__ import annotations
@@ -667,13 +674,15 @@ def _numeric_columns(data: pd.DataFrame, names: Iterable[str], src: str) -> dict
 
 def _pattern_strings(bits: np.ndarray, render: Any) -> pd.Categorical:
     """Per-row bit patterns -> categorical of strings, ``render(pattern)`` once per pattern."""
-    uniq, inv = np.unique(bits, return_inverse=True)
+    inv, uniq = pd.factorize(bits, sort=True)  # hashing: O(n), few distinct patterns
     labels = [render(int(u)) for u in uniq]
     cats, codes = np.unique(np.array(labels, dtype=object), return_inverse=True)
-    return pd.Categorical.from_codes(codes[inv.reshape(-1)], categories=cats.tolist())
+    return pd.Categorical.from_codes(codes.reshape(-1)[inv], categories=cats.tolist())
 
 
-def _prepare(data: pd.DataFrame, p: Profile) -> _Prepared:
+def _prepare(data: pd.DataFrame, p: Profile, norm_out: np.ndarray | None = None) -> _Prepared:
+    """Checks, exclusions, missing data and normalisation; ``norm_out`` (k, n) receives the
+    normalised values when given (score() hands a slice of its output block)."""
     k = len(p.criteria)
     n = len(data)
     cols = _numeric_columns(data, p.names + [e.field for e in p.exclusions], p.source)
@@ -737,7 +746,7 @@ def _prepare(data: pd.DataFrame, p: Profile) -> _Prepared:
     excluded = np.asarray(reason != "")
     eligible = ~excluded
 
-    norm = np.empty((k, n))
+    norm = np.empty((k, n)) if norm_out is None else norm_out
     for j, c in enumerate(p.criteria):
         norm[j] = normalise(
             raw[j],
@@ -794,33 +803,43 @@ class _Scores:
     extra: dict[str, np.ndarray]  # TOPSIS terms: d_pos, d_neg (n,), dpos, dneg (k, n)
 
 
-def _score_arrays(prep: _Prepared, method: str) -> _Scores:
+def _score_arrays(prep: _Prepared, method: str, out: np.ndarray | None = None) -> _Scores:
+    """Scores and per-criterion terms. ``out``, when given, is the (rows, n) block that receives
+    contrib (k rows) and, for TOPSIS, d_pos, d_neg, dpos (k), dneg (k), in that order."""
+    k, n = prep.norm.shape
+    if out is None:
+        out = np.empty((k if method == "wsum" else 3 * k + 2, n))
     w = prep.profile.weights[:, None]
     # Per-site weights: the weights of the criteria present, rescaled to sum 1 (renormalise).
     w_site = (prep.present * w).sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         w_eff = np.where(prep.present, w / w_site, np.nan)
+    contrib = out[:k]
     if method == "wsum":
-        contrib = w_eff * prep.norm
+        np.multiply(w_eff, prep.norm, out=contrib)
         total = np.sum(contrib, axis=0, where=prep.present)
         return _Scores(total, contrib, {})
     best, worst = _ideals(prep)
-    # in-place arithmetic: five (k, n) arrays at 1M sites are 0.5 GB, temporaries matter
-    dpos = prep.norm - best[:, None]
+    # in place, into the output block: at 1M sites each (k, n) array is 96 MB
+    d_pos, d_neg = out[k], out[k + 1]
+    dpos, dneg = out[k + 2 : 2 * k + 2], out[2 * k + 2 : 3 * k + 2]
+    np.subtract(prep.norm, best[:, None], out=dpos)
     dpos *= w_eff
     dpos **= 2
-    dneg = prep.norm - worst[:, None]
+    np.subtract(prep.norm, worst[:, None], out=dneg)
     dneg *= w_eff
     dneg **= 2
-    d_pos = np.sqrt(np.sum(dpos, axis=0, where=prep.present))
-    d_neg = np.sqrt(np.sum(dneg, axis=0, where=prep.present))
+    np.sum(dpos, axis=0, where=prep.present, out=d_pos)
+    np.sqrt(d_pos, out=d_pos)
+    np.sum(dneg, axis=0, where=prep.present, out=d_neg)
+    np.sqrt(d_neg, out=d_neg)
     den = d_pos + d_neg
     with np.errstate(invalid="ignore", divide="ignore"):
         closeness = np.where(den > 0, d_neg / den, 1.0)
         # contrib_j = closeness * dneg_j / d_neg**2 (share of the squared distance from the
         # anti-ideal); where d_neg = 0 the score (0, or 1 if d_pos = 0 too) is shared by weight
         factor = np.where(d_neg > 0, closeness / d_neg**2, 0.0)
-    contrib = dneg * factor
+    np.multiply(dneg, factor, out=contrib)
     flat = np.flatnonzero(d_neg == 0)
     if flat.size:
         contrib[:, flat] = closeness[flat] * w_eff[:, flat]
@@ -852,10 +871,20 @@ def score(
     """
     p = load_profile(profile)
     method = _check_method(method or p.method)
-    prep = _prepare(data, p)
-    sc = _score_arrays(prep, method)
+    names = p.names
+    k, n = len(names), len(data)
+    # One (rows, n) block receives every per-criterion array in place and becomes the frame's
+    # float block without copies (strided per-column copies dominated at 1M sites otherwise).
+    colnames = [f"norm_{c}" for c in names] + [f"contrib_{c}" for c in names]
+    if method == "topsis":
+        colnames += ["d_pos", "d_neg"] + [f"dpos_{c}" for c in names] + [f"dneg_{c}" for c in names]
+    block = np.empty((len(colnames), n))
+    prep = _prepare(data, p, norm_out=block[:k])
+    sc = _score_arrays(prep, method, out=block[k:])
     excl = prep.excluded
     total = np.where(excl, np.nan, sc.total)
+    if method == "topsis":
+        block[2 * k : 2 * k + 2, excl] = np.nan  # d_pos, d_neg of excluded sites
     ranks = _ranks_desc(total)
     rank = pd.array(ranks, dtype="Int64")
     rank[excl] = pd.NA
@@ -871,19 +900,7 @@ def score(
         },
         index=data.index,
     )
-    # Criterion blocks are built (k, n) and handed to pandas as one 2-D block each: no strided
-    # per-column copies (the dominant cost at 1M sites otherwise).
-    names = p.names
-    parts: list[np.ndarray] = [prep.norm, sc.contrib]
-    colnames = [f"norm_{c}" for c in names] + [f"contrib_{c}" for c in names]
-    if method == "topsis":
-        parts += [
-            np.where(excl, np.nan, np.stack([sc.extra["d_pos"], sc.extra["d_neg"]])),
-            sc.extra["dpos"],
-            sc.extra["dneg"],
-        ]
-        colnames += ["d_pos", "d_neg"] + [f"dpos_{c}" for c in names] + [f"dneg_{c}" for c in names]
-    body = pd.DataFrame(np.concatenate(parts).T, index=data.index, columns=colnames, copy=False)
+    body = pd.DataFrame(block.T, index=data.index, columns=colnames, copy=False)
     out = pd.concat([head, body], axis=1)
     out = _keep_geometry(data, out)
     out.attrs["profile"] = p.to_dict()
