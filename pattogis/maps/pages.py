@@ -419,6 +419,13 @@ def budget_map(proposals: gpd.GeoDataFrame | None = None, *, comune: str | None 
         geojson_layer(fc, f"Proposte ({len(p)})", highlight=True, key="proposals",
                       attribution="Proposte dei comuni (archivio pattogis)",
                       style=_style("#999", "#222", 1.2, 0.75)).add_to(m)
+        # a marker on each proposal: a few hectares are specks at the scale of a comune
+        pts = p.set_geometry(p.geometry.representative_point())
+        fc_pts = to_features(pts, {"popup": pops,
+                                   "tip": [esc(t) for t in p["title"]],
+                                   "_fill": [PTYPE_COLORS.get(t, "#999") for t in p["ptype"]]})
+        geojson_layer(fc_pts, "Proposte (segnaposto)", point_radius=6, key="proposal_points",
+                      style=_style("#999", "#222", 1.2, 0.95)).add_to(m)
     legend.append(LegendSection("Proposte per tipo", [(PTYPE_COLORS[k], v.get("label", k))
                                                        for k, v in types.items() if k in PTYPE_COLORS],
                                 note=f"{len(p)} proposte nello scenario «{scenario}»."
