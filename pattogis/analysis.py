@@ -168,3 +168,32 @@ def attach_geometry(table: pd.DataFrame, projects: gpd.GeoDataFrame) -> gpd.GeoD
     """Join a fund result table back to the project polygons (by project_id) for maps."""
     g = projects[["project_id", "geometry"]].merge(table, on="project_id", how="right")
     return gpd.GeoDataFrame(g, geometry="geometry", crs=projects.crs)
+
+
+# --- providers of the map pages ------------------------------------------------------------------
+
+
+def unione_sites(unione: str, *, profile: str | dict = "unione", draws: int = 300) -> gpd.GeoDataFrame:
+    """Scored candidate sites of one Unione (or 'Comune di X' for comuni in no Unione)."""
+    comuni, _ = base_layers()
+    members = comuni.loc[ledger.unione_label(comuni) == unione, "istat"]
+    if members.empty:
+        raise NotFound(f"unknown Unione '{unione}'; known: {', '.join(sorted(set(ledger.unione_label(comuni))))}")
+    cand = layers.open_layer("candidates")
+    cand = cand[cand["comune_istat"].isin(members)]
+    if cand.empty:
+        raise NotFound(f"no candidate sites in '{unione}'")
+    return score_sites(cand, profile=profile, draws=draws)
+
+
+def fund_geo(call: str | Path = "bando_2023", mode: str = "graduatoria",
+             projects: gpd.GeoDataFrame | None = None) -> gpd.GeoDataFrame:
+    """A fund result with the project polygons, for the fund map. Without ``projects`` it uses the
+    demonstration applications of :func:`projects_from_sites` (labelled so)."""
+    if mode not in ("graduatoria", "optimal"):
+        raise InputError(f"a fund map shows one allocation: mode '{mode}' is not one", field="mode",
+                         hint="Use graduatoria or optimal")
+    if projects is None:
+        projects = projects_from_sites(score_sites(profile="fondo", draws=0))
+    res = fund(call, projects.drop(columns="geometry"), mode)
+    return attach_geometry(res.table, projects)

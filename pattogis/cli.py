@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -108,14 +107,18 @@ def cmd_fund(a: argparse.Namespace) -> None:
     if a.json:
         print(_json(res.to_dict()))
     else:
-        print(res.summary() if hasattr(res, "summary") else _json(res.to_dict()))
+        print(res.to_text() if hasattr(res, "to_text") else _json(res.to_dict()))
 
 
 def cmd_maps(a: argparse.Namespace) -> None:
-    from pattogis import maps
+    from pattogis import analysis, maps
 
-    for p in maps.write_all(Path(a.out)):
-        print(p)
+    props = analysis.load_proposals()
+    sites = analysis.unione_sites(a.unione) if a.unione else None
+    fund = analysis.fund_geo() if a.fund else None
+    for name, p in maps.write_pages(a.out, proposals=props, comune=a.comune, sites=sites,
+                                    unione=a.unione, fund=fund).items():
+        print(f"{name:<24} {p}")
 
 
 def cmd_keys(a: argparse.Namespace) -> None:
@@ -196,6 +199,9 @@ def parser() -> argparse.ArgumentParser:
 
     mp = sub.add_parser("maps", help="write the web maps to a folder")
     mp.add_argument("--out", default="maps")
+    mp.add_argument("--comune", help="ISTAT code for the budget page")
+    mp.add_argument("--unione", help="write the site-comparison page of this Unione")
+    mp.add_argument("--fund", action="store_true", help="write the fund allocation page")
     mp.set_defaults(func=cmd_maps)
 
     k = sub.add_parser("keys", help="API keys for the proposals store")
