@@ -234,7 +234,7 @@ def validate_proposals(gdf: gpd.GeoDataFrame, comuni: gpd.GeoDataFrame, *,
     parts = parts[parts.geometry.area > 0.01]
     inside = parts.groupby("_row").geometry.apply(lambda s: s.area.sum())
     area = gdf.set_index("_row").geometry.area
-    outside = (area - inside.reindex(area.index).fillna(0)) > 1.0
+    outside = (area - inside.reindex(area.index).astype(float).fillna(0.0)) > 1.0
     if (~area.index.isin(inside.index)).any():
         miss = [int(r) for r in area.index[~area.index.isin(inside.index)]]
         raise InputError("proposal is outside every comune of the metropolitan area", file=label,

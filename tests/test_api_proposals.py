@@ -285,13 +285,8 @@ BAD_BODIES = {
     "outside": (json.dumps(fc(feat(shapely.box(0, 0, 10, 10), **base_props()))).encode(), "outside"),
     "empty-body": (b"", "empty body"),
 }
-XFAIL_BODIES = {"outside": "pattogis.proposals.validate_proposals raises TypeError (fillna on an "
-                           "empty GeoSeries) when no part of a proposal is in a comune"}
-
-
 @pytest.mark.parametrize(("body", "reason"), [
-    pytest.param(*v, id=k, marks=[pytest.mark.xfail(reason=XFAIL_BODIES[k])] if k in XFAIL_BODIES else [])
-    for k, v in BAD_BODIES.items()
+    pytest.param(*v, id=k) for k, v in BAD_BODIES.items()
 ])
 def test_bad_input_is_refused_with_the_reason(env: Env, body: bytes, reason: str) -> None:
     r = env.client.post("/proposals", content=body, headers=env.h("metro") | {"Content-Type": "application/geo+json"})
