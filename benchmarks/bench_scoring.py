@@ -182,7 +182,9 @@ def bench_monte_carlo(sizes: list[int], draws: int, peer_draws: int) -> list[dic
                 "pattogis_s": t,
                 "pattogis_ms_per_draw": 1000 * t / draws,
                 "peak_traced_mb": mem,
-                "full_rank_matrix_would_be_mb": n * draws * 4 / 2**20,
+                # what holding every draw at once would take (float64 scores + int32 ranks)
+                "full_score_and_rank_matrices_would_be_mb": n * draws * 12 / 2**20,
+                "memory_budget_mb": 256,
                 "chunk_draws": res.attrs["chunk_draws"],
             }
             if method == "topsis":
