@@ -110,10 +110,11 @@ def score_sites(candidates: gpd.GeoDataFrame | str | Path | None = None, *,
     crit = crit if crit is not None else criteria_for(candidates)
     data = crit.set_index("site_id") if "site_id" in crit.columns else crit
     scored = scoring.score(data, profile, method=method)
-    mc = scoring.monte_carlo(data, profile, method=method, draws=draws, top_k=top_k, seed=seed)
-    mc = mc.drop(columns=[c for c in mc.columns if c in scored.columns])
     raw_cols = [c for c in data.columns if c not in scored.columns and c != "geometry"]
-    out = scored.join(data[raw_cols]).join(mc)
+    out = scored.join(data[raw_cols])
+    if draws > 0:  # the rank interval is asked for; draws=0 skips it (fund demo, quick scoring)
+        mc = scoring.monte_carlo(data, profile, method=method, draws=draws, top_k=top_k, seed=seed)
+        out = out.join(mc.drop(columns=[c for c in mc.columns if c in scored.columns]))
     out = gpd.GeoDataFrame(out, geometry="geometry", crs=crit.crs) if "geometry" in out else out
     out.attrs = scored.attrs
     return out.reset_index().rename(columns={"index": "site_id"})
