@@ -135,13 +135,14 @@ def projects_from_sites(scored: gpd.GeoDataFrame, *, n: int = 40, eur_per_m2: fl
     ind = layers.open_layer("comuni_indicators")[["istat", "territorial_system", "fragile",
                                                   "fragility_index", "pop_total"]]
     s = scored.dropna(subset=["score"]).sort_values("score", ascending=False).head(n).copy()
-    s = s.merge(comuni[["istat", "name", "unione"]], left_on="comune_istat", right_on="istat",
-                how="left").merge(ind, on="istat", how="left")
+    s = s.drop(columns=[c for c in ("istat", "unione", "comune_name") if c in s.columns])
+    s = s.merge(comuni[["istat", "name", "unione"]].rename(columns={"name": "comune_name"}),
+                left_on="comune_istat", right_on="istat", how="left").merge(ind, on="istat", how="left")
     has_u = s["unione"].notna() & (s["unione"] != "")
     proj = gpd.GeoDataFrame({
         "project_id": "P-" + s["site_id"].astype(str),
-        "title": "Rigenerazione " + s["site_id"].astype(str) + " (" + s["name"].fillna("") + ")",
-        "applicant": np.where(has_u, s["unione"], "Comune di " + s["name"]),
+        "title": "Rigenerazione " + s["site_id"].astype(str) + " (" + s["comune_name"].fillna("") + ")",
+        "applicant": np.where(has_u, s["unione"], "Comune di " + s["comune_name"]),
         "applicant_type": np.where(has_u, "unione", "comune"),
         "unione": s["unione"].where(has_u),
         "comune_istat": s["comune_istat"],

@@ -1,0 +1,49 @@
+"""The analysis facade on the real layers: scoring of the default candidates and the fund."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pattogis import analysis, layers
+
+
+@pytest.fixture(scope="module")
+def scored(built_layers):
+    return analysis.score_sites(profile="unione", draws=100, seed=1)
+
+
+@pytest.mark.realdata
+def test_default_candidates_scored_with_all_parts(scored):
+    assert len(scored) == len(layers.open_layer("candidates"))
+    ok = scored[~scored["excluded"]]
+    contrib = ok[[c for c in ok.columns if c.startswith("contrib_")]].sum(axis=1, min_count=1)
+    np.testing.assert_allclose(contrib.to_numpy(), ok["score"].to_numpy(), atol=1e-12)
+    assert {"rank_p5", "rank_p95", "p_top_k", "rail_distance_m", "land_take_ha"} <= set(scored.columns)
+    assert (ok["rank_p5"] <= ok["rank"]).all() and (ok["rank"] <= ok["rank_p95"]).all()
+    # The road graph covers the Comune di Bologna only: most Bologna sites are measured along it,
+    # sites far from it are straight-line estimates and marked so.
+    bo = scored["comune_istat"] == "037006"
+    assert (scored.loc[bo, "rail_distance_method"] == "network").mean() > 0.5
+    assert (scored.loc[~bo, "rail_distance_method"] == "euclidean_detour").mean() > 0.95
+    assert set(scored["rail_distance_method"]) == {"network", "euclidean_detour"}
+
+
+@pytest.mark.realdata
+def test_unione_sites_only_members(built_layers):
+    s = analysis.unione_sites("Unione Terre d'Acqua", draws=50)
+    comuni = layers.open_layer("comuni")
+    members = set(comuni.loc[comuni["unione"] == "Unione Terre d'Acqua", "istat"])
+    assert len(s) > 0 and set(s["comune_istat"]) <= members
+
+
+@pytest.mark.realdata
+def test_fund_on_demo_projects_follows_the_call(built_layers):
+    f = analysis.fund_geo()
+    assert f.crs.to_epsg() == 25832 and f.geometry.notna().all()
+    funded = f[f["granted_eur"] > 0]
+    assert funded["granted_eur"].sum() <= 2_298_144.71 + 1e-6
+    assert funded["granted_eur"].max() <= 229_814.47 + 1e-6
+    # only sites entirely inside the TU are eligible
+    excl = f[f["status"] == "escluso"]
+    assert (excl["reason"].str.contains("territorio urbanizzato")).all()
