@@ -13,7 +13,9 @@ the same numbers:
   written straight into NumPy arrays (no per-feature dicts);
 * pixels are read once per tile of nearby polygons (a window of at most about
   ``(2 * tile_cells)**2`` cells per raster), not once per polygon, so compressed blocks are not
-  decompressed again for every polygon that touches them; memory stays bounded;
+  decompressed again for every polygon that touches them, GDAL decodes the blocks of a window on
+  all cores (``GDAL_NUM_THREADS``), and the window goes to exactextract as a plain array with its
+  nodata value (a masked array costs a copy of the mask on every polygon); memory stays bounded;
 * rasters on the **same grid** (same CRS, transform and size; e.g. the DEM and the slope derived
   from it) go through one exactextract pass, which computes each polygon's coverage fractions
   once and applies them to all of them. ``benchmarks/bench_zonal.py`` measures the gain.
@@ -26,6 +28,7 @@ than ``min_coverage`` of it; the statistics are then withheld) or ``empty_geomet
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -42,6 +45,7 @@ from exactextract.feature import Feature, FeatureSource
 from exactextract.operation import Operation
 from exactextract.raster import NumPyRasterSource, RasterioRasterSource
 from exactextract.writer import Writer
+from rasterio.enums import MaskFlags
 from rasterio.windows import Window
 
 from pattogis.errors import InputError, MissingDataError
@@ -212,7 +216,7 @@ def _polygons(polygons: gpd.GeoSeries | gpd.GeoDataFrame) -> gpd.GeoSeries:
 def zonal_stats(polygons: gpd.GeoSeries | gpd.GeoDataFrame,
                 rasters: str | os.PathLike | Mapping[str, str | os.PathLike], *,
                 min_coverage: float | Mapping[str, float] = 0.0,
-                tile_cells: int = 2048) -> pd.DataFrame:
+                tile_cells: int = 2048, threads: int | str = "ALL_CPUS") -> pd.DataFrame:
     """Exact-coverage zonal statistics of one or several single-band rasters.
 
     ``rasters`` is a path (columns ``mean``, ``min``, ``max``, ``coverage``, ``reason``) or a
@@ -220,7 +224,8 @@ def zonal_stats(polygons: gpd.GeoSeries | gpd.GeoDataFrame,
     raster's unit; ``coverage`` is a share of the polygon's area (0..1) measured in the raster's
     CRS. ``min_coverage`` (one value, or one per raster name) withholds the statistics of
     polygons whose valid cells cover less than that share (reason ``low_coverage``).
-    ``tile_cells`` bounds the pixel window read at once (about ``(2 * tile_cells)**2`` cells).
+    ``tile_cells`` bounds the pixel window read at once (about ``(2 * tile_cells)**2`` cells);
+    ``threads`` is GDAL_NUM_THREADS for decoding compressed blocks of a window in parallel.
     The result has the index of ``polygons``.
     """
     gs = _polygons(polygons)
@@ -228,14 +233,13 @@ def zonal_stats(polygons: gpd.GeoSeries | gpd.GeoDataFrame,
     n = len(gs)
     cols: dict[str, np.ndarray] = {}
     reasons: dict[str, np.ndarray] = {}
-    datasets: list[rasterio.DatasetReader] = []
-    try:
+    # Datasets are opened inside the Env so GDAL decodes the blocks of a window in parallel.
+    with rasterio.Env(GDAL_NUM_THREADS=str(threads)), contextlib.ExitStack() as stack:
         groups: dict[_Grid, list[tuple[str, rasterio.DatasetReader]]] = {}
         for name, path in specs:
             if not Path(path).exists():
                 raise MissingDataError(f"raster '{name or path}' not found at {path}")
-            ds = rasterio.open(path)
-            datasets.append(ds)
+            ds = stack.enter_context(rasterio.open(path))
             if ds.count != 1:
                 raise InputError(f"raster has {ds.count} bands; one band is expected", file=path)
             groups.setdefault(_grid_of(ds, path), []).append((name, ds))
@@ -252,9 +256,6 @@ def zonal_stats(polygons: gpd.GeoSeries | gpd.GeoDataFrame,
                 cols[prefix + "mean"], cols[prefix + "min"], cols[prefix + "max"] = mean, mn, mx
                 cols[prefix + "coverage"] = cov
                 reasons[prefix + "reason"] = why
-    finally:
-        for ds in datasets:
-            ds.close()
     out = pd.DataFrame(index=gs.index)
     for name, _ in specs:
         prefix = "" if single else f"{name}_"
@@ -301,18 +302,20 @@ def _extract_grid(gs: gpd.GeoSeries, grid: _Grid,
             order = np.argsort(key, kind="stable")
             ks = key[order]
             cuts = np.flatnonzero(np.diff(ks)) + 1
+            tiles = []
             for part in np.split(order, cuts):
                 sel = small[part]
                 wc0, wc1 = int(c0[sel].min()), int(c1[sel].max())
                 wr0, wr1 = int(r0[sel].min()), int(r1[sel].max())
-                xmin = grid.left + wc0 * grid.rx
-                xmax = grid.left + wc1 * grid.rx
-                ymax = grid.top - wr0 * grid.ry
-                ymin = grid.top - wr1 * grid.ry
+                extent = (grid.left + wc0 * grid.rx, grid.top - wr1 * grid.ry,
+                          grid.left + wc1 * grid.rx, grid.top - wr0 * grid.ry)
+                tiles.append((sel, Window(wc0, wr0, wc1 - wc0, wr1 - wr0), extent))
+
+            for sel, window, extent in tiles:
                 srcs = []
                 for name, ds in members:
-                    arr = _read(ds, Window(wc0, wr0, wc1 - wc0, wr1 - wr0))
-                    srcs.append(NumPyRasterSource(arr, xmin, ymin, xmax, ymax, name=name,
+                    arr, nd = _read(ds, window)
+                    srcs.append(NumPyRasterSource(arr, *extent, nodata=nd, name=name,
                                                   srs_wkt=grid.crs_wkt))
                 _run(idx[sel], wkb[sel], srcs, [name for name, _ in members], arrays, grid)
     area = shapely.area(geoms)
@@ -334,12 +337,26 @@ def _extract_grid(gs: gpd.GeoSeries, grid: _Grid,
     return out
 
 
-def _read(ds: rasterio.DatasetReader, window: Window) -> np.ma.MaskedArray:
-    arr = ds.read(1, window=window, masked=True)
+def _read(ds: rasterio.DatasetReader, window: Window) -> tuple[np.ndarray, float | None]:
+    """Pixels of a window and the nodata value to pass on (None when the array is masked).
+
+    A plain array with its nodata value is cheaper for exactextract than a masked array; masks
+    are used only where nodata alone cannot say what is missing (mask bands, scaled values).
+    """
     scale, offset = ds.scales[0], ds.offsets[0]
+    flags = ds.mask_flag_enums[0]
+    plain = scale == 1.0 and offset == 0.0 and all(
+        f in (MaskFlags.all_valid, MaskFlags.nodata) for f in flags)
+    if plain:
+        arr = ds.read(1, window=window)
+        nd = ds.nodata
+        if nd is None or np.isnan(nd):
+            return arr, None
+        return arr, (int(nd) if np.issubdtype(arr.dtype, np.integer) else float(nd))
+    arr = ds.read(1, window=window, masked=True)
     if scale != 1.0 or offset != 0.0:
         arr = arr.astype("float64") * scale + offset
-    return arr
+    return arr, None
 
 
 def _run(fids: np.ndarray, wkb: np.ndarray, srcs: list, names: list[str],
