@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -251,5 +252,6 @@ def _serve_openapi_30(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-#: The app for ``uvicorn api.app:app`` (default registry: the built layer set).
-app = create_app()
+#: The app for ``uvicorn api.app:app`` (default registry: the built layer set);
+#: ``PATTOGIS_API_WARM=1`` loads every collection into the cache at start-up.
+app = create_app(warm=os.environ.get("PATTOGIS_API_WARM", "0") not in ("", "0"))

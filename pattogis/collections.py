@@ -196,22 +196,15 @@ class CollectionData:
         if n == 0:
             return np.empty(0, dtype=object)
         geom_json = pd.Series(shapely.to_geojson(self.geometry), dtype=object).fillna("null")
-        props = pd.DataFrame(gdf.drop(columns=gdf.geometry.name))
-        props.columns = [str(c) for c in props.columns]
-        for c in props.columns:
-            col = props[c]
-            if pd.api.types.is_datetime64_any_dtype(col):
-                # ISO 8601 in UTC with Z, the form the datetime parameter uses.
-                utc = col.dt.tz_localize("UTC") if col.dt.tz is None else col.dt.tz_convert("UTC")
-                props[c] = utc.dt.strftime("%Y-%m-%dT%H:%M:%SZ").astype(object)
-            elif col.dtype == object:
-                props[c] = col.map(lambda v: v.isoformat() if isinstance(v, date | datetime) else v)
+        props = gdf.drop(columns=gdf.geometry.name)
         if len(props.columns):
-            lines = props.to_json(orient="records", lines=True, force_ascii=False,
-                                  double_precision=10).split("\n")[:n]
-            prop_json = pd.Series(lines, dtype=object)
+            prop_json = pd.Series("{", index=range(n), dtype=object)
+            for k, c in enumerate(props.columns):
+                key = ("," if k else "") + json.dumps(str(c), ensure_ascii=False) + ":"
+                prop_json = prop_json + key + json_values(props[c])
+            prop_json = prop_json + "}"
         else:
-            prop_json = pd.Series(["{}"] * n, dtype=object)
+            prop_json = pd.Series("{}", index=range(n), dtype=object)
         ids = pd.Series(self.ids, dtype=object)
         if not numeric_ids:
             ids = ids.map(json.dumps)
@@ -254,6 +247,36 @@ class CollectionData:
 
     def summary(self) -> Summary:
         return Summary(self.count, self.bbox, self.geometry_type, self.temporal)
+
+
+def json_values(col: pd.Series) -> pd.Series:
+    """JSON text of each value of a column, vectorised by dtype: floats in their shortest exact
+    form (numpy's repr), NaN/inf/None as null, datetimes as ISO 8601 UTC strings ending in Z."""
+    values = col.to_numpy()
+    n = len(values)
+    missing = np.array(pd.isna(col), dtype=bool)  # a copy: updated below
+    if pd.api.types.is_bool_dtype(col):
+        flags = col.fillna(False).to_numpy(dtype=bool) if missing.any() else values.astype(bool)
+        out = np.where(flags, "true", "false").astype(object)
+    elif pd.api.types.is_integer_dtype(col):
+        out = col.astype(str).to_numpy(dtype=object)
+    elif pd.api.types.is_float_dtype(col):
+        arr = col.to_numpy(dtype=col.dtype.numpy_dtype if hasattr(col.dtype, "numpy_dtype")
+                           else col.dtype, na_value=np.nan)
+        out = arr.astype(str).astype(object)
+        missing |= ~np.isfinite(arr)
+    elif pd.api.types.is_datetime64_any_dtype(col):
+        utc = col.dt.tz_localize("UTC") if col.dt.tz is None else col.dt.tz_convert("UTC")
+        out = ('"' + utc.dt.strftime("%Y-%m-%dT%H:%M:%SZ") + '"').to_numpy(dtype=object)
+    else:
+        def one(v: object) -> str:
+            if isinstance(v, date | datetime):
+                v = v.isoformat()
+            return json.dumps(v, ensure_ascii=False, default=str)
+
+        out = np.array([one(v) for v in values], dtype=object) if n else np.empty(0, object)
+    out[missing] = "null"
+    return pd.Series(out, index=range(n), dtype=object)
 
 
 _TYPE_NAMES = {0: "Point", 1: "LineString", 3: "Polygon", 4: "MultiPoint", 5: "MultiLineString",
