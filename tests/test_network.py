@@ -95,6 +95,29 @@ def test_same_distances_as_networkx(graph_frames):
         assert d[node] == pytest.approx(ref.get(node, math.inf))
 
 
+def test_target_on_a_node_is_joined_at_zero(graph_frames):
+    g = build_graph(*graph_frames)
+    d, nearest = node_distances(g, np.array([[200.0, 0.0], [5000.0, 0.0]]), snap_threshold_m=SNAP)
+    i = {int(k): n for n, k in enumerate(g.node_ids)}
+    assert d[i[3]] == 0.0 and d[i[2]] == pytest.approx(100.0) and d[i[4]] == pytest.approx(100.0)
+    assert nearest[i[1]] == 0
+
+
+def test_augmented_matrix_equals_a_rebuilt_one(graph_frames):
+    from scipy import sparse
+
+    g = build_graph(*graph_frames)
+    targets = np.array([[200.0, 130.0], [0.0, 10.0], [200.0, 120.0], [5000.0, 0.0]])
+    m, joined, extra = with_targets(g, targets, snap_threshold_m=SNAP)
+    node, d = snap(g, targets[joined])
+    row = np.concatenate([g.row, extra, node])
+    col = np.concatenate([g.col, node, extra])
+    w = np.concatenate([g.weight, d, d])
+    want = sparse.csr_matrix((w, (row, col)), shape=m.shape)
+    assert (abs(m - want) > 1e-12).nnz == 0
+    assert np.array_equal(m.indptr, want.indptr) and np.array_equal(m.indices, want.indices)
+
+
 def test_zero_length_edge_is_an_edge(graph_frames):
     nodes, edges = graph_frames
     edges = edges.copy()

@@ -111,11 +111,14 @@ def build_graph(nodes: gpd.GeoDataFrame, edges: gpd.GeoDataFrame, *,
     u, v = order[pos_u], order[pos_v]
     keep = u != v  # self-loops never shorten a path
     a, b, w = np.minimum(u, v)[keep], np.maximum(u, v)[keep], w[keep]
-    # Collapse parallel edges and the two directions of a street to the shortest one.
-    df = pd.DataFrame({"a": a, "b": b, "w": w}).groupby(["a", "b"], sort=True)["w"].min()
-    a = df.index.get_level_values(0).to_numpy()
-    b = df.index.get_level_values(1).to_numpy()
-    w = df.to_numpy()
+    # Collapse parallel edges and the two directions of a street to the shortest one: sort by
+    # (pair, length) and keep the first row of each pair.
+    key = a.astype("int64") * max(len(ids), 1) + b
+    order = np.lexsort((w, key))
+    ks = key[order]
+    first = np.ones(ks.size, dtype=bool)
+    first[1:] = ks[1:] != ks[:-1]
+    a, b, w = a[order][first], b[order][first], w[order][first]
     row, col, wt = np.concatenate([a, b]), np.concatenate([b, a]), np.concatenate([w, w])
     n = len(ids)
     xy = shapely.get_coordinates(nodes.geometry.to_numpy())
@@ -144,30 +147,44 @@ def with_targets(graph: RoadGraph, target_xy: np.ndarray, *, snap_threshold_m: f
     """
     t_node, t_snap = snap(graph, target_xy)
     joined = np.flatnonzero(t_snap <= snap_threshold_m)
-    n = graph.n_nodes
-    extra = n + np.arange(joined.size)
-    row = np.concatenate([graph.row, extra, t_node[joined]])
-    col = np.concatenate([graph.col, t_node[joined], extra])
-    w = np.concatenate([graph.weight, t_snap[joined], t_snap[joined]])
-    return _csr(row, col, w, n + joined.size), joined, extra
+    n, k = graph.n_nodes, joined.size
+    extra = n + np.arange(k)
+    rows, w = t_node[joined], t_snap[joined]
+    # Append to the symmetric CSR in place of a COO rebuild (which sorts every entry again):
+    # the link to extra node n+j goes at the end of its road node's row (columns >= n sort last),
+    # and each extra node gets a row of its own. Explicit zeros (a target on a node) are kept.
+    base = graph.matrix
+    order = np.argsort(rows, kind="stable")
+    pos = base.indptr[rows[order] + 1]
+    indices = np.concatenate([np.insert(base.indices, pos, extra[order]), rows])
+    data = np.concatenate([np.insert(base.data, pos, w[order]), w])
+    indptr = np.empty(n + k + 1, dtype=base.indptr.dtype)
+    indptr[0] = 0
+    indptr[1:n + 1] = base.indptr[1:] + np.cumsum(np.bincount(rows, minlength=n))
+    indptr[n + 1:] = indptr[n] + np.arange(1, k + 1)
+    m = sparse.csr_matrix((data, indices.astype(base.indices.dtype), indptr), shape=(n + k, n + k))
+    return m, joined, extra
 
 
-def node_distances(graph: RoadGraph, target_xy: np.ndarray, *, snap_threshold_m: float
-                   ) -> tuple[np.ndarray, np.ndarray]:
+def node_distances(graph: RoadGraph, target_xy: np.ndarray, *, snap_threshold_m: float,
+                   nearest: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
     """Distance (m) from every road node to the nearest target over the network, and which target.
 
     Multi-source Dijkstra (``scipy.sparse.csgraph.dijkstra(..., indices=sources, min_only=True)``)
     from the targets joined to the graph (see :func:`with_targets`). Nodes that no joined target
-    reaches get ``inf`` and target ``-1``.
+    reaches get ``inf`` and target ``-1``. With ``nearest=False`` only the distances are computed
+    (the second value is None), which spares the predecessor bookkeeping.
     """
     m, joined, extra = with_targets(graph, target_xy, snap_threshold_m=snap_threshold_m)
     n = graph.n_nodes
     if joined.size == 0:
-        return np.full(n, np.inf), np.full(n, -1, "int64")
+        return np.full(n, np.inf), (np.full(n, -1, "int64") if nearest else None)
+    if not nearest:
+        return csgraph.dijkstra(m, directed=True, indices=extra, min_only=True)[:n], None
     dist, _pred, src = csgraph.dijkstra(m, directed=True, indices=extra, min_only=True,
                                         return_predecessors=True)
-    nearest = np.where(src[:n] >= 0, joined[np.clip(src[:n] - n, 0, None)], -1)
-    return dist[:n], nearest
+    near = np.where(src[:n] >= 0, joined[np.clip(src[:n] - n, 0, None)], -1)
+    return dist[:n], near
 
 
 def nearest_distance(graph: RoadGraph | None, origin_xy: np.ndarray, target_xy: np.ndarray, *,

@@ -1,0 +1,252 @@
+"""Benchmark of pattogis.criteria.network against networkx on the real Bologna road graph.
+
+Run: ``python3 benchmarks/bench_network.py [--runs N]``; writes ``benchmarks/results/network.json``.
+
+Graph: ``roads_nodes``/``roads_edges`` of the built layer set, or the OSM drivable graph of the
+kit (``bologna_geospatial/bologna_road_network.gpkg``, lengths recomputed in EPSG:25832) when
+the layer set is not built. Stations: ``rail_stations`` (or the Viaggiatreno stations of the
+kit). Sites: the ``candidates`` layer (or the OSM land-use polygons of Bologna).
+
+Timed, median of ``--runs`` samples alternating between the two libraries; each sample times 10
+consecutive calls and divides (as ``timeit`` does), and single calls are reported beside:
+
+* ``nearest_station``: distance from every road node to the nearest station.
+  pattogis: :func:`node_distances` (snaps and joins the stations to the graph, then
+  ``csgraph.dijkstra(indices=stations, min_only=True)``, distances only as networkx returns);
+  networkx:
+  ``multi_source_dijkstra_path_length`` on the same graph, stations included, built beforehand.
+  This is the headline ratio (target >= 20x).
+* ``dijkstra_only``: the shortest-path call alone on both sides.
+* ``end_to_end``: from the GeoDataFrames to one distance per site: graph build, snapping, Dijkstra
+  and lookup on both sides (networkx graph built edge by edge keeping the shortest of parallel
+  edges; snapping with the same cKDTree).
+
+Values must be identical (max absolute difference reported). The script also measures the
+circuity of the graph (network / straight-line distance to the nearest station for nodes more
+than 1 km away), the figure behind ``network.detour_factor`` in ``config/criteria.yaml``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import networkx as nx
+import numpy as np
+import shapely
+from scipy.sparse import csgraph
+from scipy.spatial import cKDTree
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pattogis.criteria import criteria_params  # noqa: E402
+from pattogis.criteria.network import (  # noqa: E402
+    build_graph,
+    nearest_distance,
+    node_distances,
+    snap,
+    with_targets,
+)
+from pattogis.io import atomic_write_text  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results" / "network.json"
+CRS = "EPSG:25832"
+
+
+def machine() -> dict[str, Any]:
+    import scipy
+
+    return {"python": platform.python_version(), "platform": platform.platform(),
+            "cpu_count": os.cpu_count(), "load_avg_at_start": os.getloadavg(),
+            "scipy": scipy.__version__, "networkx": nx.__version__, "numpy": np.__version__,
+            "shapely": shapely.__version__, "geopandas": gpd.__version__}
+
+
+def load() -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame, gpd.GeoDataFrame, gpd.GeoDataFrame, str]:
+    from pattogis import layers
+
+    if layers.exists() and layers.has_layer("roads_edges"):
+        sites = (layers.open_layer("candidates") if layers.has_layer("candidates")
+                 else layers.open_layer("landuse_bologna"))
+        return (layers.open_layer("roads_nodes"), layers.open_layer("roads_edges"),
+                layers.open_layer("rail_stations"), sites, "built layer set")
+    raw = Path(os.environ.get("PATTOGIS_RAW", Path(__file__).resolve().parents[2] / "shared" /
+                              "data" / "raw"))
+    p = raw / "bologna_geospatial" / "bologna_road_network.gpkg"
+    nodes = gpd.read_file(p, layer="nodes", columns=["osmid"]).to_crs(CRS)
+    edges = gpd.read_file(p, layer="edges", columns=["u", "v", "key"]).to_crs(CRS)
+    edges["length_m"] = edges.length
+    st = gpd.read_file(raw / "trenitalia_stations" / "stazioni_emilia_romagna.geojson").to_crs(CRS)
+    sites = gpd.read_file(raw / "bologna_geospatial" / "landuse_bologna.gpkg").to_crs(CRS)
+    sites = sites[sites.geom_type.isin(["Polygon", "MultiPolygon"])]
+    return nodes, edges, st, sites, "raw kit"
+
+
+def nx_graph(nodes: gpd.GeoDataFrame, edges: gpd.GeoDataFrame) -> nx.Graph:
+    """Undirected networkx graph keeping the shortest of parallel edges (the peer's build)."""
+    g = nx.Graph()
+    g.add_nodes_from(nodes["osmid"].tolist())
+    for u, v, w in zip(edges["u"].tolist(), edges["v"].tolist(), edges["length_m"].tolist(),
+                       strict=True):
+        if u == v:
+            continue
+        d = g.get_edge_data(u, v)
+        if d is None or w < d["weight"]:
+            g.add_edge(u, v, weight=w)
+    return g
+
+
+def peer_end_to_end(nodes: gpd.GeoDataFrame, edges: gpd.GeoDataFrame, st_xy: np.ndarray,
+                    origin_xy: np.ndarray, thr: float) -> np.ndarray:
+    """Site -> nearest station network distance with networkx (snapping as pattogis does)."""
+    g = nx_graph(nodes, edges)
+    ids = nodes["osmid"].to_numpy()
+    xy = shapely.get_coordinates(nodes.geometry.to_numpy())
+    tree = cKDTree(xy)
+    d_st, i_st = tree.query(st_xy)
+    sources = []
+    for k in np.flatnonzero(d_st <= thr):
+        g.add_edge(("station", int(k)), int(ids[i_st[k]]), weight=float(d_st[k]))
+        sources.append(("station", int(k)))
+    dist = nx.multi_source_dijkstra_path_length(g, sources)
+    d_o, i_o = tree.query(origin_xy)
+    net = np.array([dist.get(int(ids[i]), np.inf) for i in i_o])
+    return np.where(d_o <= thr, d_o + net, np.inf)
+
+
+def ours_end_to_end(nodes: gpd.GeoDataFrame, edges: gpd.GeoDataFrame, st_xy: np.ndarray,
+                    origin_xy: np.ndarray, thr: float) -> np.ndarray:
+    g = build_graph(nodes, edges)
+    d, _ = node_distances(g, st_xy, snap_threshold_m=thr)
+    o_node, o_snap = snap(g, origin_xy)
+    return np.where(o_snap <= thr, o_snap + d[o_node], np.inf)
+
+
+def interleaved(fns: dict[str, Callable[[], Any]], runs: int, number: int = 1
+                ) -> tuple[dict[str, list[float]], dict[str, Any]]:
+    """Seconds per call, ``runs`` samples per function, samples alternating between functions.
+    Each sample times ``number`` consecutive calls (as ``timeit`` does) and divides."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    last: dict[str, Any] = {}
+    for _ in range(runs):
+        for k, f in fns.items():
+            gc.collect()
+            gc.disable()  # as timeit does: a collection triggered by the peer's garbage is noise
+            try:
+                t = time.perf_counter()
+                for _ in range(number):
+                    last[k] = f()
+                times[k].append((time.perf_counter() - t) / number)
+            finally:
+                gc.enable()
+    return times, last
+
+
+def med(x: list[float]) -> float:
+    return float(np.median(x))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=15)
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    a = ap.parse_args()
+    t0 = time.perf_counter()
+    nodes, edges, stations, sites, source = load()
+    params = criteria_params()["network"]
+    thr, detour = float(params["snap_threshold_m"]), float(params["detour_factor"])
+    st_xy = shapely.get_coordinates(shapely.centroid(stations.geometry.to_numpy()))
+    origin_xy = shapely.get_coordinates(shapely.point_on_surface(sites.geometry.to_numpy()))
+    g = build_graph(nodes, edges)
+
+    # The same augmented graph for both libraries (stations joined as extra nodes).
+    m, joined, extra = with_targets(g, st_xy, snap_threshold_m=thr)
+    coo = m.tocoo()
+    gx = nx.Graph()
+    gx.add_weighted_edges_from(zip(coo.row.tolist(), coo.col.tolist(), coo.data.tolist(),
+                                   strict=True))
+    src = set(extra.tolist())
+
+    step_fns = {
+        "pattogis": lambda: node_distances(g, st_xy, snap_threshold_m=thr, nearest=False)[0],
+        "networkx": lambda: nx.multi_source_dijkstra_path_length(gx, src),
+    }
+    step, last = interleaved(step_fns, a.runs, number=10)
+    cold, _ = interleaved(step_fns, a.runs, number=1)
+    ours = last["pattogis"]
+    ref = np.array([last["networkx"].get(i, np.inf) for i in range(g.n_nodes)])
+    fin = np.isfinite(ref)
+    same_inf = bool(np.array_equal(np.isfinite(ours), fin))
+    max_diff = float(np.max(np.abs(ours[fin] - ref[fin]))) if fin.any() else 0.0
+
+    dj, _ = interleaved({
+        "pattogis": lambda: csgraph.dijkstra(m, directed=True, indices=extra, min_only=True),
+        "networkx": lambda: nx.multi_source_dijkstra_path_length(gx, src),
+    }, a.runs, number=10)
+
+    e2e_runs = max(3, a.runs // 3)
+    e2e, e_last = interleaved({
+        "pattogis": lambda: ours_end_to_end(nodes, edges, st_xy, origin_xy, thr),
+        "networkx": lambda: peer_end_to_end(nodes, edges, st_xy, origin_xy, thr),
+    }, e2e_runs)
+    eo, ep = e_last["pattogis"], e_last["networkx"]
+    e_fin = np.isfinite(ep)
+    e_same = bool(np.array_equal(np.isfinite(eo), e_fin)) and bool(
+        np.allclose(eo[e_fin], ep[e_fin], rtol=0, atol=1e-6))
+
+    # Circuity: network / straight line to the same (nearest) station, nodes beyond 1 km.
+    d, nearest = node_distances(g, st_xy, snap_threshold_m=thr)
+    ok = nearest >= 0
+    straight = np.hypot(*(g.xy[ok] - st_xy[nearest[ok]]).T)
+    far = straight > 1000
+    circ = d[ok][far] / straight[far]
+
+    sites_r = nearest_distance(g, origin_xy, st_xy, snap_threshold_m=thr, detour_factor=detour)
+
+    out = {
+        "benchmark": "nearest-station network distances: scipy.sparse.csgraph vs networkx",
+        "machine": machine(),
+        "data": {"source": source, "nodes": g.n_nodes, "undirected_edges": g.n_edges,
+                 "stations": len(stations), "stations_joined": int(joined.size),
+                 "sites": len(sites), "snap_threshold_m": thr, "detour_factor": detour},
+        "runs": a.runs,
+        "nearest_station": {
+            "seconds_per_call": step, "median_s": {k: med(v) for k, v in step.items()},
+            "speedup": med(step["networkx"]) / med(step["pattogis"]),
+            "single_calls": {
+                "note": "one call per sample, alternating: caches cold after the other library",
+                "seconds": cold, "median_s": {k: med(v) for k, v in cold.items()},
+                "speedup": med(cold["networkx"]) / med(cold["pattogis"])},
+            "identical": same_inf and max_diff < 1e-6, "max_abs_diff_m": max_diff,
+            "reachable_nodes": int(fin.sum()),
+        },
+        "dijkstra_only": {"seconds": dj, "median_s": {k: med(v) for k, v in dj.items()},
+                          "speedup": med(dj["networkx"]) / med(dj["pattogis"])},
+        "end_to_end": {"runs": e2e_runs, "seconds": e2e,
+                       "median_s": {k: med(v) for k, v in e2e.items()},
+                       "speedup": med(e2e["networkx"]) / med(e2e["pattogis"]),
+                       "identical": e_same, "sites_on_network": int(e_fin.sum())},
+        "circuity_median": float(np.median(circ)),
+        "circuity_p25_p75": [float(np.percentile(circ, 25)), float(np.percentile(circ, 75))],
+        "circuity_nodes": int(far.sum()),
+        "site_methods": sites_r["method"].value_counts().to_dict(),
+        "target": {"nearest_station_speedup": ">= 20"},
+        "total_seconds": time.perf_counter() - t0,
+    }
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(a.out, json.dumps(out, indent=2) + "\n")
+    print(json.dumps({k: out[k] for k in ("nearest_station", "dijkstra_only", "end_to_end",
+                                          "circuity_median")}, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()
