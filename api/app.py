@@ -19,7 +19,7 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI
 
-from api.errors import DEFAULT_MAX_BODY_BYTES, install
+from api.errors import document_errors, install
 from api.features import features_router
 from pattogis.collections import CollectionRegistry
 from pattogis.collections import registry as default_registry
@@ -91,12 +91,13 @@ def create_app(
     *,
     get_store: Callable[[], Any] | None = None,
     routers: Sequence[RouterFactory] | None = None,
-    max_body_bytes: int | None = DEFAULT_MAX_BODY_BYTES,
+    max_body_bytes: int | None = -1,
     warm: bool = False,
 ) -> FastAPI:
     """Build the app. ``registry`` defaults to the module registry of ``pattogis.collections``
     (every built layer plus registered results); ``get_store`` to the default proposals store,
-    opened on first use; ``routers`` to :data:`ROUTER_FACTORIES`. ``warm`` loads every
+    opened on first use; ``routers`` to :data:`ROUTER_FACTORIES`. ``max_body_bytes`` limits
+    request bodies (-1: ``api_max_body_mb`` of settings.yaml; None: no limit). ``warm`` loads every
     collection into the cache in a background thread at start-up. Nothing is read at build time.
     """
     ctx = AppContext(registry if registry is not None else default_registry,
@@ -246,7 +247,7 @@ def _serve_openapi_30(app: FastAPI) -> None:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = openapi_30(original())
+            app.openapi_schema = document_errors(openapi_30(original()))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

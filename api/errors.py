@@ -42,8 +42,12 @@ from pattogis.errors import (
     PermissionDenied,
 )
 
-#: Default request-body limit in bytes (uploads of proposals are a few MB at most).
-DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
+
+def default_max_body_bytes() -> int:
+    """Largest accepted request body in bytes: ``api_max_body_mb`` in settings.yaml (10 MB)."""
+    from pattogis import config
+
+    return int(float(config.settings().get("api_max_body_mb", 10)) * 1024 * 1024)
 
 
 class BadRequest(InputError):
@@ -118,8 +122,11 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return resp
 
 
-def install(app: FastAPI, *, max_body_bytes: int | None = DEFAULT_MAX_BODY_BYTES) -> None:
-    """Register the error handlers (and the body-size limit unless ``max_body_bytes`` is None)."""
+def install(app: FastAPI, *, max_body_bytes: int | None = -1) -> None:
+    """Register the error handlers and the body-size limit: ``max_body_bytes`` bytes, the
+    settings' ``api_max_body_mb`` when -1, no limit when None."""
+    if max_body_bytes == -1:
+        max_body_bytes = default_max_body_bytes()
     app.add_exception_handler(PattogisError, _pattogis_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
@@ -166,3 +173,41 @@ class BodyLimitMiddleware:
             return message
 
         await self.app(scope, limited, send)
+
+
+#: The error body as documented in the OpenAPI document.
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["detail", "status"],
+    "properties": {
+        "detail": {"type": "string", "description": "what is wrong and where"},
+        "status": {"type": "integer"},
+        "title": {"type": "string"},
+        "file": {"type": "string"},
+        "rows": {"type": "array", "items": {"type": "integer"}},
+        "field": {"type": "string"},
+        "errors": {"type": "array", "items": {"type": "object"}},
+    },
+}
+
+
+def document_errors(doc: dict[str, Any]) -> dict[str, Any]:
+    """Make the OpenAPI document tell the truth about errors: FastAPI's validation-error schema
+    becomes the error body above, and every operation taking parameters or a body documents
+    400 (unparseable parameter or body); with a body also 413 (too large)."""
+    schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+    schemas["Problem"] = PROBLEM_SCHEMA
+    if "HTTPValidationError" in schemas:
+        schemas["HTTPValidationError"] = PROBLEM_SCHEMA
+    ref = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+    for item in doc.get("paths", {}).values():
+        for op in item.values():
+            if not isinstance(op, dict) or "responses" not in op:
+                continue
+            if op.get("parameters") or op.get("requestBody"):
+                op["responses"].setdefault("400", {"description": "Bad Request: a parameter or "
+                                                   "the body cannot be parsed", **ref})
+            if op.get("requestBody"):
+                op["responses"].setdefault("413", {"description": "Request body too large",
+                                                   **ref})
+    return doc
