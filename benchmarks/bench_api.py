@@ -15,8 +15,8 @@ between the API and its peers, on the ``buildings`` layer (221k polygons):
   Peer ``pyogrio+geojson``: the same read, ``to_crs('OGC:CRS84')`` and ``to_json()``: what a
   server without a cache would do per request.
 * ``items_1000_bbox``: ``?bbox=...&limit=1000`` with a random 0.05 x 0.035 degree box (about
-  4 x 4 km) around a random building (about 900 features on average); peers read the same box (its EPSG:25832 envelope, through the GeoPackage's
-  R-tree) with ``max_features=1000``.
+  4 x 4 km) around a random building (about 900 features on average); peers read the same
+  box (its EPSG:25832 envelope, through the GeoPackage's R-tree) with ``max_features=1000``.
 
 Headline: p95 of ``items_1000_offset`` (target < 50 ms); ratios are peer / API (above 1: the
 API is faster). The features the API returns are checked to be the peer's (same fids).
