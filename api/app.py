@@ -64,8 +64,8 @@ def _features(ctx: AppContext) -> APIRouter:
 ROUTER_FACTORIES: list[RouterFactory] = [
     _features,
     optional_router("api.proposals", "proposals_router", lambda ctx: ctx.get_store),
-    # optional_router("api.analysis", "analysis_router", lambda ctx: ctx.registry),
-    # optional_router("api.maps", "maps_router", lambda ctx: ctx.registry),
+    # e.g. optional_router("api.analysis", "analysis_router", lambda ctx: ctx.registry),
+    #      optional_router("api.maps", "maps_router"),
 ]
 
 
