@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
-import numpy as np
 import shapely
 from shapely.geometry.base import BaseGeometry
 
@@ -131,6 +130,7 @@ class CriteriaContext:
         without it the coverage of ``layer_coverage`` in the config is taken from ``comuni``.
         """
         crs = crs or config.working_crs()
+        check_not_geographic(crs, "criteria context")
         p = criteria_params(params)
 
         def prep(g: gpd.GeoDataFrame | None, key: str, need: tuple[str, ...] = ()) -> gpd.GeoDataFrame | None:
@@ -253,5 +253,3 @@ def check_not_geographic(crs: Any, what: str) -> None:
     if c.is_geographic:
         raise PattogisError(f"{what}: CRS {crs} is in degrees; the criteria need a metric CRS")
 
-
-__all__ = ["CriteriaContext", "criteria_params", "RASTERS", "check_not_geographic", "np"]
