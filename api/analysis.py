@@ -69,12 +69,13 @@ class FundRequest(BaseModel):
         None, description="applications; default: a demonstration set from the best-scored sites")
 
 
-def analysis_router(registry: CollectionRegistry) -> APIRouter:
+def analysis_router(registry: CollectionRegistry, get_store: Any) -> APIRouter:
+    """Analysis endpoints; proposals come from the app's store (``get_store()``)."""
     r = APIRouter(prefix="/analysis", tags=["analysis"])
     version = lambda: layers.gpkg_path().stat().st_mtime  # noqa: E731
     registry.add(Collection(
         id="ledger_comuni", title="Bilancio consumo di suolo per comune (scenario base)",
-        provider=lambda: analysis.ledger_table("base", analysis.load_proposals()),
+        provider=lambda: analysis.ledger_table("base", analysis.load_proposals(store=get_store())),
         description="LR 24/2017 legal ledger per comune, hectares", version=None,
         attribution=layers.attribution(["comuni", "territorio_urbanizzato"]) if layers.exists() else ""))
     registry.add(Collection(
@@ -88,7 +89,8 @@ def analysis_router(registry: CollectionRegistry) -> APIRouter:
                compare: str | None = Query(None, description="second scenario to compare"),
                trajectory: bool = False) -> JSONResponse:
         out = analysis.budget(comune=comune, unione=unione, scenario=scenario,
-                              proposals=analysis.load_proposals(), compare_with=compare,
+                              proposals=analysis.load_proposals(store=get_store()),
+                              compare_with=compare,
                               with_trajectory=trajectory)
         return JSONResponse(_jsonable(out))
 

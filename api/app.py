@@ -64,9 +64,22 @@ def _features(ctx: AppContext) -> APIRouter:
 ROUTER_FACTORIES: list[RouterFactory] = [
     _features,
     optional_router("api.proposals", "proposals_router", lambda ctx: ctx.get_store),
-    # e.g. optional_router("api.analysis", "analysis_router", lambda ctx: ctx.registry),
-    #      optional_router("api.maps", "maps_router"),
+    optional_router("api.analysis", "analysis_router", lambda ctx: ctx.registry,
+                    lambda ctx: ctx.get_store),
+    lambda ctx: _maps(ctx),
 ]
+
+
+def _maps(ctx: AppContext) -> APIRouter:
+    """The map pages, fed by the same analysis functions as the CLI's ``pattogis maps``."""
+    from api.maps import maps_router
+    from pattogis import analysis
+
+    return maps_router(
+        proposals=lambda scenario: ctx.get_store().list(role="metro", scenario=scenario),
+        sites=lambda unione: analysis.unione_sites(unione),
+        fund=lambda call: analysis.fund_geo(call or "bando_2023"),
+    )
 
 
 def _lazy_store() -> Callable[[], Any]:
