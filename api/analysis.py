@@ -69,6 +69,17 @@ class FundRequest(BaseModel):
         None, description="applications; default: a demonstration set from the best-scored sites")
 
 
+def _profile(profile: dict[str, Any] | str) -> Any:
+    """A profile posted by a client: its mistakes are the client's (422), not the server's."""
+    from pattogis import scoring
+    from pattogis.errors import ConfigError, InputError
+
+    try:
+        return scoring.load_profile(profile)
+    except ConfigError as e:
+        raise InputError(f"invalid profile: {e}", field="profile") from e
+
+
 def analysis_router(registry: CollectionRegistry, get_store: Any) -> APIRouter:
     """Analysis endpoints; proposals come from the app's store (``get_store()``)."""
     r = APIRouter(prefix="/analysis", tags=["analysis"])
@@ -96,7 +107,7 @@ def analysis_router(registry: CollectionRegistry, get_store: Any) -> APIRouter:
 
     @r.post("/score", summary="Score the default candidate sites with posted weights or profile")
     def score(req: ScoreRequest) -> JSONResponse:
-        s = analysis.score_sites(crit=default_criteria(), profile=req.profile, method=req.method,
+        s = analysis.score_sites(crit=default_criteria(), profile=_profile(req.profile), method=req.method,
                                  draws=req.draws)
         s = s.sort_values("rank").head(req.top)
         return JSONResponse({"profile": _jsonable(s.attrs.get("profile")), "sites": _records(s)})
@@ -106,7 +117,7 @@ def analysis_router(registry: CollectionRegistry, get_store: Any) -> APIRouter:
         from pattogis import scoring
 
         crit = default_criteria().set_index("site_id")
-        scored = scoring.score(crit, req.profile)
+        scored = scoring.score(crit, _profile(req.profile))
         table = scoring.compare(crit, scored, req.site_ids)
         return JSONResponse({"comparison": _records(table.reset_index())})
 

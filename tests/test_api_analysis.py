@@ -1,0 +1,86 @@
+"""The whole path through the API on the real layers: a comune posts a proposal, the ledger sees
+it, another Unione cannot touch it, and the map and analysis endpoints answer."""
+
+from __future__ import annotations
+
+import geopandas as gpd
+import pytest
+import shapely
+from fastapi.testclient import TestClient
+
+from pattogis import layers
+from pattogis.store import create_key, open_store
+
+
+@pytest.fixture
+def client(built_layers, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATTOGIS_API_KEYS", str(tmp_path / "keys.json"))
+    from api.app import create_app
+    from pattogis.collections import CollectionRegistry
+
+    store = open_store(tmp_path / "proposte.gpkg")
+    app = create_app(CollectionRegistry(), get_store=lambda: store)
+    keys = {r: create_key(r) for r in ("comune:037032", "unione:Unione Reno Galliera", "metro")}
+    with TestClient(app) as c:
+        yield c, keys
+
+
+def square_outside_tu(istat: str) -> shapely.Polygon:
+    c = layers.open_layer("comuni").set_index("istat").geometry[istat]
+    tu = layers.open_layer("territorio_urbanizzato").set_index("comune_istat").geometry[istat]
+    p = c.difference(tu.buffer(300)).representative_point()
+    return shapely.box(p.x - 50, p.y - 50, p.x + 50, p.y + 50)  # 1 ha
+
+
+@pytest.mark.realdata
+def test_posted_proposal_reaches_the_ledger_and_roles_hold(client):
+    c, keys = client
+    before = c.get("/analysis/budget", params={"comune": "037032"}).json()
+    sq = gpd.GeoSeries([square_outside_tu("037032")], crs=25832).to_crs(4326).iloc[0]
+    feat = {"type": "Feature", "geometry": shapely.geometry.mapping(sq),
+            "properties": {"ptype": "nuova_urbanizzazione", "title": "Comparto nord", "date": "2026-06-01"}}
+    r = c.post("/proposals", json=feat, headers={"X-API-Key": keys["comune:037032"]})
+    assert r.status_code in (200, 201), r.text
+    pid = r.json()["features"][0]["properties"]["proposal_id"]
+    after = c.get("/analysis/budget", params={"comune": "037032"}).json()
+    assert after["consumed_ha"] - before["consumed_ha"] == pytest.approx(1.0, rel=1e-4)
+    assert after["remaining_locale_ha"] == pytest.approx(before["remaining_locale_ha"] - 1.0, rel=1e-4)
+    # Reno Galliera cannot withdraw Imola's proposal; nothing changes.
+    r = c.post(f"/proposals/{pid}/withdraw", headers={"X-API-Key": keys["unione:Unione Reno Galliera"]})
+    assert r.status_code == 403
+    assert c.get("/analysis/budget", params={"comune": "037032"}).json()["consumed_ha"] == pytest.approx(
+        after["consumed_ha"])
+    # The comune withdraws it: the ledger returns to where it was.
+    r = c.post(f"/proposals/{pid}/withdraw", headers={"X-API-Key": keys["comune:037032"]})
+    assert r.status_code == 200
+    assert c.get("/analysis/budget", params={"comune": "037032"}).json()["consumed_ha"] == pytest.approx(
+        before["consumed_ha"])
+
+
+@pytest.mark.realdata
+def test_scoring_with_posted_weights_changes_the_ranking(client):
+    c, _ = client
+    prof = {"name": "solo_fragilita", "label_it": "Solo fragilità", "method": "wsum",
+            "criteria": {"fragility": {"weight": 1.0, "direction": "max", "normalise": "minmax"}}}
+    r = c.post("/analysis/score", json={"profile": prof, "draws": 0, "top": 5})
+    assert r.status_code == 200, r.text
+    sites = r.json()["sites"]
+    ind = layers.open_layer("comuni_indicators").set_index("istat")["fragility_index"]
+    top_frag = max(ind[s["comune_istat"]] for s in sites)
+    assert ind[sites[0]["comune_istat"]] == pytest.approx(top_frag)
+    assert sites[0]["score"] == pytest.approx(1.0)
+    bad = {"name": "x", "label_it": "x", "criteria": {"nonesiste": {"weight": 1}}}
+    r = c.post("/analysis/score", json={"profile": bad})
+    assert r.status_code in (400, 422) and "nonesiste" in r.text
+
+
+@pytest.mark.realdata
+def test_fund_modes_and_map_pages(client):
+    c, _ = client
+    r = c.post("/analysis/fund", json={"mode": "compare"})
+    assert r.status_code == 200
+    s = r.json()["summary"]
+    assert s["optimal_total_merit"] >= s["graduatoria_total_merit"] - 1e-9
+    for page in ("/maps/overview", "/maps/budget?comune=037032", "/maps/fund"):
+        r = c.get(page)
+        assert r.status_code == 200 and "OpenStreetMap" in r.text, page
