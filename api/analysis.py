@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 
 from pattogis import analysis, layers
 from pattogis.collections import Collection, CollectionRegistry
+from pattogis.errors import ConfigError, InputError
 
 
 def _jsonable(obj: Any) -> Any:
@@ -71,19 +72,23 @@ class FundRequest(BaseModel):
 
 def _profile(profile: dict[str, Any] | str) -> Any:
     """A profile posted by a client: its mistakes are the client's (422), not the server's."""
-    from pattogis import scoring
-    from pattogis.errors import ConfigError, InputError
+    from pattogis import config, scoring
 
+    # By name only: a client must not make the server read a file path of its choosing.
+    if isinstance(profile, str) and profile not in config.list_profiles():
+        raise InputError(f"unknown profile '{profile}'", field="profile",
+                         hint=f"One of: {', '.join(config.list_profiles())}, or post a profile")
     try:
         return scoring.load_profile(profile)
     except ConfigError as e:
         raise InputError(f"invalid profile: {e}", field="profile") from e
 
 
-def analysis_router(registry: CollectionRegistry, get_store: Any) -> APIRouter:
-    """Analysis endpoints; proposals come from the app's store (``get_store()``)."""
-    r = APIRouter(prefix="/analysis", tags=["analysis"])
-    version = lambda: layers.gpkg_path().stat().st_mtime  # noqa: E731
+def _register_results(registry: CollectionRegistry, get_store: Any) -> None:
+    """Serve the ledger per comune and the site scores as OGC API collections."""
+    def version() -> float:
+        return layers.gpkg_path().stat().st_mtime
+
     registry.add(Collection(
         id="ledger_comuni", title="Bilancio consumo di suolo per comune (scenario base)",
         provider=lambda: analysis.ledger_table("base", analysis.load_proposals(store=get_store())),
@@ -94,6 +99,13 @@ def analysis_router(registry: CollectionRegistry, get_store: Any) -> APIRouter:
         provider=lambda: analysis.score_sites(crit=default_criteria(), profile="unione", draws=200),
         description="Scores, contributions and rank intervals of the default candidate sites",
         version=version))
+
+
+def analysis_router(registry: CollectionRegistry, get_store: Any) -> APIRouter:
+    """Analysis endpoints; proposals come from the app's store (``get_store()``)."""
+    r = APIRouter(prefix="/analysis", tags=["analysis"])
+    if registry.serves_built_layers:
+        _register_results(registry, get_store)
 
     @r.get("/budget", summary="Land-budget ledger (ha) for the area, a comune or an Unione")
     def budget(comune: str | None = None, unione: str | None = None, scenario: str = "base",
@@ -128,7 +140,17 @@ def analysis_router(registry: CollectionRegistry, get_store: Any) -> APIRouter:
             table = analysis.projects_from_sites(sc).drop(columns="geometry")
         else:
             table = pd.DataFrame(req.projects)
-        res = analysis.fund(req.call, table, req.mode)
+        from pattogis import config
+        from pattogis.fund import load_call
+
+        if req.call not in config.list_calls():  # by name only, never a server path
+            raise InputError(f"unknown call '{req.call}'", field="call",
+                             hint=f"One of: {', '.join(config.list_calls())}")
+        try:
+            call = load_call(req.call)
+        except ConfigError as e:
+            raise InputError(f"invalid call: {e}", field="call") from e
+        res = analysis.fund(call, table, req.mode)
         return JSONResponse(_jsonable(res.to_dict()))
 
     return r

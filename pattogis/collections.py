@@ -319,6 +319,12 @@ class CollectionRegistry:
         self._summaries: dict[str, tuple[Collection, Hashable, Summary]] = {}
         self._lock = threading.Lock()
 
+    @property
+    def serves_built_layers(self) -> bool:
+        """True when this registry serves the built layer set (not another GeoPackage), so
+        analyses of that layer set belong in it."""
+        return self.include_layers and self._gpkg is None
+
     # -- registration -------------------------------------------------------------------------
     def add(self, collection: Collection) -> None:
         """Register (or replace) a collection; its cached data are dropped."""
