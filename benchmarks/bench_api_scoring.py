@@ -52,7 +52,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--requests", type=int, default=None)
     a = ap.parse_args()
-    n = a.requests or (30 if a.quick else 200)
+    n = a.requests or (30 if a.quick else 100)
     port = free_port()
     env = os.environ | {"PATTOGIS_STORE": str(REPO / "data" / "bench_store.gpkg")}
     srv = subprocess.Popen([sys.executable, "-m", "uvicorn", "api.app:app", "--host", "127.0.0.1",
