@@ -100,7 +100,7 @@ def local_cluster(n_workers: int | None = None, *, memory_limit: str | float | N
     """A ``distributed.LocalCluster`` of worker processes and a client on it, closed on exit.
 
     Defaults come from :func:`dask_settings` (2 workers, 1 thread each, 4 GiB each). The
-    dashboard is off (no port to bind); worker logs below WARNING are silenced.
+    scheduler's HTTP routes take any free port; worker logs below WARNING are silenced.
     """
     from distributed import Client, LocalCluster
 
@@ -110,7 +110,8 @@ def local_cluster(n_workers: int | None = None, *, memory_limit: str | float | N
         threads_per_worker=threads_per_worker or s.threads_per_worker,
         memory_limit=memory_limit if memory_limit is not None else s.memory_limit,
         processes=True,
-        dashboard_address=None,
+        # Any free port for the scheduler's HTTP routes: several clusters may run at once.
+        dashboard_address=":0",
         silence_logs=logging.WARNING,
     )
     try:

@@ -140,6 +140,25 @@ def test_map_partitions_delayed_runs_on_the_workers(client: object) -> None:
     assert 1 <= len(pids) <= 2
 
 
+def _started(i: int, arr: np.ndarray) -> tuple[int, float]:
+    import time
+
+    t = time.monotonic()
+    time.sleep(0.02)
+    return i, t
+
+
+def test_largest_partitions_start_first() -> None:
+    # One worker, one thread: tasks run one at a time, in priority order (largest first).
+    sizes = [5, 300, 1, 40, 1000, 7]
+    with engine.local_cluster(n_workers=1, memory_limit="1GiB") as one:
+        out = engine.map_partitions_delayed(_started, [(i, np.zeros(n)) for i, n in
+                                                       enumerate(sizes)], client=one)
+    assert [i for i, _ in out] == list(range(len(sizes)))  # results in input order
+    by_start = [sizes[i] for i, _ in sorted(out, key=lambda r: r[1])]
+    assert by_start == sorted(sizes, reverse=True)
+
+
 def test_partition_cost_is_the_largest_array_argument() -> None:
     # derive_tu passes footprints as a geopandas GeometryArray: it must count, not the dict.
     fp = gpd.GeoSeries(shapely.points(np.arange(7.0), 0)).values
