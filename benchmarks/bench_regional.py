@@ -21,7 +21,8 @@ Two heavy steps are timed on both engines, on the same inputs:
    built cover, buildings within 200 m, compactness) through ``pattogis.engine.map_frame``,
    partitioned by comune, with buildings and TU shared by all partitions.
 
-The dask timings exclude the cluster start, which is reported on its own. Equality is checked
+The engines run turn by turn (local, dask, local, dask) so that both see the same load; the
+dask timings exclude the cluster start, which is reported on its own. Equality is checked
 exactly (per comune areas, per candidate values).
 """
 
@@ -46,12 +47,12 @@ sys.path.insert(0, str(HERE))
 from pattogis import config, engine, urbanized  # noqa: E402
 from pattogis.errors import MissingDataError  # noqa: E402
 
-# Densities of the full case (per km²): about 360,000 buildings over the region's 22,450 km²,
-# a quarter of the density of the Bologna footprints (62 per km²), so that the single-machine
-# run stays well under a minute here.
-CLUSTERS_PER_KM2 = 0.12
+# Densities of the full case (per km²): about 165,000 buildings over the region's 22,450 km²,
+# an eighth of the density of the Bologna footprints (62 per km²), so that the whole benchmark
+# (two runs per engine) stays near a minute and a half here.
+CLUSTERS_PER_KM2 = 0.06
 MEAN_CLUSTER_SIZE = 100
-SCATTER_PER_KM2 = 3.0
+SCATTER_PER_KM2 = 1.5
 NEAR_M = 200.0  # radius of the "buildings within" figure of candidate_metrics
 
 
@@ -234,20 +235,20 @@ def frames_equal(a: pd.DataFrame, b: pd.DataFrame) -> bool:
 
 
 def main() -> None:
-    from run_all import case, summary_row, timed, write_result
+    from run_all import case, interleaved, summary_row, write_result
 
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="a tenth of the buildings, fewer "
-                    "candidates, one run")
+    ap.add_argument("--quick", action="store_true", help="a tenth of the buildings, a tenth "
+                    "of the candidates, one run")
     ap.add_argument("--scale", type=float, default=None, help="density factor (default 1)")
-    ap.add_argument("--candidates", type=int, default=None, help="default 50,000")
+    ap.add_argument("--candidates", type=int, default=None, help="default 30,000")
     ap.add_argument("--repeats", type=int, default=None, help="runs per engine (default 2)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
     scale = a.scale if a.scale is not None else (0.1 if a.quick else 1.0)
-    n_cand = a.candidates if a.candidates is not None else (5_000 if a.quick else 50_000)
+    n_cand = a.candidates if a.candidates is not None else (3_000 if a.quick else 30_000)
     repeats = a.repeats if a.repeats is not None else (1 if a.quick else 2)
 
     t = time.perf_counter()
@@ -259,26 +260,25 @@ def main() -> None:
           f"{len(cands):,} candidates (made in {t_gen:.1f} s)", flush=True)
     params = urbanized.tu_params()
 
-    t_local, tu_local = timed(lambda: urbanized.derive_tu(comuni, buildings, params=params,
-                                                          engine="local"), repeats)
-    print(f"TU local: {t_local}", flush=True)
-    kw = {"buildings": buildings, "tu": tu_local}
-    c_local, m_local = timed(lambda: engine.map_frame(candidate_metrics, cands,
-                                                      by="comune_istat", engine="local", **kw),
-                             repeats)
-    print(f"candidates local: {c_local}", flush=True)
-
     s = engine.dask_settings()
     t = time.perf_counter()
     with engine.local_cluster() as client:
         t_start = time.perf_counter() - t
-        t_dask, tu_dask = timed(lambda: urbanized.derive_tu(comuni, buildings, params=params,
-                                                            engine="dask"), repeats)
-        print(f"TU dask: {t_dask}", flush=True)
-        c_dask, m_dask = timed(lambda: engine.map_frame(candidate_metrics, cands,
-                                                        by="comune_istat", engine="dask",
-                                                        client=client, **kw), repeats)
-        print(f"candidates dask: {c_dask}", flush=True)
+        # Turn by turn, so both engines see the same machine load.
+        t_tu, tu = interleaved({
+            "local": lambda: urbanized.derive_tu(comuni, buildings, params=params,
+                                                 engine="local"),
+            "dask": lambda: urbanized.derive_tu(comuni, buildings, params=params, engine="dask"),
+        }, repeats, log=lambda m: print("TU", m, flush=True))
+        kw = {"buildings": buildings, "tu": tu["local"]}
+        t_c, m = interleaved({
+            "local": lambda: engine.map_frame(candidate_metrics, cands, by="comune_istat",
+                                              engine="local", **kw),
+            "dask": lambda: engine.map_frame(candidate_metrics, cands, by="comune_istat",
+                                             engine="dask", client=client, **kw),
+        }, repeats, log=lambda m: print("candidates", m, flush=True))
+    t_local, t_dask, tu_local, tu_dask = t_tu["local"], t_tu["dask"], tu["local"], tu["dask"]
+    c_local, c_dask, m_local, m_dask = t_c["local"], t_c["dask"], m["local"], m["dask"]
 
     eq_tu = tu_equal(tu_local, tu_dask)
     eq_c = frames_equal(m_local, m_dask)

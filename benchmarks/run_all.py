@@ -121,6 +121,23 @@ def timed(fn: Callable[[], Any], repeats: int) -> tuple[list[float], Any]:
     return times, result
 
 
+def interleaved(fns: dict[str, Callable[[], Any]], repeats: int,
+                log: Callable[[str], None] | None = None
+                ) -> tuple[dict[str, list[float]], dict[str, Any]]:
+    """Time several implementations turn by turn (a, b, a, b, ...), so that each sees the same
+    machine load; returns the times per implementation and each one's last result."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    last: dict[str, Any] = {}
+    for r in range(max(1, repeats)):
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            last[k] = fn()
+            times[k].append(time.perf_counter() - t)
+            if log:
+                log(f"{k} run {r + 1}: {times[k][-1]:.2f} s (load {os.getloadavg()[0]:.2f})")
+    return times, last
+
+
 def case(name: str, impl: str, times: list[float], **extra: Any) -> dict[str, Any]:
     """One timed case in the shared format: times, median, and anything else worth keeping."""
     return {"case": name, "impl": impl, "times_s": [round(t, 4) for t in times],
