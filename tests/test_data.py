@@ -74,6 +74,26 @@ def test_catalog_records_provenance(built_layers):
     assert "Protezione Civile" in layers.attribution(["buildings"])
 
 
+def _manifest() -> pd.DataFrame:
+    # The table of data/layers/MANIFEST.md: | layer | kind | geometry / grid | count | provenance | from |
+    text = (Path(__file__).resolve().parents[1] / "data" / "layers" / "MANIFEST.md").read_text()
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")]
+            for line in text.splitlines() if line.startswith("| ") and not line.startswith("| layer")]
+    return pd.DataFrame(rows, columns=["layer", "kind", "geometry", "count", "provenance", "from"])
+
+
+@pytest.mark.realdata
+def test_committed_manifest_matches_the_build(built_layers):
+    man = _manifest().set_index("layer")
+    cat = layers.catalog().set_index("name")
+    assert sorted(man.index) == sorted(cat.index)
+    assert (man["kind"] == cat.loc[man.index, "kind"]).all()
+    assert (man["provenance"] == cat.loc[man.index, "provenance"]).all()
+    counted = man[man["count"] != ""]
+    assert (counted["count"].astype(int) == cat.loc[counted.index, "count"].astype(int)).all()
+    assert counted.loc["buildings", "count"] == "221222"
+
+
 @pytest.mark.realdata
 def test_stops_and_stations_per_comune(built_layers):
     st = layers.open_layer("rail_stations")
