@@ -259,6 +259,22 @@ def test_engine_seam(layers_toy):
         compute_criteria(sites(), ctx, engine="nope")
 
 
+def test_timings_per_stage_leave_the_values_alone(layers_toy):
+    ctx = make_ctx(layers_toy)
+    t: dict[str, float] = {}
+    a = compute_criteria(sites(), ctx)
+    b = compute_criteria(sites(), ctx, timings=t)
+    pd.testing.assert_frame_equal(a, b)
+    assert set(t) == {"sites", *criteria.names()}
+    assert all(isinstance(v, float) and v >= 0 for v in t.values())
+    # compute_local alone records the same stages (engines call it per partition)
+    t2: dict[str, float] = {}
+    c = compute_local(criteria.prepare_sites(sites(), CRS), ctx, ["area_ha", "fragility"],
+                      timings=t2)
+    assert set(t2) == {"sites", "area_ha", "fragility"}
+    pd.testing.assert_series_equal(c["fragility"], a["fragility"])
+
+
 def test_adding_a_criterion_is_one_function(layers_toy):
     @criterion("perimeter_m_for_test", unit="m", direction="min", source="geometria",
                label_it="Perimetro")

@@ -15,6 +15,7 @@ engine partitioning the sites) plug in with :func:`register_engine` and call
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -72,6 +73,7 @@ def register_engine(name: str, func: Engine) -> None:
 
 def compute_criteria(candidates: gpd.GeoDataFrame, ctx: CriteriaContext,
                      names: Iterable[str] | None = None, engine: str = "local",
+                     timings: dict[str, float] | None = None,
                      **engine_options: Any) -> gpd.GeoDataFrame:
     """Compute criteria for candidate site polygons.
 
@@ -80,27 +82,45 @@ def compute_criteria(candidates: gpd.GeoDataFrame, ctx: CriteriaContext,
     Returns the candidates (same index, geometry in the working CRS) with one column per
     criterion, the companion columns and ``missing`` (dict criterion -> reason, per site).
     Input columns named like an output column are replaced.
+
+    ``timings``: a dict that receives wall-clock seconds per stage, see :func:`compute_local`;
+    ``'sites'`` includes the checks and reprojection of :func:`prepare_sites`. It is passed on
+    to the engine only when given, so engines without the keyword keep working.
     """
     sel = _resolve(names)
+    t = time.perf_counter()
     gdf = prepare_sites(candidates, ctx.crs)
     if engine not in ENGINES:
         raise ValueError(f"unknown engine '{engine}'; available: {', '.join(ENGINES)}")
-    return ENGINES[engine](gdf, ctx, sel, **engine_options)
+    if timings is None:
+        return ENGINES[engine](gdf, ctx, sel, **engine_options)
+    timings["sites"] = time.perf_counter() - t
+    return ENGINES[engine](gdf, ctx, sel, timings=timings, **engine_options)
 
 
-def compute_local(gdf: gpd.GeoDataFrame, ctx: CriteriaContext, names: list[str]) -> gpd.GeoDataFrame:
+def compute_local(gdf: gpd.GeoDataFrame, ctx: CriteriaContext, names: list[str], *,
+                  timings: dict[str, float] | None = None) -> gpd.GeoDataFrame:
     """The local engine: every criterion in this process, vectorised over the sites.
 
     ``gdf`` must already be checked and in ``ctx.crs`` (:func:`prepare_sites`); partitions of
     the same candidates give the same rows as one call on all of them.
+
+    ``timings``: when given, receives wall-clock seconds per stage: ``'sites'`` (added to any
+    value already there) and one entry per criterion name. A result several criteria share (host
+    comune, area inside the TU, the zonal statistics of all rasters) is counted once, in the
+    first criterion that computes it. The values computed do not depend on it.
     """
     sel = _resolve(names)
+    t = time.perf_counter()
     rasters = tuple(dict.fromkeys(r for n in sel for r in REGISTRY[n].rasters))
     s = Sites(gdf, ctx, rasters)
     out = gdf.drop(columns=[c for c in output_columns(sel) if c in gdf.columns])
     missing: list[dict[str, str]] = [{} for _ in range(s.n)]
+    if timings is not None:
+        timings["sites"] = timings.get("sites", 0.0) + time.perf_counter() - t
     for n in sel:
         c = REGISTRY[n]
+        t = time.perf_counter()
         res = _run_one(c, s, ctx)
         if res.values.shape != (s.n,):
             raise RuntimeError(f"criterion {n} returned {res.values.shape} values for {s.n} sites")
@@ -114,6 +134,8 @@ def compute_local(gdf: gpd.GeoDataFrame, ctx: CriteriaContext, names: list[str])
             out[col] = res.extra.get(col, np.full(s.n, None, dtype=object))
         for i in np.flatnonzero(nan):
             missing[i][n] = str(res.reasons[i])
+        if timings is not None:
+            timings[n] = time.perf_counter() - t
     out[MISSING] = pd.Series(missing, index=out.index, dtype=object)
     return out
 
