@@ -80,9 +80,11 @@ def cycle_distance_m(s: Sites) -> Outcome:
     cw = s.ctx.cycleways.geometry.to_numpy()
     if len(cw) == 0:
         return Outcome.missing(s.n, "nessuna pista ciclabile nel layer 'cycleways'")
-    v = nearest_distance_to(s.geoms, cw)
     inside = s.covered("cycleways")
-    v[~inside] = np.nan
+    # Only where the layer covers the site: elsewhere the value is missing anyway, and the
+    # nearest-feature search is the costly part (a few % of the province's sites are in Bologna).
+    v = np.full(s.n, np.nan)
+    v[inside] = nearest_distance_to(s.geoms[inside], cw)
     return Outcome.of(v, np.where(
         ~inside, "fuori dalla copertura della rete ciclabile disponibile (solo Comune di Bologna)",
         None))
