@@ -100,4 +100,4 @@ def hub_distance_m(s: Sites) -> Outcome:
     hg = s.ctx.hubs.geometry.to_numpy()
     if len(hg) == 0:
         return Outcome.missing(s.n, "nessun polo produttivo nel layer 'productive_hubs'")
-    return Outcome.of(nearest_distance_to(s.geoms, hg))
+    return Outcome.of(nearest_distance_to(s.geoms, hg, tree=s.tree))

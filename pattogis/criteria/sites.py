@@ -63,13 +63,14 @@ def _boundary_segments(polys: np.ndarray) -> np.ndarray:
     return shapely.linestrings(np.stack([xy[:-1][ok], xy[1:][ok]], axis=1))
 
 
-def nearest_distance_to(geoms: np.ndarray, layer: np.ndarray) -> np.ndarray:
+def nearest_distance_to(geoms: np.ndarray, layer: np.ndarray, *,
+                        tree: shapely.STRtree | None = None) -> np.ndarray:
     """Straight-line distance (m) from each geometry to the nearest feature of ``layer``.
 
     0 where they touch or overlap. For polygon layers the search runs on the edges of the
     polygons (exact: two disjoint polygons are as far apart as one is from the other's edge),
     which an STRtree prunes far better than a few large polygons: about 8x faster on the derived
-    productive hubs.
+    productive hubs. ``tree``: ``STRtree(geoms)`` when the caller already has it.
     """
     out = np.full(len(geoms), np.nan)
     if len(layer) == 0 or len(geoms) == 0:
@@ -83,9 +84,40 @@ def nearest_distance_to(geoms: np.ndarray, layer: np.ndarray) -> np.ndarray:
     (gi, _), d = shapely.STRtree(_boundary_segments(layer)).query_nearest(
         geoms, return_distance=True, all_matches=False)
     out[gi] = d
-    hit, _ = shapely.STRtree(layer).query(geoms, predicate="intersects")
+    hit, _ = pairs(geoms, layer, tree=tree)
     out[hit] = 0.0
     return out
+
+
+def _tree_order(layer: np.ndarray) -> np.ndarray:
+    """Position of each feature of ``layer`` in the traversal order of ``STRtree(layer)``."""
+    t = shapely.STRtree(layer)
+    visit = t.query(shapely.box(*shapely.total_bounds(layer)))
+    rank = np.zeros(len(layer), dtype="int64")
+    rank[visit] = np.arange(visit.size)
+    return rank
+
+
+def pairs(geoms: np.ndarray, layer: np.ndarray, predicate: str = "intersects", *,
+          tree: shapely.STRtree | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Index pairs (site, feature) where ``predicate(feature, site)`` holds, e.g. 'intersects'
+    or 'contains_properly' (the site lies in the feature's interior).
+
+    The tree is built on the (many, small) sites and queried with the (few, large) layer
+    features, so GEOS prepares each large feature once instead of preparing every site and
+    testing it against a large unprepared polygon: 5-10x faster on 100k sites against the
+    comuni or the TU. ``tree`` is ``STRtree(geoms)`` when the caller already has it.
+
+    Pairs come in the order of ``STRtree(layer).query(geoms, predicate)`` (by site, then by the
+    features' order in the layer's tree), so sums and unions over them are the same, bit for
+    bit, as with that query.
+    """
+    if len(geoms) == 0 or len(layer) == 0:
+        return np.empty(0, dtype="int64"), np.empty(0, dtype="int64")
+    t = shapely.STRtree(geoms) if tree is None else tree
+    li, si = t.query(layer, predicate=predicate)
+    order = np.lexsort((_tree_order(layer)[li], si))
+    return si[order], li[order]
 
 
 class Sites:
@@ -107,6 +139,11 @@ class Sites:
         if key not in self._memo:
             self._memo[key] = compute()
         return self._memo[key]
+
+    @cached_property
+    def tree(self) -> shapely.STRtree:
+        """STRtree of the sites, shared by the overlays with the layers (see :func:`pairs`)."""
+        return shapely.STRtree(self.geoms)
 
     @cached_property
     def area_m2(self) -> np.ndarray:
@@ -135,7 +172,7 @@ class Sites:
         out = np.zeros(self.n)
         if len(layer) == 0 or self.n == 0:
             return out
-        si, li = shapely.STRtree(layer).query(self.geoms, predicate="intersects")
+        si, li = pairs(self.geoms, layer, tree=self.tree)
         if si.size == 0:
             return out
         pieces = shapely.intersection(self.geoms[si], layer[li])
@@ -153,7 +190,8 @@ class Sites:
     def host(self) -> pd.DataFrame:
         """Host comune of each site: the one holding the largest share of its area.
 
-        Columns ``istat`` (None when the site is in no comune) and ``share`` (0..1).
+        Columns ``istat`` (None when the site is in no comune) and ``share`` (0..1; exactly 1
+        for a site inside one comune and touching no other).
         """
         out = pd.DataFrame({"istat": pd.Series([None] * self.n, dtype=object),
                             "share": np.zeros(self.n)})
@@ -161,11 +199,23 @@ class Sites:
         if c is None or self.n == 0 or len(c) == 0:
             return out
         cg = c.geometry.to_numpy()
-        si, ci = shapely.STRtree(cg).query(self.geoms, predicate="intersects")
+        si, ci = pairs(self.geoms, cg, tree=self.tree)
         if si.size == 0:
             return out
-        a = shapely.area(shapely.intersection(self.geoms[si], cg[ci]))
-        df = pd.DataFrame({"site": si, "istat": c["istat"].to_numpy()[ci], "a": a})
+        # Most sites lie inside one comune and touch no other: that comune hosts all of the
+        # site (share 1), no overlay needed. The overlay runs only for the rest (sites across a
+        # border or leaving the province), about a tenth of them.
+        one = np.bincount(si, minlength=self.n) == 1
+        sc, cc = pairs(self.geoms, cg, "contains_properly", tree=self.tree)
+        whole = np.zeros(self.n, dtype=bool)
+        whole[sc[one[sc]]] = True
+        cut = ~whole[si]
+        si_c, ci_c = si[cut], ci[cut]
+        a = shapely.area(shapely.intersection(self.geoms[si_c], cg[ci_c]))
+        ws, wc = sc[one[sc]], cc[one[sc]]
+        df = pd.DataFrame({"site": np.concatenate([si_c, ws]),
+                           "istat": c["istat"].to_numpy()[np.concatenate([ci_c, wc])],
+                           "a": np.concatenate([a, self.area_m2[ws]])})
         df = df.groupby(["site", "istat"], as_index=False)["a"].sum()
         df = df[df["a"] > 0].sort_values(["site", "a", "istat"], ascending=[True, False, True])
         best = df.drop_duplicates("site")
