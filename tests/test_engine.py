@@ -301,3 +301,33 @@ def test_regional_candidate_metrics_dask_equals_local(client: object, regional: 
     for col in ("share_inside_tu", "built_cover"):
         assert dask[col].between(0, 1 + 1e-9).all()
     assert (dask["share_inside_tu"] > 0).any() and (dask["n_buildings_near"] > 0).any()
+
+
+# ----------------------------------------------------------------------------- criteria, real kit
+@pytest.mark.realdata
+def test_criteria_dask_equals_local_on_the_real_layers(client: object, built_layers: Path
+                                                       ) -> None:
+    from geopandas.testing import assert_geodataframe_equal
+
+    from pattogis import layers
+    from pattogis.criteria import CriteriaContext, compute_criteria, host_key
+
+    ctx = CriteriaContext.from_layers()
+    cand = layers.open_layer("candidates")[["site_id", "geometry"]]
+    # Plus seeded squares of 1-9 ha over the whole province, so that most comuni get sites.
+    rng = np.random.default_rng(7)
+    minx, miny, maxx, maxy = layers.open_layer("comuni").total_bounds
+    c = rng.uniform([minx, miny], [maxx, maxy], (600, 2))
+    half = np.sqrt(rng.uniform(1e4, 9e4, 600)) / 2
+    sq = shapely.box(c[:, 0] - half, c[:, 1] - half, c[:, 0] + half, c[:, 1] + half)
+    sites = gpd.GeoDataFrame(
+        pd.concat([cand, gpd.GeoDataFrame({"site_id": [f"Q{i}" for i in range(600)]},
+                                           geometry=sq, crs=cand.crs)], ignore_index=True),
+        crs=cand.crs)
+    keys = host_key(sites, ctx)
+    assert len(set(keys) - {""}) >= 30  # many partitions, not one
+    assert (keys == "").sum() > 0  # squares outside the province: their own partition
+    local = compute_criteria(sites, ctx)
+    dask = compute_criteria(sites, ctx, engine="dask", client=client, npartitions=6)
+    assert_geodataframe_equal(local, dask)
+    assert local["rail_distance_m"].notna().all()
