@@ -102,12 +102,13 @@ def criteria_for(candidates: gpd.GeoDataFrame | str | Path | None = None, *,
 def score_sites(candidates: gpd.GeoDataFrame | str | Path | None = None, *,
                 profile: str | dict = "unione", method: str | None = None,
                 draws: int = 500, top_k: int = 10, seed: int = 0,
-                crit: gpd.GeoDataFrame | None = None) -> gpd.GeoDataFrame:
+                crit: gpd.GeoDataFrame | None = None, engine: str = "local") -> gpd.GeoDataFrame:
     """Score sites: raw criteria, normalised values, contributions, score, rank and the Monte Carlo
-    rank interval (``rank_p5``..``rank_p95``) and probability of being in the top ``top_k``."""
+    rank interval (``rank_p5``..``rank_p95``) and probability of being in the top ``top_k``.
+    ``engine``: where the criteria run (``'local'`` or ``'dask'``, same values)."""
     from pattogis import scoring
 
-    crit = crit if crit is not None else criteria_for(candidates)
+    crit = crit if crit is not None else criteria_for(candidates, engine=engine)
     data = crit.set_index("site_id") if "site_id" in crit.columns else crit
     scored = scoring.score(data, profile, method=method)
     raw_cols = [c for c in data.columns if c not in scored.columns and c != "geometry"]

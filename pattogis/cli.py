@@ -33,7 +33,7 @@ def _default(o: Any) -> Any:
 def cmd_data_build(a: argparse.Namespace) -> None:
     from pattogis.data.build import build
 
-    build(a.raw, a.out, crs=a.crs)
+    build(a.raw, a.out, crs=a.crs, engine=a.engine)
 
 
 def cmd_data_fetch(a: argparse.Namespace) -> None:
@@ -91,7 +91,8 @@ def cmd_score(a: argparse.Namespace) -> None:
     from pattogis import analysis
     from pattogis.scoring import write_scores
 
-    scored = analysis.score_sites(a.candidates, profile=a.profile, method=a.method, draws=a.draws)
+    scored = analysis.score_sites(a.candidates, profile=a.profile, method=a.method, draws=a.draws,
+                                  engine=a.engine)
     if a.out:
         write_scores(scored, a.out)
         print(f"{len(scored)} sites scored → {a.out}")
@@ -160,6 +161,9 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--raw", help="raw kit folder (default $PATTOGIS_RAW, then ../shared/data/raw)")
     b.add_argument("--out", help="output folder (default data/layers)")
     b.add_argument("--crs", help="working CRS (default EPSG:25832, config/settings.yaml)")
+    b.add_argument("--engine", choices=["local", "dask"], default="local",
+                   help="where the TU derivation runs (dask: partitioned by comune; "
+                        "$PATTOGIS_DASK_SCHEDULER or a local cluster)")
     b.set_defaults(func=cmd_data_build)
     f = d.add_parser("fetch", help="download the raw kit and verify checksums")
     f.add_argument("--raw", required=True)
@@ -188,6 +192,8 @@ def parser() -> argparse.ArgumentParser:
     sc.add_argument("--draws", type=int, default=500, help="Monte Carlo weight draws")
     sc.add_argument("--out", help="output file (.gpkg, .geojson, .csv)")
     sc.add_argument("--top", type=int, default=20)
+    sc.add_argument("--engine", choices=["local", "dask"], default="local",
+                    help="where the criteria run (dask: sites partitioned by host comune)")
     sc.set_defaults(func=cmd_score)
 
     fu = sub.add_parser("fund", help="allocate the Fondo perequativo")

@@ -59,3 +59,16 @@ def test_budget_bad_comune_clear_error(built_layers):
     r = run("budget", "--comune", "Atlantide", env_layers=built_layers)
     assert r.returncode == 2
     assert "unknown comune 'Atlantide'" in r.stderr
+
+
+@pytest.mark.realdata
+def test_score_engine_dask_writes_the_same_scores_as_local(built_layers, tmp_path):
+    out = {}
+    for eng in ("local", "dask"):
+        path = tmp_path / f"scores_{eng}.csv"
+        r = run("score", "--engine", eng, "--draws", "20", "--out", str(path), "--top", "3",
+                env_layers=built_layers)
+        assert r.returncode == 0, r.stderr
+        out[eng] = path.read_text()
+    assert out["dask"] == out["local"]
+    assert out["local"].count("\n") == len(layers.open_layer("candidates")) + 1

@@ -410,9 +410,12 @@ def write_catalog(b: Builder) -> None:
 
 
 def build(raw: str | Path | None = None, out: str | Path | None = None, *,
-          crs: str | None = None, derive: bool = True,
+          crs: str | None = None, derive: bool = True, engine: str = "local",
           log: Callable[[str], None] = print) -> Path:
-    """Build the whole layer set. Returns the folder written (``data/layers`` by default)."""
+    """Build the whole layer set. Returns the folder written (``data/layers`` by default).
+
+    ``engine``: where the TU derivation runs, ``'local'`` or ``'dask'`` (partitioned by comune,
+    same result; see :mod:`pattogis.engine`)."""
     from pattogis import layers as _layers
 
     raw_dir = resolve_raw(raw)
@@ -437,7 +440,7 @@ def build(raw: str | Path | None = None, out: str | Path | None = None, *,
         if derive:
             from pattogis.data.derive import derive_all
 
-            derive_all(b)
+            derive_all(b, engine=engine)
         write_catalog(b)
         _swap_into_place(tmp, out_dir)
     finally:

@@ -20,12 +20,12 @@ TU_SOURCES = ["dpc_aggregati_strutturali/aggregati_strutturali_prov_bologna_54co
               "bologna_geospatial/landuse_bologna.gpkg"]
 
 
-def derive_all(b: Builder) -> None:
+def derive_all(b: Builder, engine: str = "local") -> None:
     read = lambda name: pyogrio.read_dataframe(b.gpkg, layer=name)  # noqa: E731
     comuni, buildings, lu = read("comuni"), read("buildings"), read("landuse_bologna")
     t = time.perf_counter()
     params = urbanized.tu_params()
-    tu = urbanized.derive_tu(comuni, buildings, lu, params=params, log=b.log)
+    tu = urbanized.derive_tu(comuni, buildings, lu, params=params, engine=engine, log=b.log)
     b.write(tu, "territorio_urbanizzato", sources_=TU_SOURCES, provenance="derived",
             notes=(f"provisional TU (LR 24/2017 art. 32) derived in {time.perf_counter() - t:.0f} s; "
                    f"total {tu['area_ha'].sum():,.0f} ha; closing +{params['buffer_out_m']:g}/"
