@@ -95,6 +95,25 @@ def test_same_distances_as_networkx(graph_frames):
         assert d[node] == pytest.approx(ref.get(node, math.inf))
 
 
+def test_join_is_cached_per_targets_and_threshold(graph_frames):
+    from pattogis.criteria.network import JOIN_CACHE_SIZE
+
+    g = build_graph(*graph_frames)
+    first = with_targets(g, STATIONS, snap_threshold_m=SNAP)
+    again = with_targets(g, STATIONS.copy(), snap_threshold_m=SNAP)
+    assert again[0] is first[0]  # same targets, same threshold: the cached join
+    assert not first[0].data.flags.writeable  # shared, so nobody may change it
+    other = with_targets(g, STATIONS, snap_threshold_m=1.0)
+    assert other[0] is not first[0] and other[1].size == 0  # too far at 1 m: nothing joined
+    d_cached, _ = node_distances(g, STATIONS, snap_threshold_m=SNAP)
+    fresh = build_graph(*graph_frames)
+    d_fresh, _ = node_distances(fresh, STATIONS, snap_threshold_m=SNAP)
+    assert np.array_equal(d_cached, d_fresh)
+    for k in range(JOIN_CACHE_SIZE + 3):
+        with_targets(g, STATIONS + k, snap_threshold_m=SNAP)
+    assert len(g.joins) == JOIN_CACHE_SIZE
+
+
 def test_target_on_a_node_is_joined_at_zero(graph_frames):
     g = build_graph(*graph_frames)
     d, nearest = node_distances(g, np.array([[200.0, 0.0], [5000.0, 0.0]]), snap_threshold_m=SNAP)

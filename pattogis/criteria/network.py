@@ -22,7 +22,7 @@ Conventions (relied on by the criteria and the tests):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import geopandas as gpd
 import numpy as np
@@ -34,6 +34,10 @@ from scipy.spatial import cKDTree
 
 from pattogis.errors import InputError
 
+# Joined graphs kept per RoadGraph (per target set and snap threshold): the stations of a layer
+# set are the same for every scoring request, so the join is done once.
+JOIN_CACHE_SIZE = 8
+
 NETWORK = "network"
 EUCLIDEAN_DETOUR = "euclidean_detour"
 
@@ -44,7 +48,8 @@ class RoadGraph:
 
     ``row``/``col``/``weight`` hold both directions of every edge (metres); ``matrix`` is the
     symmetric CSR matrix built from them; ``xy`` the node coordinates (working CRS, metres);
-    ``node_ids`` the OSM ids of the nodes, in matrix order.
+    ``node_ids`` the OSM ids of the nodes, in matrix order. ``joins`` caches the results of
+    :func:`with_targets` (read-only arrays), at most ``JOIN_CACHE_SIZE`` target sets.
     """
 
     row: np.ndarray
@@ -55,6 +60,8 @@ class RoadGraph:
     node_ids: np.ndarray
     tree: cKDTree
     crs: str | None
+    joins: dict[tuple[float, bytes], tuple[sparse.csr_matrix, np.ndarray, np.ndarray]] = field(
+        default_factory=dict, compare=False, repr=False)
 
     @property
     def n_nodes(self) -> int:
@@ -143,8 +150,15 @@ def with_targets(graph: RoadGraph, target_xy: np.ndarray, *, snap_threshold_m: f
     """The graph plus one node per target within ``snap_threshold_m`` of the road nodes.
 
     Returns the augmented matrix, the index (into ``target_xy``) of the targets joined, and the
-    matrix index of their extra nodes (``graph.n_nodes + k``).
+    matrix index of their extra nodes (``graph.n_nodes + k``). The result is cached on the graph
+    per (targets, threshold) and its arrays are read-only: a second call with the same targets
+    costs a dictionary lookup.
     """
+    target_xy = np.ascontiguousarray(target_xy, dtype="float64").reshape(-1, 2)
+    key = (float(snap_threshold_m), target_xy.tobytes())
+    hit = graph.joins.get(key)
+    if hit is not None:
+        return hit
     t_node, t_snap = snap(graph, target_xy)
     joined = np.flatnonzero(t_snap <= snap_threshold_m)
     n, k = graph.n_nodes, joined.size
@@ -163,6 +177,11 @@ def with_targets(graph: RoadGraph, target_xy: np.ndarray, *, snap_threshold_m: f
     indptr[1:n + 1] = base.indptr[1:] + np.cumsum(np.bincount(rows, minlength=n))
     indptr[n + 1:] = indptr[n] + np.arange(1, k + 1)
     m = sparse.csr_matrix((data, indices.astype(base.indices.dtype), indptr), shape=(n + k, n + k))
+    for a in (m.data, m.indices, m.indptr, joined, extra):
+        a.flags.writeable = False  # shared by every later call with the same targets
+    if len(graph.joins) >= JOIN_CACHE_SIZE:
+        graph.joins.pop(next(iter(graph.joins)))  # the oldest
+    graph.joins[key] = (m, joined, extra)
     return m, joined, extra
 
 
