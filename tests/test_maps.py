@@ -562,3 +562,17 @@ def test_gzip_roundtrip_of_helper() -> None:
     r = _html(req, "<p>città</p>")
     assert r.headers["content-encoding"] == "gzip"
     assert gzip.decompress(r.body).decode() == "<p>città</p>"
+
+
+def test_criterion_labels_fall_back_to_the_registry_in_italian() -> None:
+    from pattogis.maps.pages import _criterion_labels
+
+    plain = pd.DataFrame({"contrib_area_ha": [0.1], "contrib_rail_distance_m": [0.2]})
+    lab = _criterion_labels(plain, ["area_ha", "rail_distance_m", "other_thing"], None)
+    assert lab == {"area_ha": "Superficie del sito",
+                   "rail_distance_m": "Distanza dalla stazione ferroviaria (SFM) più vicina",
+                   "other_thing": "other thing"}
+    # Labels given by the caller, then the profile's, come first.
+    plain.attrs["profile"] = {"criteria": {"area_ha": {"label_it": "Area (profilo)"}}}
+    assert _criterion_labels(plain, ["area_ha"], None) == {"area_ha": "Area (profilo)"}
+    assert _criterion_labels(plain, ["area_ha"], {"area_ha": "Mia"}) == {"area_ha": "Mia"}

@@ -483,10 +483,15 @@ def rank_interval_columns(sites: pd.DataFrame) -> tuple[str, str] | None:
 
 def _criterion_labels(sites: pd.DataFrame, crits: list[str],
                       labels: Mapping[str, str] | None) -> dict[str, str]:
+    from pattogis.criteria import REGISTRY
+
     prof = (sites.attrs or {}).get("profile") or {}
     from_prof = {k: v.get("label_it", k) for k, v in (prof.get("criteria") or {}).items()
                  if isinstance(v, Mapping)}
-    return {c: (labels or {}).get(c) or from_prof.get(c) or c.replace("_", " ") for c in crits}
+    # Then the criterion's own Italian label: a popup never shows a column name.
+    registry = {n: c.label_it for n, c in REGISTRY.items()}
+    return {c: (labels or {}).get(c) or from_prof.get(c) or registry.get(c) or c.replace("_", " ")
+            for c in crits}
 
 
 def sites_map(sites: gpd.GeoDataFrame, *, unione: str | None = None,
