@@ -180,7 +180,8 @@ def _compute_part(part: gpd.GeoDataFrame, ctx: CriteriaContext, names: list[str]
 def compute_dask(gdf: gpd.GeoDataFrame, ctx: CriteriaContext, names: list[str], *,
                  timings: dict[str, float] | None = None, client: Any = None,
                  npartitions: int | None = None) -> gpd.GeoDataFrame:
-    """The dask engine: sites partitioned by host comune (:func:`host_key`), each partition
+    """The dask engine: sites partitioned by host comune (:func:`host_key`; ``names`` already
+    resolved, as :func:`compute_criteria` passes them), each partition
     computed by :func:`compute_local` on a worker (:func:`pattogis.engine.map_frame`), the
     context (layers, graph, raster paths) sent to the cluster once.
 
@@ -194,7 +195,7 @@ def compute_dask(gdf: gpd.GeoDataFrame, ctx: CriteriaContext, names: list[str], 
     t = time.perf_counter()
     part = gdf.assign(**{_PART: host_key(gdf, ctx)})
     out = engine.map_frame(_compute_part, part, by=_PART, engine="dask", client=client,
-                           npartitions=npartitions, ctx=ctx, names=_resolve(names))
+                           npartitions=npartitions, ctx=ctx, names=names)
     if timings is not None:
         timings["dask"] = time.perf_counter() - t
     return out
@@ -205,6 +206,7 @@ register_engine("dask", compute_dask)
 
 __all__ = [
     "REGISTRY", "Criterion", "CriteriaContext", "Outcome", "RoadGraph", "Sites", "build_graph",
-    "compute_criteria", "compute_dask", "compute_local", "host_key", "criteria_params", "criterion", "describe", "names",
-    "nearest_distance", "output_columns", "prepare_sites", "register_engine", "zonal_stats",
+    "compute_criteria", "compute_dask", "compute_local", "criteria_params", "criterion",
+    "describe", "host_key", "names", "nearest_distance", "output_columns", "prepare_sites",
+    "register_engine", "zonal_stats",
 ]
