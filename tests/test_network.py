@@ -110,8 +110,27 @@ def test_join_is_cached_per_targets_and_threshold(graph_frames):
     d_fresh, _ = node_distances(fresh, STATIONS, snap_threshold_m=SNAP)
     assert np.array_equal(d_cached, d_fresh)
     for k in range(JOIN_CACHE_SIZE + 3):
-        with_targets(g, STATIONS + k, snap_threshold_m=SNAP)
+        node_distances(g, STATIONS + k, snap_threshold_m=SNAP, reduce=True)
     assert len(g.joins) == JOIN_CACHE_SIZE
+    assert set(g.reductions) <= set(g.joins)  # a reduction leaves with its join
+
+
+def test_targets_used_again_get_the_reduced_graph(graph_frames):
+    from pattogis.criteria.reduction import Reduction
+
+    g = build_graph(*graph_frames)
+    first, near1 = node_distances(g, STATIONS, snap_threshold_m=SNAP)
+    (key,) = g.reductions
+    assert g.reductions[key] is None  # one use: the whole graph, nothing built
+    again, near2 = node_distances(g, STATIONS, snap_threshold_m=SNAP)
+    assert isinstance(g.reductions[key], Reduction)
+    assert g.reductions[key].matrix.shape[0] < g.n_nodes  # the island and the chain went
+    np.testing.assert_allclose(again, first, rtol=1e-12)
+    assert np.array_equal(near1, near2)
+    other = build_graph(*graph_frames)
+    node_distances(other, STATIONS, snap_threshold_m=SNAP, reduce=False)
+    node_distances(other, STATIONS, snap_threshold_m=SNAP, reduce=False)
+    assert other.reductions == {}
 
 
 def test_target_on_a_node_is_joined_at_zero(graph_frames):
@@ -211,7 +230,13 @@ def test_real_bologna_graph_matches_networkx(raw_dir):
     gx.add_weighted_edges_from(zip(coo.row.tolist(), coo.col.tolist(), coo.data.tolist(),
                                    strict=True))
     ref = nx.multi_source_dijkstra_path_length(gx, set(extra.tolist()))
-    d, _ = node_distances(g, stations, snap_threshold_m=SNAP)
     want = np.array([ref.get(i, np.inf) for i in range(g.n_nodes)])
+    d, near = node_distances(g, stations, snap_threshold_m=SNAP, reduce=False)
     assert np.isfinite(d).sum() > 0.9 * g.n_nodes
     np.testing.assert_allclose(d, want, rtol=0, atol=1e-6)
+    # The reduced graph: the same distances and stations, with far fewer nodes to visit.
+    d_red, near_red = node_distances(g, stations, snap_threshold_m=SNAP, reduce=True)
+    np.testing.assert_allclose(d_red, want, rtol=0, atol=1e-6)
+    assert np.array_equal(near_red, near)
+    (red,) = g.reductions.values()
+    assert red.matrix.shape[0] < 0.5 * g.n_nodes

@@ -13,6 +13,12 @@ Conventions (relied on by the criteria and the tests):
   nearest road node by an edge as long as the snap distance; the multi-source Dijkstra
   (``min_only=True``) then starts from these target nodes, so every distance includes the walk
   from the road to the station.
+* A target set used more than once (the stations, at every scoring request) gets its joined graph
+  reduced (:mod:`pattogis.criteria.reduction`): dead-end trees, chains of degree-2 nodes and
+  independent degree-3 nodes are eliminated ahead of time, with shortcuts between the nodes
+  around them, and their distances recovered after the Dijkstra. The result is exact up to
+  floating-point rounding (about 1e-16 relative on Bologna's graph); the Dijkstra runs on about
+  a third of the nodes.
 * An origin (a site's representative point) reaches the graph through its nearest node: distance =
   snap distance + network distance. A point farther than ``snap_threshold_m`` from every node is
   outside the graph's coverage (the drivable OSM graph covers the Comune di Bologna only); there,
@@ -32,6 +38,7 @@ from scipy import sparse
 from scipy.sparse import csgraph
 from scipy.spatial import cKDTree
 
+from pattogis.criteria.reduction import Reduction, reduce_graph
 from pattogis.errors import InputError
 
 # Joined graphs kept per RoadGraph (per target set and snap threshold): the stations of a layer
@@ -49,7 +56,8 @@ class RoadGraph:
     ``row``/``col``/``weight`` hold both directions of every edge (metres); ``matrix`` is the
     symmetric CSR matrix built from them; ``xy`` the node coordinates (working CRS, metres);
     ``node_ids`` the OSM ids of the nodes, in matrix order. ``joins`` caches the results of
-    :func:`with_targets` (read-only arrays), at most ``JOIN_CACHE_SIZE`` target sets.
+    :func:`with_targets` (read-only arrays), at most ``JOIN_CACHE_SIZE`` target sets, and
+    ``reductions`` the reduced form of each joined graph (``None`` while it has been used once).
     """
 
     row: np.ndarray
@@ -61,6 +69,8 @@ class RoadGraph:
     tree: cKDTree
     crs: str | None
     joins: dict[tuple[float, bytes], tuple[sparse.csr_matrix, np.ndarray, np.ndarray]] = field(
+        default_factory=dict, compare=False, repr=False)
+    reductions: dict[tuple[float, bytes], Reduction | None] = field(
         default_factory=dict, compare=False, repr=False)
 
     @property
@@ -145,6 +155,10 @@ def snap(graph: RoadGraph, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return i.astype("int64"), d
 
 
+def _join_key(target_xy: np.ndarray, snap_threshold_m: float) -> tuple[float, bytes]:
+    return float(snap_threshold_m), target_xy.tobytes()
+
+
 def with_targets(graph: RoadGraph, target_xy: np.ndarray, *, snap_threshold_m: float
                  ) -> tuple[sparse.csr_matrix, np.ndarray, np.ndarray]:
     """The graph plus one node per target within ``snap_threshold_m`` of the road nodes.
@@ -155,7 +169,7 @@ def with_targets(graph: RoadGraph, target_xy: np.ndarray, *, snap_threshold_m: f
     costs a dictionary lookup.
     """
     target_xy = np.ascontiguousarray(target_xy, dtype="float64").reshape(-1, 2)
-    key = (float(snap_threshold_m), target_xy.tobytes())
+    key = _join_key(target_xy, snap_threshold_m)
     hit = graph.joins.get(key)
     if hit is not None:
         return hit
@@ -180,28 +194,51 @@ def with_targets(graph: RoadGraph, target_xy: np.ndarray, *, snap_threshold_m: f
     for a in (m.data, m.indices, m.indptr, joined, extra):
         a.flags.writeable = False  # shared by every later call with the same targets
     if len(graph.joins) >= JOIN_CACHE_SIZE:
-        graph.joins.pop(next(iter(graph.joins)))  # the oldest
+        oldest = next(iter(graph.joins))
+        graph.joins.pop(oldest)
+        graph.reductions.pop(oldest, None)
     graph.joins[key] = (m, joined, extra)
     return m, joined, extra
 
 
 def node_distances(graph: RoadGraph, target_xy: np.ndarray, *, snap_threshold_m: float,
-                   nearest: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+                   nearest: bool = True, reduce: bool | None = None
+                   ) -> tuple[np.ndarray, np.ndarray | None]:
     """Distance (m) from every road node to the nearest target over the network, and which target.
 
     Multi-source Dijkstra (``scipy.sparse.csgraph.dijkstra(..., indices=sources, min_only=True)``)
-    from the targets joined to the graph (see :func:`with_targets`). Nodes that no joined target
-    reaches get ``inf`` and target ``-1``. With ``nearest=False`` only the distances are computed
-    (the second value is None), which spares the predecessor bookkeeping.
+    from the targets joined to the graph (see :func:`with_targets`), either on the whole joined
+    graph or on its reduced form (:mod:`pattogis.criteria.reduction`), which costs about 15 ms to
+    make on Bologna's graph and then saves about 0.25 ms per call. ``reduce=None`` (the default)
+    uses the whole graph the first time a target set is seen and makes the reduction, cached on
+    the graph, when the same targets come again; ``True`` and ``False`` force either way. Nodes
+    that no joined target reaches get
+    ``inf`` and target ``-1``. With ``nearest=False`` only the distances are computed (the second
+    value is None), which spares the predecessor bookkeeping. Where two targets are exactly as
+    near, which one is named may differ between the two ways.
     """
+    target_xy = np.ascontiguousarray(target_xy, dtype="float64").reshape(-1, 2)
     m, joined, extra = with_targets(graph, target_xy, snap_threshold_m=snap_threshold_m)
     n = graph.n_nodes
     if joined.size == 0:
         return np.full(n, np.inf), (np.full(n, -1, "int64") if nearest else None)
+    red = None
+    if reduce is not False:
+        key = _join_key(target_xy, snap_threshold_m)
+        red = graph.reductions.get(key)
+        if red is None and (reduce or key in graph.reductions):
+            red = graph.reductions[key] = reduce_graph(m, extra)
+        elif red is None:
+            graph.reductions[key] = None  # seen once: reduce if it comes again
+    if red is not None:
+        dist, src = red.dijkstra(nearest=nearest)
+    elif not nearest:
+        dist, src = csgraph.dijkstra(m, directed=True, indices=extra, min_only=True), None
+    else:
+        dist, _pred, src = csgraph.dijkstra(m, directed=True, indices=extra, min_only=True,
+                                            return_predecessors=True)
     if not nearest:
-        return csgraph.dijkstra(m, directed=True, indices=extra, min_only=True)[:n], None
-    dist, _pred, src = csgraph.dijkstra(m, directed=True, indices=extra, min_only=True,
-                                        return_predecessors=True)
+        return dist[:n], None
     near = np.where(src[:n] >= 0, joined[np.clip(src[:n] - n, 0, None)], -1)
     return dist[:n], near
 
