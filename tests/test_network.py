@@ -110,27 +110,27 @@ def test_join_is_cached_per_targets_and_threshold(graph_frames):
     d_fresh, _ = node_distances(fresh, STATIONS, snap_threshold_m=SNAP)
     assert np.array_equal(d_cached, d_fresh)
     for k in range(JOIN_CACHE_SIZE + 3):
-        node_distances(g, STATIONS + k, snap_threshold_m=SNAP, reduce=True)
+        node_distances(g, STATIONS + k, snap_threshold_m=SNAP)
     assert len(g.joins) == JOIN_CACHE_SIZE
     assert set(g.reductions) <= set(g.joins)  # a reduction leaves with its join
 
 
-def test_targets_used_again_get_the_reduced_graph(graph_frames):
+def test_the_reduced_graph_is_made_once_per_targets_and_matches_the_whole_graph(graph_frames):
     from pattogis.criteria.reduction import Reduction
 
     g = build_graph(*graph_frames)
     first, near1 = node_distances(g, STATIONS, snap_threshold_m=SNAP)
-    (key,) = g.reductions
-    assert g.reductions[key] is None  # one use: the whole graph, nothing built
+    (red,) = g.reductions.values()
+    assert isinstance(red, Reduction)
+    assert red.matrix.shape[0] < g.n_nodes  # the island and the chain went
     again, near2 = node_distances(g, STATIONS, snap_threshold_m=SNAP)
-    assert isinstance(g.reductions[key], Reduction)
-    assert g.reductions[key].matrix.shape[0] < g.n_nodes  # the island and the chain went
-    np.testing.assert_allclose(again, first, rtol=1e-12)
-    assert np.array_equal(near1, near2)
+    assert next(iter(g.reductions.values())) is red  # made once
+    assert np.array_equal(again, first) and np.array_equal(near1, near2)
     other = build_graph(*graph_frames)
-    node_distances(other, STATIONS, snap_threshold_m=SNAP, reduce=False)
-    node_distances(other, STATIONS, snap_threshold_m=SNAP, reduce=False)
+    whole, near3 = node_distances(other, STATIONS, snap_threshold_m=SNAP, reduce=False)
     assert other.reductions == {}
+    np.testing.assert_allclose(first, whole, rtol=1e-12)
+    assert np.array_equal(near1, near3)
 
 
 def test_target_on_a_node_is_joined_at_zero(graph_frames):

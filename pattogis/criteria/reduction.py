@@ -33,7 +33,7 @@ from scipy import sparse
 from scipy.sparse import csgraph
 
 # A level stops the reduction when it removes less than this share of the nodes left.
-MIN_GAIN = 0.03
+MIN_GAIN = 0.05
 MAX_LEVELS = 6
 
 
@@ -148,30 +148,28 @@ def _drop_dominated(m: sparse.csr_matrix) -> sparse.csr_matrix:
     kept, so no tie is broken differently.
     """
     n = m.shape[0]
-    deg = np.diff(m.indptr)
-    a_l, b_l, w_l = [], [], []
-    for k in np.unique(deg[deg >= 2]):
-        centre = np.flatnonzero(deg == k)
-        i, j = np.triu_indices(k, 1)
-        pos = m.indptr[centre][:, None]
-        a, b = m.indices[pos + i], m.indices[pos + j]
-        a_l.append(np.minimum(a, b).ravel())
-        b_l.append(np.maximum(a, b).ravel())
-        w_l.append((m.data[pos + i] + m.data[pos + j]).ravel())
-    if not a_l:
+    if m.nnz == 0:
         return m
-    key, two = _min_by_key(np.concatenate(a_l).astype("int64") * n + np.concatenate(b_l),
-                           np.concatenate(w_l))
-    rows = _rows(m.indptr)
-    lo, hi = np.minimum(rows, m.indices), np.maximum(rows, m.indices)
-    ek = lo.astype("int64") * n + hi
-    at = np.searchsorted(key, ek).clip(0, max(key.size - 1, 0))
-    drop = (key[at] == ek) & (two[at] < m.data)
-    if not drop.any():
+    rows, cols, w = _rows(m.indptr), m.indices.astype("int64"), m.data
+    # Entry number + 1 of every (row, column), so a lookup tells a missing edge (0) from an edge
+    # of length 0; scipy's sampling searches each short row in C.
+    entry = sparse.csr_array((np.arange(1, m.nnz + 1), m.indices, m.indptr), shape=(n, n))
+    up = np.flatnonzero(rows < cols)  # each edge once, as (a, b) with a < b
+    a, b = rows[up], cols[up]
+    cnt = np.diff(m.indptr)[a]  # >= 1: b is a neighbour of a
+    via = _ranges(m.indptr[a], cnt)  # the entries (a, c)
+    cb = np.asarray(entry[cols[via], np.repeat(b, cnt)]) - 1  # the entry c-b, or -1
+    two = np.where(cb >= 0, w[via] + w[cb], np.inf)
+    best = np.minimum.reduceat(two, np.cumsum(cnt) - cnt)
+    gone = best < w[up]
+    if not gone.any():
         return m
+    drop = np.zeros(m.nnz, dtype=bool)
+    drop[up[gone]] = True
+    drop[np.asarray(entry[b[gone], a[gone]]) - 1] = True  # the other direction
     keep = ~drop
-    return sparse.csr_matrix((m.data[keep], (rows[keep].astype("int32"),
-                                             m.indices[keep].astype("int32"))), shape=(n, n))
+    return sparse.csr_matrix((w[keep], (rows[keep].astype("int32"), cols[keep].astype("int32"))),
+                             shape=(n, n))
 
 
 def _reduce_once(m: sparse.csr_matrix, keep: np.ndarray
@@ -180,7 +178,6 @@ def _reduce_once(m: sparse.csr_matrix, keep: np.ndarray
     """One level: the reduced graph, the kept nodes, and the terms (fine node, coarse portal,
     offset) that give every fine node its distance from the coarse ones."""
     n = m.shape[0]
-    m = _drop_dominated(m)
     alive, deg = _peel(m, keep)
     rows, cols, w = _rows(m.indptr), m.indices.astype("int64"), m.data
     chain = alive & ~keep & (deg == 2)
@@ -247,7 +244,8 @@ def _reduce_once(m: sparse.csr_matrix, keep: np.ndarray
     r = np.concatenate([k_idx[rows[kk]], *sc_r, *sc_c])
     c = np.concatenate([k_idx[cols[kk]], *sc_c, *sc_r])
     cw = np.concatenate([w[kk], *sc_w, *sc_w])
-    coarse = _dedup_min(r, c, cw, kept.size)
+    # Shortcuts are often longer than a two-edge way round: drop those before the next level.
+    coarse = _drop_dominated(_dedup_min(r, c, cw, kept.size))
     return coarse, kept, (np.concatenate(t_fine), np.concatenate(t_coarse), np.concatenate(t_off))
 
 
@@ -284,7 +282,6 @@ def reduce_graph(matrix: sparse.csr_matrix, sources: np.ndarray, *,
         tv, tq = key // (kept.size + 1), key % (kept.size + 1)
         keep, original = keep[kept], original[kept]
         sizes.append(int(kept.size))
-    m = _drop_dominated(m)
     # A node without any term (no portal reaches it) reads the sentinel, which is inf.
     lonely = np.flatnonzero(np.bincount(tv, minlength=n) == 0)
     if lonely.size:
