@@ -113,6 +113,18 @@ def test_random_graphs_give_the_plain_dijkstra_distances(case):
     assert none is None and np.array_equal(d, d2)
 
 
+@settings(max_examples=200, deadline=None)
+@given(graphs())
+def test_quantised_lengths_give_the_same_bits(case):
+    from pattogis.criteria.network import quantise
+
+    m, sources = case
+    m = m.copy()
+    m.data = quantise(m.data)
+    d, _ = reduce_graph(m, sources).dijkstra()
+    assert np.array_equal(d, csgraph.dijkstra(m, directed=True, indices=sources, min_only=True))
+
+
 def test_grid_with_dead_ends_shrinks_and_stays_exact():
     # A 30 x 30 street grid with random lengths, every other street cut, and cul-de-sacs.
     rng = np.random.default_rng(7)

@@ -3,7 +3,9 @@
 Conventions (relied on by the criteria and the tests):
 
 * Lengths are metres in the working CRS (EPSG:25832 by default); ``roads_edges.length_m`` is the
-  weight of an edge.
+  weight of an edge, rounded to a multiple of 2**-10 m (``LENGTH_QUANTUM_M``, under a
+  millimetre), as is the link of a target to its road node. Sums of such lengths are exact, so a
+  distance does not depend on the order in which a path was added up.
 * The graph is treated as **undirected**: the criteria measure walking and cycling access, and a
   pedestrian or a cyclist may use a one-way street both ways. Parallel edges and the two
   directions of a two-way street collapse to one edge with the shortest length. The CSR matrix is
@@ -13,11 +15,11 @@ Conventions (relied on by the criteria and the tests):
   nearest road node by an edge as long as the snap distance; the multi-source Dijkstra
   (``min_only=True``) then starts from these target nodes, so every distance includes the walk
   from the road to the station.
-* The joined graph is reduced once per target set (:mod:`pattogis.criteria.reduction`): dead-end
-  trees, chains of degree-2 nodes and independent degree-3 nodes are eliminated ahead of time,
-  with shortcuts between the nodes around them, and their distances recovered after the
-  Dijkstra. The result is exact up to floating-point rounding (about 1e-16 relative on
-  Bologna's graph); the Dijkstra runs on under a third of the nodes.
+* A target set used more than once (the stations, request after request) gets its joined graph
+  reduced (:mod:`pattogis.criteria.reduction`): dead-end trees, chains of degree-2 nodes and
+  independent degree-3 nodes are eliminated ahead of time, with shortcuts between the nodes
+  around them, and their distances recovered after the Dijkstra, which then visits under a
+  third of the nodes. With the lengths above, the distances are bit-identical either way.
 * An origin (a site's representative point) reaches the graph through its nearest node: distance =
   snap distance + network distance. A point farther than ``snap_threshold_m`` from every node is
   outside the graph's coverage (the drivable OSM graph covers the Comune di Bologna only); there,
@@ -47,6 +49,16 @@ JOIN_CACHE_SIZE = 8
 NETWORK = "network"
 EUCLIDEAN_DETOUR = "euclidean_detour"
 
+# Edge and join lengths are stored as multiples of 2**-10 m (just under a millimetre): every path
+# length is then an exact sum, the same whatever the order of the additions, so the reduced
+# graph and the whole graph give bit-identical distances.
+LENGTH_QUANTUM_M = 2.0 ** -10
+
+
+def quantise(length_m: np.ndarray) -> np.ndarray:
+    """Lengths (m) rounded to the nearest multiple of ``LENGTH_QUANTUM_M``."""
+    return np.round(np.asarray(length_m, dtype="float64") / LENGTH_QUANTUM_M) * LENGTH_QUANTUM_M
+
 
 @dataclass(frozen=True)
 class RoadGraph:
@@ -56,7 +68,8 @@ class RoadGraph:
     symmetric CSR matrix built from them; ``xy`` the node coordinates (working CRS, metres);
     ``node_ids`` the OSM ids of the nodes, in matrix order. ``joins`` caches the results of
     :func:`with_targets` (read-only arrays), at most ``JOIN_CACHE_SIZE`` target sets, and
-    ``reductions`` the reduced form of each joined graph, made on its first Dijkstra.
+    ``reductions`` the reduced form of each joined graph (``None`` after its first use, made on
+    its second).
     """
 
     row: np.ndarray
@@ -69,7 +82,7 @@ class RoadGraph:
     crs: str | None
     joins: dict[tuple[float, bytes], tuple[sparse.csr_matrix, np.ndarray, np.ndarray]] = field(
         default_factory=dict, compare=False, repr=False)
-    reductions: dict[tuple[float, bytes], Reduction] = field(
+    reductions: dict[tuple[float, bytes], Reduction | None] = field(
         default_factory=dict, compare=False, repr=False)
 
     @property
@@ -124,6 +137,7 @@ def build_graph(nodes: gpd.GeoDataFrame, edges: gpd.GeoDataFrame, *,
     if not np.all(np.isfinite(w)) or (w < 0).any():
         raise InputError("road edge lengths must be finite and >= 0",
                          rows=np.flatnonzero(~np.isfinite(w) | (w < 0)).tolist(), field=weight)
+    w = quantise(w)
     u, v = order[pos_u], order[pos_v]
     keep = u != v  # self-loops never shorten a path
     a, b, w = np.minimum(u, v)[keep], np.maximum(u, v)[keep], w[keep]
@@ -176,7 +190,7 @@ def with_targets(graph: RoadGraph, target_xy: np.ndarray, *, snap_threshold_m: f
     joined = np.flatnonzero(t_snap <= snap_threshold_m)
     n, k = graph.n_nodes, joined.size
     extra = n + np.arange(k)
-    rows, w = t_node[joined], t_snap[joined]
+    rows, w = t_node[joined], quantise(t_snap[joined])
     # Append to the symmetric CSR in place of a COO rebuild (which sorts every entry again):
     # the link to extra node n+j goes at the end of its road node's row (columns >= n sort last),
     # and each extra node gets a row of its own. Explicit zeros (a target on a node) are kept.
@@ -201,20 +215,20 @@ def with_targets(graph: RoadGraph, target_xy: np.ndarray, *, snap_threshold_m: f
 
 
 def node_distances(graph: RoadGraph, target_xy: np.ndarray, *, snap_threshold_m: float,
-                   nearest: bool = True, reduce: bool = True
+                   nearest: bool = True, reduce: bool | None = None
                    ) -> tuple[np.ndarray, np.ndarray | None]:
     """Distance (m) from every road node to the nearest target over the network, and which target.
 
     Multi-source Dijkstra (``scipy.sparse.csgraph.dijkstra(..., indices=sources, min_only=True)``)
-    from the targets joined to the graph (see :func:`with_targets`), on its reduced form
-    (:mod:`pattogis.criteria.reduction`), made on the first call for a target set and cached
-    with the join: about 25 ms on Bologna's graph, after which a call costs about 0.3 ms instead
-    of 0.6 ms. ``reduce=False`` runs the Dijkstra on the whole joined graph; the two agree to
-    within rounding (about 1e-12 m here), so one way is used everywhere (both faces, every
-    engine) for results that do not depend on what ran before. Nodes that no joined target
-    reaches get ``inf`` and target ``-1``. With ``nearest=False`` only the distances are computed (the second
-    value is None), which spares the predecessor bookkeeping. Where two targets are exactly as
-    near, which one is named may differ between the two ways.
+    from the targets joined to the graph (see :func:`with_targets`), on the whole joined graph
+    or on its reduced form (:mod:`pattogis.criteria.reduction`). The reduction costs about 25 ms
+    on Bologna's graph and then saves about 0.3 ms a call, so by default (``reduce=None``) the
+    first call for a target set runs on the whole graph and the second makes the reduction,
+    cached with the join; ``True``/``False`` force either way. The distances are bit-identical
+    either way (lengths are multiples of ``LENGTH_QUANTUM_M``). Nodes that no joined target
+    reaches get ``inf`` and target ``-1``. With ``nearest=False`` only the distances are computed
+    (the second value is None), which spares the predecessor bookkeeping. Where two targets are exactly as
+    near, which of them is named may differ between the two ways; the distance does not.
     """
     target_xy = np.ascontiguousarray(target_xy, dtype="float64").reshape(-1, 2)
     m, joined, extra = with_targets(graph, target_xy, snap_threshold_m=snap_threshold_m)
@@ -222,11 +236,13 @@ def node_distances(graph: RoadGraph, target_xy: np.ndarray, *, snap_threshold_m:
     if joined.size == 0:
         return np.full(n, np.inf), (np.full(n, -1, "int64") if nearest else None)
     red = None
-    if reduce:
+    if reduce is not False:
         key = _join_key(target_xy, snap_threshold_m)
         red = graph.reductions.get(key)
-        if red is None:
+        if red is None and (reduce or key in graph.reductions):
             red = graph.reductions[key] = reduce_graph(m, extra)
+        elif red is None:
+            graph.reductions[key] = None  # first use: the whole graph; reduced if used again
     if red is not None:
         dist, src = red.dijkstra(nearest=nearest)
     elif not nearest:

@@ -10,16 +10,20 @@ to *choose* at: dead-end trees, the middle of chains of degree-2 nodes, and many
   the region only) is computed once with ``scipy.sparse.csgraph.dijkstra``;
 * between two portals of a region a shortcut edge is added, as long as the shortest way through
   the region, so distances among kept nodes are unchanged;
+* a shortcut longer than some two-edge way between its ends is dropped (it lies on no shortest
+  path), which often lowers degrees enough for the next level;
 * after the Dijkstra on the reduced graph, a node of a region gets
   ``min over its portals p of (d[p] + offset(p, node))`` (:meth:`Reduction.expand`).
 
 This is exact: a shortest path from a source (always kept) to a node of ``R`` enters ``R`` last
 through one of its portals, and a path between kept nodes that crosses ``R`` is never shorter than
-the shortcut. Only the order of the floating-point additions changes, so distances agree with a
-Dijkstra on the whole graph to within rounding (about 1e-12 relative), not bit for bit.
+the shortcut. Only the order of the additions changes. With lengths that are multiples of a power
+of two (as :mod:`pattogis.criteria.network` stores them) every sum is exact and the distances are
+bit-identical to a Dijkstra on the whole graph; with arbitrary floats they agree to within
+rounding (about 1e-15 relative).
 
 Sources must be given when reducing (they are never eliminated); the reduction is therefore made
-per source set and cached by the caller (see :func:`pattogis.criteria.network.with_targets`).
+per source set and cached by the caller (see :func:`pattogis.criteria.network.node_distances`).
 The Dijkstra itself stays ``scipy.sparse.csgraph.dijkstra``; this module only decides which nodes
 it has to visit. Lengths are whatever the matrix holds (metres in pattogis).
 """
@@ -71,7 +75,8 @@ class Reduction:
                                          min_only=True, return_predecessors=True)
         return self.expand(d, np.where(src >= 0, self.original[np.clip(src, 0, None)], -1))
 
-    def expand(self, d: np.ndarray, src: np.ndarray | None = None):  # type: ignore[no-untyped-def]
+    def expand(self, d: np.ndarray, src: np.ndarray | None = None
+               ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Distances (and sources) on the reduced graph back to the original nodes."""
         d_ext = np.append(d, np.inf)
         out = np.empty(self.n_nodes)
