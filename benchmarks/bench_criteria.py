@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pattogis import layers  # noqa: E402
 from pattogis.criteria import CriteriaContext, compute_criteria, names  # noqa: E402
+from pattogis.criteria.network import quantise  # noqa: E402
 from pattogis.io import atomic_write_text  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "criteria.json"
@@ -145,7 +146,8 @@ def _peer_rail(s: gpd.GeoDataFrame, ctx: CriteriaContext) -> np.ndarray:
     d_st, i_st = tree.query(st)
     src = []
     for k in np.flatnonzero(d_st <= thr):
-        gx.add_edge(("s", int(k)), int(i_st[k]), weight=float(d_st[k]))
+        # The station link as pattogis stores it (a multiple of 2**-10 m): the same graph.
+        gx.add_edge(("s", int(k)), int(i_st[k]), weight=float(quantise(d_st[k])))
         src.append(("s", int(k)))
     dist = nx.multi_source_dijkstra_path_length(gx, src)
     o = shapely.get_coordinates(_origins(s.geometry.to_numpy()))
