@@ -228,7 +228,7 @@ def main() -> None:
     # is reduced (pattogis.criteria.reduction). Two calls before timing, as a running service has.
     for _ in range(2):
         node_distances(g, st_xy, snap_threshold_m=thr, nearest=False)
-    (red,) = g.reductions.values()
+    (red,) = (j.reduction for j in g.joins.values())
     red_build = [time.perf_counter()]
     for _ in range(5):
         reduce_graph(m, extra)
@@ -251,7 +251,7 @@ def main() -> None:
     # The cold path, a target set seen for the first time: snapped and joined in every call,
     # Dijkstra on the whole graph (no reduction is made on a first use).
     wj, wj_last = interleaved({
-        "pattogis": lambda: node_distances(replace(g, joins={}, reductions={}), st_xy,
+        "pattogis": lambda: node_distances(replace(g, joins={}), st_xy,
                                            snap_threshold_m=thr, nearest=False)[0],
         "networkx": lambda: nx.multi_source_dijkstra_path_length(gx, src),
     }, a.runs, number=10, warmup=True)

@@ -114,7 +114,6 @@ def test_join_is_cached_per_targets_and_threshold(graph_frames):
     for k in range(JOIN_CACHE_SIZE + 3):
         node_distances(g, STATIONS + k, snap_threshold_m=SNAP)
     assert len(g.joins) == JOIN_CACHE_SIZE
-    assert set(g.reductions) <= set(g.joins)  # a reduction leaves with its join
 
 
 def test_targets_used_again_get_the_reduced_graph_with_the_same_bits(graph_frames):
@@ -122,19 +121,20 @@ def test_targets_used_again_get_the_reduced_graph_with_the_same_bits(graph_frame
 
     g = build_graph(*graph_frames)
     first, near1 = node_distances(g, STATIONS, snap_threshold_m=SNAP)
-    (key,) = g.reductions
-    assert g.reductions[key] is None  # one use: the whole graph, nothing built
+    (join,) = g.joins.values()
+    assert join.reduction is None  # one use: the whole graph, nothing built
     again, near2 = node_distances(g, STATIONS, snap_threshold_m=SNAP)
-    red = g.reductions[key]
+    red = join.reduction
     assert isinstance(red, Reduction)
     assert red.matrix.shape[0] < g.n_nodes  # the island and the chain went
     node_distances(g, STATIONS, snap_threshold_m=SNAP)
-    assert g.reductions[key] is red  # made once
+    assert join.reduction is red  # made once
     assert np.array_equal(again, first) and np.array_equal(near1, near2)
     other = build_graph(*graph_frames)
     for _ in range(2):
         node_distances(other, STATIONS, snap_threshold_m=SNAP, reduce=False)
-    assert other.reductions == {}
+    (join,) = other.joins.values()
+    assert join.reduction is None
 
 
 def test_lengths_are_quantised_so_sums_are_exact(graph_frames):
@@ -267,5 +267,5 @@ def test_real_bologna_graph_matches_networkx(raw_dir):
     row = {int(j): r for r, j in enumerate(joined)}
     for v in np.flatnonzero(near_red != near):
         assert per[row[int(near_red[v])], v] == per[row[int(near[v])], v] == d[v]
-    (red,) = g.reductions.values()
-    assert red.matrix.shape[0] < 0.5 * g.n_nodes
+    (join,) = g.joins.values()
+    assert join.reduction.matrix.shape[0] < 0.5 * g.n_nodes

@@ -39,7 +39,7 @@ from scipy import sparse
 from scipy.sparse import csgraph
 from scipy.spatial import cKDTree
 
-from pattogis.criteria.reduction import Reduction, reduce_graph
+from pattogis.criteria.reduction import Reduction, min_by_key, reduce_graph
 from pattogis.errors import InputError
 
 # Joined graphs kept per RoadGraph (per target set and snap threshold): the stations of a layer
@@ -60,16 +60,27 @@ def quantise(length_m: np.ndarray) -> np.ndarray:
     return np.round(np.asarray(length_m, dtype="float64") / LENGTH_QUANTUM_M) * LENGTH_QUANTUM_M
 
 
+@dataclass
+class Join:
+    """A target set joined to a graph (see :func:`with_targets`): the augmented ``matrix``, the
+    index (into the targets) of those ``joined`` and the matrix index of their ``extra`` nodes,
+    all read-only; how many Dijkstras have run on it, and its reduced form once made."""
+
+    matrix: sparse.csr_matrix
+    joined: np.ndarray
+    extra: np.ndarray
+    uses: int = 0
+    reduction: Reduction | None = None
+
+
 @dataclass(frozen=True)
 class RoadGraph:
     """An undirected road graph ready for Dijkstra.
 
     ``row``/``col``/``weight`` hold both directions of every edge (metres); ``matrix`` is the
     symmetric CSR matrix built from them; ``xy`` the node coordinates (working CRS, metres);
-    ``node_ids`` the OSM ids of the nodes, in matrix order. ``joins`` caches the results of
-    :func:`with_targets` (read-only arrays), at most ``JOIN_CACHE_SIZE`` target sets, and
-    ``reductions`` the reduced form of each joined graph (``None`` after its first use, made on
-    its second).
+    ``node_ids`` the OSM ids of the nodes, in matrix order. ``joins`` caches the joined target
+    sets (:class:`Join`), at most ``JOIN_CACHE_SIZE`` of them.
     """
 
     row: np.ndarray
@@ -80,10 +91,8 @@ class RoadGraph:
     node_ids: np.ndarray
     tree: cKDTree
     crs: str | None
-    joins: dict[tuple[float, bytes], tuple[sparse.csr_matrix, np.ndarray, np.ndarray]] = field(
-        default_factory=dict, compare=False, repr=False)
-    reductions: dict[tuple[float, bytes], Reduction | None] = field(
-        default_factory=dict, compare=False, repr=False)
+    joins: dict[tuple[float, bytes], Join] = field(default_factory=dict, compare=False,
+                                                    repr=False)
 
     @property
     def n_nodes(self) -> int:
@@ -141,14 +150,10 @@ def build_graph(nodes: gpd.GeoDataFrame, edges: gpd.GeoDataFrame, *,
     u, v = order[pos_u], order[pos_v]
     keep = u != v  # self-loops never shorten a path
     a, b, w = np.minimum(u, v)[keep], np.maximum(u, v)[keep], w[keep]
-    # Collapse parallel edges and the two directions of a street to the shortest one: sort by
-    # (pair, length) and keep the first row of each pair.
-    key = a.astype("int64") * max(len(ids), 1) + b
-    order = np.lexsort((w, key))
-    ks = key[order]
-    first = np.ones(ks.size, dtype=bool)
-    first[1:] = ks[1:] != ks[:-1]
-    a, b, w = a[order][first], b[order][first], w[order][first]
+    # Collapse parallel edges and the two directions of a street to the shortest one.
+    span = max(len(ids), 1)
+    key, w = min_by_key(a.astype("int64") * span + b, w)
+    a, b = key // span, key % span
     row, col, wt = np.concatenate([a, b]), np.concatenate([b, a]), np.concatenate([w, w])
     n = len(ids)
     xy = shapely.get_coordinates(nodes.geometry.to_numpy())
@@ -168,21 +173,10 @@ def snap(graph: RoadGraph, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return i.astype("int64"), d
 
 
-def _join_key(target_xy: np.ndarray, snap_threshold_m: float) -> tuple[float, bytes]:
-    return float(snap_threshold_m), target_xy.tobytes()
-
-
-def with_targets(graph: RoadGraph, target_xy: np.ndarray, *, snap_threshold_m: float
-                 ) -> tuple[sparse.csr_matrix, np.ndarray, np.ndarray]:
-    """The graph plus one node per target within ``snap_threshold_m`` of the road nodes.
-
-    Returns the augmented matrix, the index (into ``target_xy``) of the targets joined, and the
-    matrix index of their extra nodes (``graph.n_nodes + k``). The result is cached on the graph
-    per (targets, threshold) and its arrays are read-only: a second call with the same targets
-    costs a dictionary lookup.
-    """
+def _join(graph: RoadGraph, target_xy: np.ndarray, snap_threshold_m: float) -> Join:
+    """The cached :class:`Join` of these targets, made on the first call."""
     target_xy = np.ascontiguousarray(target_xy, dtype="float64").reshape(-1, 2)
-    key = _join_key(target_xy, snap_threshold_m)
+    key = (float(snap_threshold_m), target_xy.tobytes())
     hit = graph.joins.get(key)
     if hit is not None:
         return hit
@@ -207,11 +201,22 @@ def with_targets(graph: RoadGraph, target_xy: np.ndarray, *, snap_threshold_m: f
     for a in (m.data, m.indices, m.indptr, joined, extra):
         a.flags.writeable = False  # shared by every later call with the same targets
     if len(graph.joins) >= JOIN_CACHE_SIZE:
-        oldest = next(iter(graph.joins))
-        graph.joins.pop(oldest)
-        graph.reductions.pop(oldest, None)
-    graph.joins[key] = (m, joined, extra)
-    return m, joined, extra
+        graph.joins.pop(next(iter(graph.joins)))  # the oldest, with its reduction
+    j = graph.joins[key] = Join(matrix=m, joined=joined, extra=extra)
+    return j
+
+
+def with_targets(graph: RoadGraph, target_xy: np.ndarray, *, snap_threshold_m: float
+                 ) -> tuple[sparse.csr_matrix, np.ndarray, np.ndarray]:
+    """The graph plus one node per target within ``snap_threshold_m`` of the road nodes.
+
+    Returns the augmented matrix, the index (into ``target_xy``) of the targets joined, and the
+    matrix index of their extra nodes (``graph.n_nodes + k``). The result is cached on the graph
+    per (targets, threshold) and its arrays are read-only: a second call with the same targets
+    costs a dictionary lookup.
+    """
+    j = _join(graph, target_xy, snap_threshold_m)
+    return j.matrix, j.joined, j.extra
 
 
 def node_distances(graph: RoadGraph, target_xy: np.ndarray, *, snap_threshold_m: float,
@@ -227,22 +232,19 @@ def node_distances(graph: RoadGraph, target_xy: np.ndarray, *, snap_threshold_m:
     cached with the join; ``True``/``False`` force either way. The distances are bit-identical
     either way (lengths are multiples of ``LENGTH_QUANTUM_M``). Nodes that no joined target
     reaches get ``inf`` and target ``-1``. With ``nearest=False`` only the distances are computed
-    (the second value is None), which spares the predecessor bookkeeping. Where two targets are exactly as
-    near, which of them is named may differ between the two ways; the distance does not.
+    (the second value is None), which spares the predecessor bookkeeping. Where two targets are
+    exactly as near, which of them is named may differ between the two ways; the distance does
+    not.
     """
-    target_xy = np.ascontiguousarray(target_xy, dtype="float64").reshape(-1, 2)
-    m, joined, extra = with_targets(graph, target_xy, snap_threshold_m=snap_threshold_m)
+    j = _join(graph, target_xy, snap_threshold_m)
+    m, joined, extra = j.matrix, j.joined, j.extra
     n = graph.n_nodes
     if joined.size == 0:
         return np.full(n, np.inf), (np.full(n, -1, "int64") if nearest else None)
-    red = None
-    if reduce is not False:
-        key = _join_key(target_xy, snap_threshold_m)
-        red = graph.reductions.get(key)
-        if red is None and (reduce or key in graph.reductions):
-            red = graph.reductions[key] = reduce_graph(m, extra)
-        elif red is None:
-            graph.reductions[key] = None  # first use: the whole graph; reduced if used again
+    j.uses += 1
+    if j.reduction is None and (reduce or (reduce is None and j.uses >= 2)):
+        j.reduction = reduce_graph(m, extra)
+    red = j.reduction if reduce is not False else None
     if red is not None:
         dist, src = red.dijkstra(nearest=nearest)
     elif not nearest:

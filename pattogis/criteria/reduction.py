@@ -51,8 +51,8 @@ class Reduction:
     has itself at offset 0, a node no portal reaches the sentinel ``len(original)``, which reads
     ``inf``. ``groups`` holds the nodes by their number of terms (1, 2-3, 4 and more) as (nodes,
     ``q`` and ``o`` of shape ``(width, len(nodes))``, padded with the sentinel), so the expansion
-    is a few gathers. ``original`` is the
-    original index of each reduced node; ``levels`` the node count after each level.
+    is a few gathers. ``original`` is the original index of each reduced node; ``levels`` the
+    node count after each level.
     """
 
     matrix: sparse.csr_matrix
@@ -131,7 +131,7 @@ def _peel(m: sparse.csr_matrix, keep: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return alive, deg
 
 
-def _min_by_key(key: np.ndarray, value: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def min_by_key(key: np.ndarray, value: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each distinct key once (sorted) with the smallest of its values."""
     order = np.argsort(key, kind="stable")
     k = key[order]
@@ -141,7 +141,7 @@ def _min_by_key(key: np.ndarray, value: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 def _dedup_min(r: np.ndarray, c: np.ndarray, w: np.ndarray, n: int) -> sparse.csr_matrix:
     """CSR of the entries, keeping the shortest of parallel ones (explicit zeros stay)."""
-    key, w = _min_by_key(r.astype("int64") * max(n, 1) + c, w.astype("float64"))
+    key, w = min_by_key(r.astype("int64") * max(n, 1) + c, w.astype("float64"))
     return sparse.csr_matrix((w, ((key // max(n, 1)).astype("int32"),
                                   (key % max(n, 1)).astype("int32"))), shape=(n, n))
 
@@ -187,7 +187,7 @@ def _reduce_once(m: sparse.csr_matrix, keep: np.ndarray
     rows, cols, w = _rows(m.indptr), m.indices.astype("int64"), m.data
     chain = alive & ~keep & (deg == 2)
     # Degree-3 nodes become single-node regions when no neighbour is a chain node or another
-    # such node of lower index: their region then has exactly three portals.
+    # such node of lower index: their region then has at most three portals.
     cand = alive & ~keep & (deg == 3)
     clash = cand[rows] & alive[cols] & (chain[cols] | (cand[cols] & (cols < rows)))
     cand &= np.bincount(rows[clash], minlength=n) == 0
@@ -282,7 +282,7 @@ def reduce_graph(matrix: sparse.csr_matrix, sources: np.ndarray, *,
         cnt = per[tq]
         idx = _ranges((np.cumsum(per) - per)[tq], cnt)
         # Compose: a term (v, q, o) becomes (v, q', o + o') for every term (q, q', o') of q.
-        key, to = _min_by_key(np.repeat(tv, cnt) * (kept.size + 1) + lc[idx],
+        key, to = min_by_key(np.repeat(tv, cnt) * (kept.size + 1) + lc[idx],
                               np.repeat(to, cnt) + lo[idx])
         tv, tq = key // (kept.size + 1), key % (kept.size + 1)
         keep, original = keep[kept], original[kept]
