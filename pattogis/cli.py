@@ -33,7 +33,7 @@ def _default(o: Any) -> Any:
 def cmd_data_build(a: argparse.Namespace) -> None:
     from pattogis.data.build import build
 
-    build(a.raw, a.out, crs=a.crs, engine=a.engine)
+    build(a.raw, a.out, crs=a.crs, engine=a.engine, stations=a.stations)
 
 
 def cmd_data_fetch(a: argparse.Namespace) -> None:
@@ -53,6 +53,11 @@ def cmd_layers(a: argparse.Namespace) -> None:
         return
     with pd.option_context("display.max_colwidth", 60, "display.width", 200):
         print(cat[["name", "kind", "count", "shape", "provenance", "licence", "crs"]].to_string(index=False))
+    # Rule, parameters and known limits of each layer: what a user must know before trusting it.
+    print()
+    for r in cat.itertuples():
+        if isinstance(r.notes, str) and r.notes:
+            print(f"{r.name} ({r.provenance}): {r.notes}\n")
 
 
 def cmd_budget(a: argparse.Namespace) -> None:
@@ -164,6 +169,10 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--engine", choices=["local", "dask"], default="local",
                    help="where the TU derivation runs (dask: partitioned by comune; "
                         "$PATTOGIS_DASK_SCHEDULER or a local cluster)")
+    b.add_argument("--stations", action="append", metavar="FILE",
+                   help="add passenger stations from a file (CSV with name, lon, lat in WGS84, or "
+                        "any GIS point format with a name field), merged and deduplicated; "
+                        "repeatable")
     b.set_defaults(func=cmd_data_build)
     f = d.add_parser("fetch", help="download the raw kit and verify checksums")
     f.add_argument("--raw", required=True)

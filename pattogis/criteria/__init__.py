@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from pattogis.criteria import access, site, terrain  # noqa: F401  (registers the criteria)
+from pattogis.criteria import access, hazard, site, terrain  # noqa: F401  (registers the criteria)
 from pattogis.criteria.context import CriteriaContext, criteria_params
 from pattogis.criteria.network import RoadGraph, build_graph, nearest_distance
 from pattogis.criteria.registry import REGISTRY, Criterion, Outcome, criterion

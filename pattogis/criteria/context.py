@@ -23,6 +23,8 @@ from pattogis.criteria.network import RoadGraph, build_graph
 from pattogis.errors import ConfigError, InputError, MissingDataError, PattogisError
 
 RASTERS = ("dem", "slope", "heat")
+# Per-comune hazard shares (%) of comuni_indicators (ISPRA 2020) the hazard criterion reads.
+HAZARD_COLUMNS = ("flood_medium_pct", "landslide_p3p4_pct")
 
 # Context attribute -> layer name in the layer set, for messages.
 LAYER_NAMES = {
@@ -33,6 +35,7 @@ LAYER_NAMES = {
     "tu": "territorio_urbanizzato",
     "comuni": "comuni",
     "fragility": "comuni_indicators",
+    "hazard": "comuni_indicators",
     "graph": "roads_nodes/roads_edges",
 }
 
@@ -96,6 +99,8 @@ class CriteriaContext:
     def available(self, key: str) -> bool:
         if key == "fragility":
             return self.comuni is not None and "fragility_index" in self.comuni.columns
+        if key == "hazard":
+            return self.comuni is not None and set(HAZARD_COLUMNS) <= set(self.comuni.columns)
         return getattr(self, key) is not None
 
     def reason(self, key: str) -> str:
@@ -157,7 +162,7 @@ class CriteriaContext:
         c = prep(comuni, "comuni", ("istat",))
         if c is not None:
             c = c.assign(istat=c["istat"].astype(str))
-            keep = ["istat"] + (["fragility_index"] if "fragility_index" in c.columns else [])
+            keep = ["istat"] + [k for k in ("fragility_index", *HAZARD_COLUMNS) if k in c.columns]
             c = _parts(c, keep)
         ctx.comuni = c
         if graph is not None:
@@ -200,7 +205,14 @@ class CriteriaContext:
                                    "`pattogis data build`")
         comuni = None
         if layers.has_layer("comuni_indicators"):
-            comuni = read("comuni", "comuni_indicators", ["istat", "fragility_index"])
+            comuni = read("comuni", "comuni_indicators")
+            if comuni is not None:
+                keep = [k for k in ("istat", "fragility_index", *HAZARD_COLUMNS) if k in comuni]
+                comuni = comuni[[*keep, "geometry"]]
+                if not set(HAZARD_COLUMNS) <= set(keep):
+                    unavailable["hazard"] = (
+                        "dato non disponibile: le quote di pericolosità idraulica e da frana "
+                        "(ISPRA) non sono nel layer 'comuni_indicators': ricostruire il layer set")
         if comuni is None:
             comuni = read("comuni", "comuni", ["istat"])
             unavailable["fragility"] = (

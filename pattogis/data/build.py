@@ -267,13 +267,31 @@ def _assign_comune(points: gpd.GeoDataFrame, comuni: gpd.GeoDataFrame) -> pd.Ser
     return j["istat"]
 
 
-def build_stations(b: Builder, comuni: gpd.GeoDataFrame) -> None:
+STATIONS_NOTE = (
+    "Stops of the FER/TPER regional lines outside Bologna (Bologna-Portomaggiore: Budrio, "
+    "Castenaso, Molinella...; Casalecchio-Vignola: Zola Predosa, Crespellano, Bazzano...) are in "
+    "no source of the kit: add them with `pattogis data build --stations FILE`")
+
+
+def build_stations(b: Builder, comuni: gpd.GeoDataFrame,
+                   user_files: list[str | Path] | None = None) -> None:
+    """Passenger stations: RFI list first, Comune di Bologna stops it lacks, users' files;
+    Viaggiatreno lends its codes only (see ``config/stations.yaml``)."""
+    from pattogis.data import stations as stn
+
+    p = stn.station_params()
+    region_box = (9.1, 43.6, 12.9, 45.2)
+    # Everything within beyond_boundary_km of the province: a wide enough lon/lat box.
+    box = expand_box(b.box, float(p["beyond_boundary_km"]) + 5.0)
+    rrel = "rfi_stazioni/stazioni-rfi.geojson"
+    rfi = stn.read_rfi(require_file(b.raw, rrel, "RFI via mcaruso17/rete-ferrovie-italiane"),
+                       rrel, box, b.crs)
     rel = "trenitalia_stations/stazioni_emilia_romagna.geojson"
     er = read_vector(require_file(b.raw, rel, "eutampieri/trenitalia"), label=rel)
-    region_box = (9.1, 43.6, 12.9, 45.2)
-    er, rep = points_from_table(er.drop(columns="geometry"), lon=er.geometry.x, lat=er.geometry.y,
-                                label=rel, accept_box=region_box, select_box=b.box_margin)
-    er = er.assign(source="Viaggiatreno")[["name", "id_staz", "source", "geometry"]]
+    er, _ = points_from_table(er.drop(columns="geometry"), lon=er.geometry.x, lat=er.geometry.y,
+                                label=rel, accept_box=region_box, select_box=box)
+    vt = er.assign(source="Viaggiatreno", station_id="VT-" + er["id_staz"])[
+        ["station_id", "name", "id_staz", "source", "geometry"]].to_crs(b.crs)
     crel = "bologna_stazioni_ferroviarie/stazioniferroviarie_20210401.csv"
     c = pd.read_csv(require_file(b.raw, crel, "Comune di Bologna open data"), sep=";", dtype=str)
     if "geopoint" not in c.columns:
@@ -283,17 +301,34 @@ def build_stations(b: Builder, comuni: gpd.GeoDataFrame) -> None:
     lon = parse_decimal(ll[1], label=crel, column="geopoint")
     cb, _ = points_from_table(c, lon=lon, lat=lat, label=crel, accept_box=b.box_margin,
                               fields=("geopoint", "geopoint"))
-    cb = cb.assign(name=cb["denominazione"].str.title(), id_staz="BO" + cb["codice"],
-                   source="Comune di Bologna")[["name", "id_staz", "source", "geometry"]]
-    er, cb = er.to_crs(b.crs), cb.to_crs(b.crs)
-    # The city's list repeats stations Viaggiatreno has (Bologna Centrale...): keep one within 300 m.
-    d = cb.geometry.apply(lambda p: er.distance(p).min())
-    cb = cb[d > 300]
-    st = gpd.GeoDataFrame(pd.concat([er, cb], ignore_index=True), crs=b.crs)
-    st["comune_istat"] = _assign_comune(st, comuni)
-    st = st.sort_values("id_staz")
-    b.write(st, "rail_stations", sources_=[rel, crel], provenance="official", rep=rep,
-            notes=f"{len(cb)} stops from the Comune di Bologna list not in Viaggiatreno")
+    from pattogis.data.stations import nice_name
+
+    nm = cb["denominazione"].map(nice_name)
+    cb = cb.assign(name=nm.where(nm.str.startswith("Bologna"), "Bologna " + nm),
+                   station_id="BO" + cb["codice"],
+                   kind="fermata", source="Comune di Bologna")
+    cb = cb[["station_id", "name", "kind", "source", "geometry"]].to_crs(b.crs)
+    files = list(p.get("user_files") or []) + list(user_files or [])
+    users = [stn.read_user_stations(f, crs=b.crs, accept_box=region_box) for f in files]
+    # Viaggiatreno rides along only to lend its codes: its rows with no RFI or city match go.
+    merged = stn.merge_stations([rfi, cb, *users, vt], p)
+    only_vt = merged["source"] == "Viaggiatreno"
+    dropped = sorted(merged.loc[only_vt, "name"])
+    st = stn.place_stations(merged[~only_vt], comuni, float(p["beyond_boundary_km"]))
+    st = st.sort_values(["in_province", "station_id"], ascending=[False, True])
+    n_in = int(st["in_province"].sum())
+    by_src = st[st["in_province"]].groupby("source").size()
+    notes = (f"rule: RFI passenger stations and stops (SERVIZIO_VIAGGIATORI=SI) first, then the "
+             f"Comune di Bologna stops RFI lacks, then users' files ({len(files)}); one station per "
+             f"group closer than {p['dedup_m']:g} m, or {p['name_match_m']:g} m with the same name; "
+             f"{n_in} in the province (" + ", ".join(f"{k} {v}" for k, v in by_src.items())
+             + f"), {len(st) - n_in} beyond the boundary within {p['beyond_boundary_km']:g} km kept "
+             f"for distances only (ambito = fuori provincia); Viaggiatreno lends codes only: its "
+             f"{len(dropped)} entries with no RFI passenger station at that place are dropped "
+             f"(freight yards and junctions such as Bologna Ravone and Lavino; stations beyond "
+             f"the area): {', '.join(dropped)}; {STATIONS_NOTE}")
+    b.write(st, "rail_stations", sources_=[rrel, rel, crel], provenance="official",
+            notes=notes)
 
 
 def build_bus_stops(b: Builder, comuni: gpd.GeoDataFrame) -> None:
@@ -411,11 +446,13 @@ def write_catalog(b: Builder) -> None:
 
 def build(raw: str | Path | None = None, out: str | Path | None = None, *,
           crs: str | None = None, derive: bool = True, engine: str = "local",
+          stations: list[str | Path] | None = None,
           log: Callable[[str], None] = print) -> Path:
     """Build the whole layer set. Returns the folder written (``data/layers`` by default).
 
     ``engine``: where the TU derivation runs, ``'local'`` or ``'dask'`` (partitioned by comune,
-    same result; see :mod:`pattogis.engine`)."""
+    same result; see :mod:`pattogis.engine`). ``stations``: users' station files merged into
+    ``rail_stations`` (with those of ``config/stations.yaml``, see :mod:`pattogis.data.stations`)."""
     from pattogis import layers as _layers
 
     raw_dir = resolve_raw(raw)
@@ -431,7 +468,7 @@ def build(raw: str | Path | None = None, out: str | Path | None = None, *,
         build_unioni(b, comuni)
         build_landuse(b)
         build_roads(b)
-        build_stations(b, comuni)
+        build_stations(b, comuni, stations)
         build_bus_stops(b, comuni)
         build_cycleways(b)
         build_buildings(b)

@@ -133,6 +133,35 @@ def _heat_overlay(m: folium.Map, resolution_deg: float = 0.0006) -> LegendSectio
                          cls.legend(), source=src_txt)
 
 
+AI_LABELS = {"A": "Polo", "B": "Polo intercomunale", "C": "Cintura", "D": "Intermedio",
+             "E": "Periferico", "F": "Ultraperiferico"}
+
+STATIONS_NOTE_IT = (
+    "Elenco RFI delle stazioni con servizio viaggiatori, più le fermate della linea FER nel Comune "
+    "di Bologna; le stazioni oltre il confine servono solo per le distanze e non sono disegnate. "
+    "Le fermate FER/TPER fuori Bologna (Bologna–Portomaggiore, Casalecchio–Vignola) non sono in "
+    "nessuna fonte del kit: si aggiungono da file con `pattogis data build --stations FILE`.")
+
+
+def fragility_weights_it(params: Mapping[str, Any]) -> str:
+    """The fragility weights in Italian, as the legend states them ("classe aree interne 20%, ...")."""
+    spec = params["indicators"]
+    total = sum(float(v["weight"]) for v in spec.values()) or 1.0
+    return "; ".join(f"{v.get('label', k)} {100 * float(v['weight']) / total:.0f}%"
+                     for k, v in spec.items())
+
+
+def hubs_rule_it() -> str:
+    """The rule of the derived productive hubs, with its parameters, for the legend."""
+    h = config.load("hubs.yaml")
+    return (f"Derivati: suolo produttivo contiguo (edifici ≥ {h['min_building_m2']:g} m², aree "
+            f"industriali e commerciali OSM a Bologna), chiusura +{h['buffer_out_m']:g}/"
+            f"−{h['buffer_in_m']:g} m, diviso dove è unito solo da strisce più strette di "
+            f"{2 * float(h['neck_m']):g} m (corridoi lungo ferrovie e strade); almeno "
+            f"{h['min_hub_ha']:g} ha, massimo {h['max_hub_ha']:g} ha; diviso ed etichettato per "
+            "comune. Non è la cartografia ufficiale del PTM.")
+
+
 def overview_map(*, static_url: str | None = None, data_url: str | None = None,
                  simplify_m: float = SIMPLIFY_M, heat: bool = True) -> folium.Map:
     """The territory: comuni by fragility, territorial systems, TU, productive hubs, stations,
@@ -150,18 +179,30 @@ def overview_map(*, static_url: str | None = None, data_url: str | None = None,
     # fragility choropleth (derived composite index)
     frag_src = source_text(["comuni_indicators", "comuni"])
     cls = quantile_classes(ci["fragility_index"], YL_OR_RD, decimals=2)
+    def col(name: str) -> pd.Series:
+        return ci[name] if name in ci.columns else pd.Series(np.nan, index=ci.index)
+
+    fparams = config.load("fragility.yaml")
     pops = [table_html([
         ("Unione", esc(u) if isinstance(u, str) and u else "nessuna"),
         ("Sistema territoriale", esc(SYSTEM_LABELS.get(s, s))),
         ("Indice di fragilità (0–1)", fmt_num(f, 3)),
         ("Comune fragile", "sì" if fr else "no"),
         ("Residenti (2023)", fmt_num(p, 0)),
+        ("Classe aree interne 2020", esc(f"{ac} – {AI_LABELS.get(ac, '')}") if isinstance(ac, str) else "–"),
+        ("Minuti dal polo", fmt_num(mi, 1)),
+        ("Area SNAI 2021-27", esc(sn) if isinstance(sn, str) and sn else "nessuna"),
+        ("Reddito imponibile per contribuente (2021)", f"{fmt_num(inc, 0)} €"),
         ("Indice di vecchiaia", fmt_num(o, 0)),
-        ("Residenti 80+", f"{fmt_num(s80, 1)}%"),
+        ("Variazione residenti 2020→2023", f"{fmt_num(pc, 1)}%"),
+        ("Superficie a pericolosità da frana P3+P4", f"{fmt_num(ls, 1)}%"),
+        ("Superficie a pericolosità idraulica P2", f"{fmt_num(fl, 1)}%"),
         ("Altitudine media", f"{fmt_num(el, 0)} m"),
-    ], title=esc(nm)) for nm, u, s, f, fr, p, o, s80, el in zip(
+    ], title=esc(nm)) for nm, u, s, f, fr, p, ac, mi, sn, inc, o, pc, ls, fl, el in zip(
         ci["name"], ci["unione"], ci["territorial_system"], ci["fragility_index"], ci["fragile"],
-        ci["pop_total"], ci["old_age_index"], ci["share_80_plus"], ci["mean_elevation_m"],
+        ci["pop_total"], col("ai_class"), col("ai_minutes_to_pole"), col("snai_area"),
+        col("income_per_taxpayer_eur"), ci["old_age_index"], col("pop_change_pct"),
+        col("landslide_p3p4_pct"), col("flood_medium_pct"), ci["mean_elevation_m"],
         strict=True)]
     fc = to_features(ci, {"popup": pops, "tip": [f"{esc(n)}: {fmt_num(f, 2)}" for n, f in
                                                   zip(ci["name"], ci["fragility_index"], strict=True)],
@@ -171,8 +212,9 @@ def overview_map(*, static_url: str | None = None, data_url: str | None = None,
     frag_derived = str(ci["fragility_source"].iloc[0]) != "official" if "fragility_source" in ci else True
     legend.append(LegendSection(
         "Indice di fragilità dei comuni (0–1)", cls.legend(), derived=frag_derived,
-        source=frag_src, note="Indice composito calcolato dai dati disponibili (pesi in "
-        "config/fragility.yaml); l'indice ufficiale si può caricare da CSV."))
+        source=frag_src, note="Indice composito di indicatori ufficiali normalizzati min-max: "
+        + fragility_weights_it(fparams) + " (config/fragility.yaml). Non è l'indice ufficiale "
+        "dell'ufficio statistico metropolitano, che si può caricare da CSV."))
 
     # territorial systems (derived from elevation and latitude)
     sysg = ci[["territorial_system", "pop_total", "geometry"]].dissolve(
@@ -214,9 +256,17 @@ def overview_map(*, static_url: str | None = None, data_url: str | None = None,
 
     # productive hubs
     hub_src = source_text(["productive_hubs"])
-    pops = [table_html([("Comune", esc(names.get(c, c))), ("Superficie", fmt_ha(a, 1))],
+    hub_comuni = hubs.groupby("hub_id").apply(
+        lambda g: "; ".join(f"{names.get(c, c)} {fmt_ha(a, 1)}" for c, a in
+                            zip(g["comune_istat"], g["area_ha"], strict=True)), include_groups=False)
+    whole = hubs["hub_area_ha"] if "hub_area_ha" in hubs.columns else hubs["area_ha"]
+    pops = [table_html([("Comune di questa parte", esc(names.get(c, c))),
+                        ("Superficie in questo comune", fmt_ha(a, 1)),
+                        ("Superficie del polo", fmt_ha(w, 1)),
+                        ("Comuni del polo", esc(hub_comuni.get(h, "")))],
                        title=f"Polo produttivo {esc(h)}")
-            for h, c, a in zip(hubs["hub_id"], hubs["comune_istat"], hubs["area_ha"], strict=True)]
+            for h, c, a, w in zip(hubs["hub_id"], hubs["comune_istat"], hubs["area_ha"], whole,
+                                  strict=True)]
     fc = to_features(hubs, {"popup": pops, "tip": [esc(h) for h in hubs["hub_id"]]},
                      simplify_m=simplify_m)
     hubs_derived = is_derived("productive_hubs")
@@ -224,18 +274,27 @@ def overview_map(*, static_url: str | None = None, data_url: str | None = None,
                   style=_style("#ffffff", HUB_COLOR, 2.0, 0.0, dashArray="4 3")).add_to(m)
     legend.append(LegendSection("Poli produttivi (ambiti produttivi)", [(HUB_COLOR, "Polo produttivo")],
                                 kind="line", derived=hubs_derived, source=hub_src,
-                                note="Aggregazioni di grandi edifici e aree industriali OSM: non "
-                                "la cartografia ufficiale del PTM."))
+                                note=hubs_rule_it()))
 
     # rail stations
     rail_src = source_text(["rail_stations"])
-    pops = [table_html([("Codice", esc(i)), ("Fonte", esc(s))], title=f"Stazione {esc(n)}")
-            for n, i, s in zip(rail["name"], rail["id_staz"], rail["source"], strict=True)]
+    # Stations beyond the boundary serve distances across it only: not drawn as the province's.
+    if "in_province" in rail.columns:
+        rail = rail[rail["in_province"].astype(bool)]
+    rcol = {k: (rail[k] if k in rail.columns else pd.Series("", index=rail.index))
+            for k in ("kind", "lines", "sources")}
+    pops = [table_html([("Tipo", esc(k) if isinstance(k, str) else "–"),
+                        ("Linee", esc(li) if isinstance(li, str) and li else "non indicate dalla fonte"),
+                        ("Codice Viaggiatreno", esc(i) if isinstance(i, str) and i else "–"),
+                        ("Fonte", esc(s)), ("Presente anche in", esc(ss) if isinstance(ss, str) else "–")],
+                       title=f"Stazione {esc(n)}")
+            for n, i, s, k, li, ss in zip(rail["name"], rail["id_staz"], rail["source"], rcol["kind"],
+                                          rcol["lines"], rcol["sources"], strict=True)]
     fc = to_features(rail, {"popup": pops, "tip": [esc(n) for n in rail["name"]]})
     geojson_layer(fc, "Stazioni ferroviarie", attribution=rail_src, point_radius=5, key="rail",
                   style=_style("#ffffff", RAIL_COLOR, 2.0, 1.0)).add_to(m)
     legend.append(LegendSection("Stazioni ferroviarie (SFM)", [("#ffffff", "Stazione o fermata")],
-                                kind="dot", source=rail_src))
+                                kind="dot", source=rail_src, note=STATIONS_NOTE_IT))
 
     # heavy layers: on demand from the API, or light inline versions in a file
     legend += _mobility_layers(m, data_url, include_buildings=True)
