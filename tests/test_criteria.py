@@ -61,7 +61,10 @@ def _raster(path, arr, res, x0, y_top, nodata=-9999.0):
 
 @pytest.fixture
 def layers_toy(toy_territory, tmp_path) -> dict:
-    comuni = toy_territory["comuni"].assign(fragility_index=[0.2, 0.8])
+    # fragility and the ISPRA hazard shares (%) of the host comune (hazard_pct, issue 13)
+    comuni = toy_territory["comuni"].assign(fragility_index=[0.2, 0.8],
+                                            flood_medium_pct=[10.0, 50.0],
+                                            landslide_p3p4_pct=[5.0, 0.0])
     # DEM: 100 m cells over x 0..2200, y 0..1000; column c holds 10 c.
     dem = np.tile(np.arange(22) * 10.0, (10, 1))
     # Slope: 5 degrees everywhere but nodata in column 20 (x 2000..2100).
@@ -296,7 +299,8 @@ def test_registry_holds_the_contract_columns():
     want = {"land_take_ha": "ha", "share_inside_tu": "0-1", "rail_distance_m": "m",
             "bus_access": "fermate pesate", "cycle_distance_m": "m", "hub_distance_m": "m",
             "fragility": "0-1", "slope_mean_deg": "°", "elevation_mean_m": "m",
-            "heat_mean_c": "°C", "area_ha": "ha", "compactness": "0-1"}
+            "heat_mean_c": "°C", "area_ha": "ha", "compactness": "0-1",
+            "hazard_pct": "%"}  # ISPRA per-comune hazard of the host comune (issue 13)
     assert {n: c.unit for n, c in REGISTRY.items()} == want
     for n, c in REGISTRY.items():
         assert c.source and c.label_it and c.description, n

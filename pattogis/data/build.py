@@ -281,8 +281,9 @@ def build_stations(b: Builder, comuni: gpd.GeoDataFrame,
 
     p = stn.station_params()
     region_box = (9.1, 43.6, 12.9, 45.2)
-    # Everything within beyond_boundary_km of the province: a wide enough lon/lat box.
-    box = expand_box(b.box, float(p["beyond_boundary_km"]) + 5.0)
+    # The layer set's extent (province box + bbox_margin_km); place_stations then keeps, beyond
+    # the boundary, only stations within beyond_boundary_km of it.
+    box = b.box_margin
     rrel = "rfi_stazioni/stazioni-rfi.geojson"
     rfi = stn.read_rfi(require_file(b.raw, rrel, "RFI via mcaruso17/rete-ferrovie-italiane"),
                        rrel, box, b.crs)
