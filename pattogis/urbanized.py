@@ -172,7 +172,7 @@ def load_official(path: str | Path, *, comune_field: str = "comune_istat",
     The file needs a field with the 6-digit ISTAT code of the comune (``comune_field``); rows are
     dissolved by comune. Refused without a CRS unless ``crs`` is given.
     """
-    from pattogis.data.readers import clean_geometries, read_vector
+    from pattogis.vector import clean_geometries, read_vector
 
     label = str(path)
     gdf = read_vector(path, crs=crs, label=label)

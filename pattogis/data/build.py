@@ -29,6 +29,7 @@ from rasterio.fill import fillnodata
 from rasterio.warp import Resampling, calculate_default_transform, reproject
 
 from pattogis import config
+from pattogis.data.derive import derive_layers
 from pattogis.data.readers import (
     Report,
     clean_geometries,
@@ -476,9 +477,15 @@ def build(raw: str | Path | None = None, out: str | Path | None = None, *,
         build_dem_slope(b)
         build_heat(b)
         if derive:
-            from pattogis.data.derive import derive_all
+            def read(name: str) -> gpd.GeoDataFrame:
+                return pyogrio.read_dataframe(b.gpkg, layer=name)
 
-            derive_all(b, engine=engine)
+            for d in derive_layers(read("comuni"), read("buildings"), read("landuse_bologna"),
+                                   read("bus_stops"), dem_path=tmp / RASTERS["dem"],
+                                   slope_path=tmp / RASTERS["slope"], raw=raw_dir,
+                                   engine=engine, log=log):
+                b.write(d.frame, d.name, sources_=d.sources, provenance=d.provenance,
+                        notes=d.notes)
         write_catalog(b)
         _swap_into_place(tmp, out_dir)
     finally:
