@@ -378,3 +378,49 @@ def test_candidates_on_the_kit(built_layers):
     assert r["hazard_pct"].isna().all()  # the comuni layer alone has no hazard shares
     d = cand.set_index("site_id")
     assert d.loc["DER-037062-002", "comune_istat"] == "037062"
+
+
+# --- the faces: CLI option, config files, catalog notes ----------------------------------------
+
+
+def test_cli_passes_station_files_to_the_build(monkeypatch):
+    from pattogis import cli
+    from pattogis.data import build as B
+
+    seen = {}
+    monkeypatch.setattr(B, "build", lambda *a, **kw: seen.update(kw))
+    cli.main(["data", "build", "--out", "/tmp/x", "--stations", "a.csv", "--stations", "b.gpkg"])
+    assert seen["stations"] == ["a.csv", "b.gpkg"]
+
+
+@pytest.mark.realdata
+def test_stations_from_config_user_files(raw_dir, tmp_path, monkeypatch):
+    """``user_files`` in a config override merges the same way as ``--stations``."""
+    import yaml
+
+    from pattogis.data.build import Builder, build_stations
+
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    spec = config.load("stations.yaml")
+    spec = {k: v for k, v in spec.items() if not k.startswith("_")} | {"user_files": [str(FER_FILE)]}
+    (conf / "stations.yaml").write_text(yaml.safe_dump(spec), encoding="utf-8")
+    monkeypatch.setenv("PATTOGIS_CONFIG_DIR", str(conf))
+    b = Builder(raw_dir, tmp_path, CRS, lambda _m: None)
+    build_stations(b, layers.open_layer("comuni"))
+    st = gpd.read_file(b.gpkg, layer="rail_stations")
+    assert {"Budrio", "Molinella", "Bazzano"} <= set(st["name"])
+    assert not st["name"].duplicated().any()
+
+
+@pytest.mark.realdata
+def test_layers_cli_prints_rules_and_limits(built_layers, capsys):
+    from pattogis import cli
+
+    cli.main(["layers"])
+    out = capsys.readouterr().out
+    assert "productive_hubs (derived):" in out and "opening 60 m" in out
+    assert "documented maximum 400 ha" in out
+    assert "comuni_indicators (derived): rule:" in out
+    assert "candidates_in_corso (derived):" in out
+    assert "FER/TPER" in out

@@ -143,6 +143,13 @@ STATIONS_NOTE_IT = (
     "nessuna fonte del kit: si aggiungono da file con `pattogis data build --stations FILE`.")
 
 
+CANDIDATES_NOTE_IT = (
+    "Siti candidati: aree dismesse e libere OSM a Bologna, aggregati produttivi derivati dagli "
+    "edifici altrove; i cantieri in corso (OSM landuse=construction) sono esclusi. Comune "
+    "ospitante: quello con la quota maggiore del sito. Pericolosità idraulica e da frana: valore "
+    "del comune (ISPRA 2020), non del sito.")
+
+
 def fragility_weights_it(params: Mapping[str, Any]) -> str:
     """The fragility weights in Italian, as the legend states them ("classe aree interne 20%, ...")."""
     spec = params["indicators"]
@@ -664,7 +671,8 @@ def sites_map(sites: gpd.GeoDataFrame, *, unione: str | None = None,
     legend.append(LegendSection("Punteggio del sito (0–1)", items, source=source_text(["candidates"]),
                                 derived=cand_derived,
                                 note="Aprire un sito per il contributo di ciascun criterio e "
-                                "l'intervallo di posizione (simulazione Monte Carlo dei pesi)."))
+                                "l'intervallo di posizione (simulazione Monte Carlo dei pesi). "
+                                + CANDIDATES_NOTE_IT))
     add_layer_control(m)
     add_legend(m, legend, footer=NO_TILES_NOTE)
     return m
