@@ -309,8 +309,9 @@ def derive_hubs(comuni: gpd.GeoDataFrame, buildings: gpd.GeoDataFrame,
             break
         parts = np.concatenate([parts[~over], _opening(parts[over], float(r))])
     # counts: buildings by point inside; OSM land use by area inside
-    tree = shapely.STRtree(parts)
-    _, hit = tree.query(shapely.point_on_surface(bld), predicate="within") if len(bld) else (None, np.empty(0, int))
+    hit = np.empty(0, dtype="int64")
+    if len(bld):
+        _, hit = shapely.STRtree(parts).query(shapely.point_on_surface(bld), predicate="within")
     n_bld = np.bincount(hit, minlength=len(parts))
     lu_share = np.zeros(len(parts))
     if len(lu):
