@@ -350,7 +350,9 @@ def _locality(points: np.ndarray, stops: gpd.GeoDataFrame | None, max_m: float) 
     (pi, si), _ = shapely.STRtree(sp).query_nearest(points, max_distance=max_m,
                                                      return_distance=True, all_matches=False)
     nm = (stops["name"].astype(str).str.replace("`", "'").str.replace(r"\s+\d+\w?$", "", regex=True)
-          .str.strip().str.title()).to_numpy()
+          .str.strip().str.title()
+          .str.replace(r"\b[IVXLC][ivxlc]+\b", lambda m: m.group(0).upper(), regex=True)  # XXV
+          ).to_numpy()
     out[pi] = nm[si]
     return out
 
@@ -424,6 +426,11 @@ def default_candidates(comuni: gpd.GeoDataFrame, buildings: gpd.GeoDataFrame,
     derived_name = [b if lo is None else f"{b} – {lo}" for b, lo in zip(base, loc, strict=True)]
     named = out["name"].notna() & (out["name"].astype(str).str.strip() != "")
     out["name"] = np.where(named, out["name"], derived_name)
+    # Two sites near the same stop get the same name: number them, in site_id order.
+    out = out.sort_values("site_id")
+    dup = out["name"].duplicated(keep=False)
+    k = out.groupby("name").cumcount() + 1
+    out["name"] = np.where(dup, out["name"] + " (" + k.astype(str) + ")", out["name"])
     cols = ["site_id", "name", "kind", "status", "source", "provenance", "comune_istat",
             "host_share", "area_ha", "geometry"]
     return out[cols].sort_values("site_id").reset_index(drop=True)

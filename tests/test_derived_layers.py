@@ -366,6 +366,7 @@ def test_candidates_on_the_kit(built_layers):
     for name in ("Cantiere Terminal Michelino", "Tecnopolo di Bologna", "Hospice Pediatrico Seragnoli"):
         assert name not in set(cand["name"]) and name in set(later["name"])
     assert cand["name"].notna().all() and (cand["name"].str.len() > 0).all()
+    assert not cand["name"].duplicated().any()
     der = cand[cand["provenance"] == "derived"]
     assert der["name"].str.startswith("Area produttiva di ").all()
     # one rule for the host comune: the layer's comune_istat is the criteria's host_istat
