@@ -93,7 +93,10 @@ def html(result: Any, *, generated: str | None = None) -> str:
     demo = ""
     if "source" in result.table.columns and (result.table["source"] == "dimostrativo").all():
         demo = "<p class='warn'>Domande dimostrative: non è una graduatoria reale.</p>"
-    body = (f"{demo}<p><b>{escape(summ.get('message', ''))}</b></p>"
+    # a wide table: landscape pages, and the reason gets the room
+    style = ("<style>@page { size: A4 landscape; } td:last-child { width: 38%; } "
+             "td, th { font-size: 8.5pt; }</style>")
+    body = (f"{style}{demo}<p><b>{escape(summ.get('message', ''))}</b></p>"
             f"<p>Dotazione {eur(call.budget_cents)}; contributo massimo per intervento "
             f"{eur(call.cap_cents) if call.cap_cents else 'nessuno'}.</p>{note}"
             f"<h2>Graduatoria</h2>"

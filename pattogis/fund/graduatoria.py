@@ -85,11 +85,11 @@ def eligibility(projects: pd.DataFrame, call: Call | str = "bando_2023") -> pd.D
     if resolved:
         unknown = ~p["applicant_known"].to_numpy(dtype=bool)
         host = p["comune_istat"].to_numpy(dtype=object)
-        no_host = np.array([h is None or h is pd.NA for h in host]) & ~unknown
+        no_host = pd.isna(host) & ~unknown
         a_un = p["applicant_unione"].to_numpy(dtype=object)
         match = p["applicant_match"].to_numpy(dtype=object)
         a_ist = p["applicant_istat"].to_numpy(dtype=object)
-        has_aun = np.array([u is not None and u is not pd.NA for u in a_un])
+        has_aun = ~pd.isna(a_un)
     else:
         unknown = no_host = no
         a_un, match, a_ist = un, app, np.full(n, None, object)
@@ -133,7 +133,8 @@ def eligibility(projects: pd.DataFrame, call: Call | str = "bando_2023") -> pd.D
         reason[i] = (f"Escluso: il sito non è nel territorio del comune richiedente "
                      f"(si trova a {p['host_name'].iat[i]})")
     for i in np.flatnonzero(outside_un):
-        where = (f"{p['host_name'].iat[i]}, {un[i] or 'comune non associato a un’Unione'}"
+        where = (f"{p['host_name'].iat[i]}, "
+                 f"{un[i] if isinstance(un[i], str) else 'comune non associato a un’Unione'}"
                  if resolved else (un[i] or "comune senza Unione"))
         reason[i] = (f"Escluso: il sito non è nel territorio dell'Unione richiedente "
                      f"(si trova in: {where})")

@@ -111,9 +111,10 @@ def _number(values: pd.Series, decimal_comma: bool) -> tuple[np.ndarray, np.ndar
         f = values.astype(float).to_numpy()
         return f, np.zeros(len(f), dtype=bool)
     txt = pd.Series(_text(values), dtype=object)
+    # pandas may turn None into NaN when a map infers a string dtype: test for str, not None
     if decimal_comma:
-        txt = txt.map(lambda s: s if s is None else s.replace(".", "").replace(",", "."))
-    txt = txt.map(lambda s: s if s is None else re.sub(r"\s*€\s*$", "", s))
+        txt = txt.map(lambda s: s.replace(".", "").replace(",", ".") if isinstance(s, str) else None)
+    txt = txt.map(lambda s: re.sub(r"\s*€\s*$", "", s) if isinstance(s, str) else None)
     num = pd.to_numeric(txt, errors="coerce").astype(float).to_numpy()
     bad = np.isnan(num) & txt.notna().to_numpy()
     return num, bad
@@ -197,8 +198,9 @@ def _validate(p: pd.DataFrame, *, source: str | None, tu: gpd.GeoDataFrame | Non
 
     un = _text(p["unione"]) if "unione" in p.columns else [None] * n
     # an Unione applicant with no unione given: the site is taken to be in its own territory
-    un = [a if (u is None and t == "unione") else u
-          for u, t, a in zip(un, at, p["applicant"], strict=True)]
+    if territory is None:
+        un = [a if (u is None and t == "unione") else u
+              for u, t, a in zip(un, at, p["applicant"], strict=True)]
     p["unione"] = pd.Series(un, dtype=object)
     p["ente"] = pd.Series([u if u is not None else a for u, a in zip(un, p["applicant"], strict=True)],
                           dtype=object)

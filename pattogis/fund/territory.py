@@ -120,7 +120,7 @@ def match_applicants(names: pd.Series, territory: Territory) -> pd.DataFrame:
             row = (None, None, None, None)
         for k, v in zip(out, row, strict=True):
             out[k].append(v)
-    return pd.DataFrame(out, index=names.index)
+    return pd.DataFrame({k: pd.Series(v, index=names.index, dtype=object) for k, v in out.items()})
 
 
 def host_comuni(sites: gpd.GeoSeries, comuni: gpd.GeoDataFrame) -> pd.DataFrame:
@@ -196,9 +196,11 @@ def resolve(projects: gpd.GeoDataFrame, territory: Territory) -> gpd.GeoDataFram
     declared_type = _declared(p, "applicant_type").tolist()
     for i, (raw, hit, kind, dt) in enumerate(zip(p["applicant"], m["applicant_match"],
                                                  m["applicant_kind"], declared_type, strict=True)):
-        if hit is not None and normalise_name(raw) != normalise_name(hit):
+        if not isinstance(hit, str):
+            continue
+        if normalise_name(raw) != normalise_name(hit):
             notes[i].append(f"richiedente '{raw}' riconosciuto come '{hit}'")
-        if hit is not None and not _blank(dt) and str(dt).strip().lower() != kind:
+        if not _blank(dt) and str(dt).strip().lower() != kind:
             notes[i].append(f"tipo di richiedente dichiarato '{dt}', risulta '{kind}'")
 
     # the host comune from the polygon
@@ -271,7 +273,7 @@ def resolve(projects: gpd.GeoDataFrame, territory: Territory) -> gpd.GeoDataFram
     p["applicant_type_declared"] = pd.Series(declared_type, dtype=object)
     p["applicant_match"] = m["applicant_match"].to_numpy()
     p["applicant_type"] = m["applicant_kind"].to_numpy()
-    p["applicant_known"] = m["applicant_kind"].notna().to_numpy()
+    p["applicant_known"] = m["applicant_kind"].map(lambda v: isinstance(v, str)).to_numpy(dtype=bool)
     p["applicant_istat"] = m["applicant_istat"].to_numpy()
     p["applicant_unione"] = m["applicant_unione"].to_numpy()
     p["comune_istat_declared"] = pd.Series(decl_ist, dtype=object)
