@@ -136,6 +136,8 @@ def validate_projects(df: pd.DataFrame, *, source: str | None = None,
     """
     if not isinstance(df, pd.DataFrame):
         raise InputError(f"projects must be a table, got {type(df).__name__}", file=source)
+    if territory is not None and {"applicant_known", "requested_cents", "checks"} <= set(df.columns):
+        return df.reset_index(drop=True)  # already checked against the territory
     p = _full_names(df.reset_index(drop=True).copy())
     known = set(REQUIRED) | set(OPTIONAL) | set(EXTRA) | _DERIVED
     unknown = [c for c in p.columns if c not in known]
