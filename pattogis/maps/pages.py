@@ -659,6 +659,18 @@ _FUND_ZOOM_JS = """
       });
     });
   }
+  // the number of applications written on each grouped circle
+  document.head.insertAdjacentHTML('beforeend', '<style>.pg-count{background:transparent;' +
+    'border:0;box-shadow:none;color:#fff;font-weight:bold;font-size:12px}' +
+    '.pg-count:before{display:none}</style>');
+  var cg = window.pattogis.layers[o.cluster];
+  if (cg) {
+    cg.eachLayer(function (l) {
+      var p = (l.feature && l.feature.properties) || {};
+      if (p._n) { l.bindTooltip(String(p._n), {permanent: true, direction: 'center',
+                                                className: 'pg-count'}); }
+    });
+  }
   map.on('zoomend', upd); map.whenReady(upd);
 })({map});
 """
@@ -786,7 +798,7 @@ def fund_map(result: gpd.GeoDataFrame, *, call_name: str | None = None, budget_e
         fcc = to_features(cdf[["geometry"]], {
             "popup": [c["popup"] for c in rows_c],
             "tip": [f"{esc(c['name'])}: {c['n']} domande{dem} (avvicinati per vederle)" for c in rows_c],
-            "_r": [8.0 + 4.0 * np.sqrt(c["n"]) for c in rows_c]})
+            "_r": [8.0 + 4.0 * np.sqrt(c["n"]) for c in rows_c], "_n": [c["n"] for c in rows_c]})
         geojson_layer(fcc, f"Domande raggruppate per comune{dem}",
                       style=_style(FUND_CLUSTER_COLOR, "#fff", 2.0, 0.85),
                       attribution="Domande al fondo perequativo", highlight=True,
