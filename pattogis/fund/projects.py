@@ -158,6 +158,11 @@ def _validate(p: pd.DataFrame, *, source: str | None, tu: gpd.GeoDataFrame | Non
     required = [c for c in REQUIRED if not (territory is not None and c == "applicant_type")]
     missing = [c for c in required if c not in p.columns]
     has_sites = isinstance(p, gpd.GeoDataFrame)
+    if territory is not None and not has_sites:
+        raise InputError("the applications have no site polygons", file=source, field="geometry",
+                         hint="give a GeoPackage/GeoJSON/Shapefile/GeoParquet of the sites, or a "
+                              "CSV with the columns wkt and epsg: eligibility is decided from the "
+                              "site, not from what the application declares")
     if "inside_tu_share" not in p.columns and not ((tu is not None or territory is not None)
                                                    and has_sites):
         missing.append("inside_tu_share")
@@ -276,11 +281,6 @@ def _validate(p: pd.DataFrame, *, source: str | None, tu: gpd.GeoDataFrame | Non
     pop = num("population", required=False, lo=0.0, what="a non-negative number of residents")
     p["population"] = pd.array([pd.NA if np.isnan(v) else int(round(v)) for v in pop], dtype="Int64")
 
-    if territory is not None and not has_sites:
-        raise InputError("the applications have no site polygons", file=source, field="geometry",
-                         hint="give a GeoPackage/GeoJSON/Shapefile/GeoParquet of the sites, or a "
-                              "CSV with the columns wkt and epsg: eligibility is decided from the "
-                              "site, not from what the application declares")
     if isinstance(p, gpd.GeoDataFrame) and p.geometry.name in p.columns:
         if p.crs is None:
             raise InputError("site polygons have no CRS", file=source, field="geometry",

@@ -219,8 +219,7 @@ def resolve(projects: gpd.GeoDataFrame, territory: Territory) -> gpd.GeoDataFram
     decl_ist = _declared(p, "comune_istat").tolist()
     for i in range(n):
         if not ok[i]:
-            notes[i].append("il sito non ricade in nessun comune della Città metropolitana")
-            continue
+            continue  # the exclusion reason says it
         if h["n_comuni"].iat[i] > 1:
             notes[i].append(f"il sito è a cavallo di {int(h['n_comuni'].iat[i])} comuni: sede "
                             f"attribuita a {host_name[i]} ({pct(h['host_share'].iat[i])} della "
