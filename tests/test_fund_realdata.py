@@ -196,3 +196,47 @@ def test_committed_example_files(built_layers):
                   "bologna_fuori"):
             assert by.loc[k, "status"] == "escluso", k
         assert (REPO / "examples" / name).stat().st_size < 200_000
+
+
+@pytest.mark.browser
+def test_fund_map_is_the_run_readable_at_every_zoom(example, built_layers, tmp_path):
+    """Far out the applications of one comune are one circle with their number; from zoom 13
+    every application has its circle; from zoom 15 only the site polygons (headless Chromium)."""
+    from pattogis import analysis, maps
+    from pattogis.maps.browser import check_page, chromium_path
+
+    res = analysis.fund_geo(projects=example["gpkg"])
+    assert res.attrs["dimostrativo"] is False
+    html = maps.render(maps.fund_map(res, call_name="bando_2023"))
+    assert "DIMOSTRATIVA" not in html and "Domande raggruppate per comune" in html
+    n = len(res)
+    per_comune = res["comune_istat"].value_counts()
+    groups, grouped = int((per_comune > 1).sum()), int(per_comune[per_comune > 1].sum())
+    if chromium_path() is None:
+        pytest.skip("headless Chromium not installed (apt-get install chromium)")
+    page = maps.write_pages(tmp_path, fund=res)["fund"]
+    circles = ("(function(){var n=0;['fund_finanziato','fund_finanziato_parzialmente',"
+               "'fund_non_finanziato','fund_escluso'].forEach(function(k){var g=pattogis.layers[k];"
+               "if(g){n+=g.getLayers().length;}});return n;})()")
+    ev = ["pattogis.layers.fund_sites_cluster.getLayers().length", circles,
+          "pattogis.layers.fund_sites.getLayers().length"]
+    far = check_page(page.as_uri(), tmp_path / "far.png", evaluate=ev)
+    assert far.errors == []
+    assert far.values == [groups, n - grouped, n]
+    bologna = "pattogis.map.setView([44.4949, 11.3426], {z}, {{animate: false}})"
+    mid = check_page(page.as_uri(), None, actions=[bologna.format(z=13)], evaluate=ev)
+    assert mid.values == [0, n, n]
+    close = check_page(page.as_uri(), None, actions=[bologna.format(z=15)], evaluate=ev)
+    assert close.values == [0, 0, n]
+
+
+def test_demonstration_set_only_when_asked_and_labelled(built_layers):
+    from pattogis import analysis, maps
+    from pattogis.errors import NotFound
+
+    with pytest.raises(NotFound, match="no applications loaded"):
+        analysis.fund_geo()
+    demo = analysis.fund_geo(demo=True)
+    html = maps.render(maps.fund_map(demo))
+    assert "assegnazione DIMOSTRATIVA" in html and "Esito della domanda (dimostrativo)" in html
+    assert "Domande dimostrative, non reali" in html
