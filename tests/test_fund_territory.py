@@ -19,7 +19,14 @@ import pytest
 import shapely
 
 from pattogis.errors import InputError
-from pattogis.fund import Territory, graduatoria, load_call, optimal, projects_from_table, validate_projects
+from pattogis.fund import (
+    Territory,
+    graduatoria,
+    load_call,
+    optimal,
+    projects_from_table,
+    validate_projects,
+)
 from pattogis.fund.territory import match_applicants, normalise_name
 
 CRS = "EPSG:25832"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import geopandas as gpd
@@ -73,6 +74,26 @@ class Territory:
         except Exception:  # a layer set without indicators still decides hosts and Unioni
             com = layers.open_layer("comuni")
         return cls(comuni=com, tu=layers.open_layer("territorio_urbanizzato"))
+
+    @cached_property
+    def tu_pieces(self) -> np.ndarray:
+        """The TU merged (no area counted twice) and cut by a 1 km grid, in the working CRS:
+        a site then meets a few small pieces instead of a comune-wide polygon of thousands of
+        vertices. Computed once per territory (the CLI and the API keep the territory)."""
+        crs = config.working_crs()
+        tu = self.tu.to_crs(crs) if self.tu.crs != crs else self.tu
+        parts = shapely.get_parts(shapely.union_all(np.asarray(tu.geometry.values, dtype=object)))
+        if len(parts) == 0:
+            return parts
+        x0, y0, x1, y1 = shapely.total_bounds(parts)
+        step = 1000.0
+        gx, gy = np.meshgrid(np.arange(np.floor(x0 / step) * step, x1, step),
+                             np.arange(np.floor(y0 / step) * step, y1, step))
+        cells = shapely.box(gx.ravel(), gy.ravel(), gx.ravel() + step, gy.ravel() + step)
+        ci, pj = shapely.STRtree(parts).query(cells, predicate="intersects")
+        pieces = shapely.intersection(cells[ci], parts[pj])
+        pieces = shapely.get_parts(pieces)
+        return pieces[(shapely.get_type_id(pieces) == 3) & (shapely.area(pieces) > 0)]
 
     @property
     def tu_derived(self) -> bool:
@@ -149,10 +170,13 @@ def host_comuni(sites: gpd.GeoSeries, comuni: gpd.GeoDataFrame) -> pd.DataFrame:
                         index=sites.index)
 
 
-def tu_inside_m2(sites: gpd.GeoSeries, tu: gpd.GeoDataFrame | gpd.GeoSeries) -> np.ndarray:
-    """Square metres of each site inside the TU (overlapping TU parts merged first)."""
+def tu_inside_m2(sites: gpd.GeoSeries, tu: gpd.GeoDataFrame | gpd.GeoSeries | np.ndarray
+                 ) -> np.ndarray:
+    """Square metres of each site inside the TU: a layer (overlapping parts merged first) or
+    the disjoint pieces of :attr:`Territory.tu_pieces`."""
     geoms = np.asarray(sites.values, dtype=object)
-    parts = shapely.get_parts(shapely.union_all(np.asarray(tu.geometry.values, dtype=object)))
+    parts = (tu if isinstance(tu, np.ndarray) else
+             shapely.get_parts(shapely.union_all(np.asarray(tu.geometry.values, dtype=object))))
     if len(parts) == 0:
         return np.zeros(len(geoms))
     tree = shapely.STRtree(parts)
@@ -187,7 +211,6 @@ def resolve(projects: gpd.GeoDataFrame, territory: Territory) -> gpd.GeoDataFram
     p = p.reset_index(drop=True)
     com = territory.comuni.to_crs(crs) if territory.comuni.crs != crs else territory.comuni
     com = com.reset_index(drop=True)
-    tu = territory.tu.to_crs(crs) if territory.tu.crs != crs else territory.tu
     n = len(p)
     notes: list[list[str]] = [[] for _ in range(n)]
 
@@ -260,7 +283,7 @@ def resolve(projects: gpd.GeoDataFrame, territory: Territory) -> gpd.GeoDataFram
 
     # the TU: square metres inside and outside
     area = shapely.area(np.asarray(p.geometry.values, dtype=object))
-    inside = tu_inside_m2(p.geometry, tu)
+    inside = tu_inside_m2(p.geometry, territory.tu_pieces)
     inside = np.minimum(inside, area)
     decl_share = (pd.to_numeric(p["inside_tu_share"], errors="coerce").to_numpy(dtype=float)
                   if "inside_tu_share" in p.columns else np.full(n, np.nan))
