@@ -114,6 +114,18 @@ def test_example_through_the_cli(example, built_layers, tmp_path):
     assert p4.returncode == 2
     assert "duplicate project_id" in p4.stderr and "rows 1, 3" in p4.stderr and "bad.csv" in p4.stderr
     assert not (tmp_path / "bad.pdf").exists()
+    # the fund page of the same file; without a file or --demo the CLI says what to do
+    env_maps = {**env, "PATTOGIS_STORE": str(tmp_path / "store.gpkg")}
+    p5 = subprocess.run([sys.executable, "-m", "pattogis.cli", "maps", "--out", str(tmp_path / "m"),
+                         "--fund", "--projects", str(example["gpkg"])], capture_output=True,
+                        text=True, env=env_maps, timeout=300, cwd=tmp_path)
+    assert p5.returncode == 0, p5.stderr
+    page = (tmp_path / "m" / "fund.html").read_text(encoding="utf-8")
+    assert "(esempio)" in page and "DIMOSTRATIVA" not in page
+    p6 = subprocess.run([sys.executable, "-m", "pattogis.cli", "maps", "--out", str(tmp_path / "m"),
+                         "--fund"], capture_output=True, text=True, env=env_maps, timeout=300,
+                        cwd=tmp_path)
+    assert p6.returncode == 2 and "--demo" in p6.stderr
 
 
 @pytest.fixture
@@ -180,6 +192,16 @@ def test_example_through_the_api(api, example):
                files={"file": (f.name, f.read_bytes())})
     assert r.status_code == 404
     assert c.get("/fund/template").text.lstrip("\ufeff").startswith("project_id;applicant;")
+    assert [x["id"] for x in c.get("/fund/calls").json()["calls"]] == ["bando_2023"]
+    # posted JSON applications carry their site as WKT; without it they are refused
+    g = gpd.read_file(example["gpkg"]).head(5)
+    recs = pd.DataFrame(g.drop(columns="geometry")).assign(wkt=g.geometry.to_wkt(), epsg=25832)
+    recs = json.loads(recs.to_json(orient="records"))
+    r = c.post("/analysis/fund", json={"projects": recs})
+    assert r.status_code == 200 and len(r.json()["projects"]) == 5
+    r = c.post("/analysis/fund", json={"projects": [{k: v for k, v in x.items() if k != "wkt"}
+                                                    for x in recs]})
+    assert r.status_code == 422 and "no site polygons" in r.json()["detail"]
 
 
 def test_committed_example_files(built_layers):

@@ -69,10 +69,14 @@ class Territory:
         read by column name) and ``territorio_urbanizzato``."""
         from pattogis import layers
 
+        com = layers.open_layer("comuni")
         try:
-            com = layers.open_layer("comuni_indicators")
+            ind = layers.open_layer("comuni_indicators")
         except Exception:  # a layer set without indicators still decides hosts and Unioni
-            com = layers.open_layer("comuni")
+            ind = None
+        if ind is not None and "istat" in ind.columns:
+            cols = [c for c in INDICATOR_COLUMNS if c in ind.columns and c not in com.columns]
+            com = com.merge(pd.DataFrame(ind[["istat", *cols]]), on="istat", how="left")
         return cls(comuni=com, tu=layers.open_layer("territorio_urbanizzato"))
 
     @cached_property
