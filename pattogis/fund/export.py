@@ -95,7 +95,8 @@ def html(result: Any, *, generated: str | None = None) -> str:
         demo = "<p class='warn'>Domande dimostrative: non è una graduatoria reale.</p>"
     # a wide table: landscape pages, and the reason gets the room
     style = ("<style>@page { size: A4 landscape; } td:last-child { width: 38%; } "
-             "td, th { font-size: 8.5pt; }</style>")
+             "td, th { font-size: 8.5pt; } tr { page-break-inside: avoid; } "
+             "thead { display: table-header-group; }</style>")
     body = (f"{style}{demo}<p><b>{escape(summ.get('message', ''))}</b></p>"
             f"<p>Dotazione {eur(call.budget_cents)}; contributo massimo per intervento "
             f"{eur(call.cap_cents) if call.cap_cents else 'nessuno'}.</p>{note}"
