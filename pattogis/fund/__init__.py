@@ -4,14 +4,19 @@ portfolio (MILP), comparison and explanations in Italian.
 Entry points for the CLI and the API::
 
     call = load_call("bando_2023")                 # or a path to a call YAML
-    projects = projects_from_table("projects.csv")  # or validate_projects(df)
+    territory = Territory.from_layers()             # comuni + indicators + TU of the layer set
+    projects = projects_from_table("domande.gpkg", territory=territory)
+                                                    # or validate_projects(gdf, territory=...):
+                                                    # eligibility facts from the site polygons
     graduatoria(projects, call)  -> GraduatoriaResult   (.table, .summary, .to_dict())
     optimal(projects, call, **overrides) -> OptimalResult (.table, .portfolios, .constraints,
                                                           .solver, .to_dict())
     compare(grad, opt) -> Comparison
     run(call, projects, mode="graduatoria"|"optimal"|"compare") -> one of the above
 
-Money is exact integer cents throughout; a project's grant is ``min(request, cap)``.
+Money is exact integer cents throughout; a project's grant is ``min(request, cap)``. Without a
+territory the table's declarations are taken as given (unit tests of the arithmetic); the CLI
+and the API always pass the territory. Documents: :mod:`pattogis.fund.export`.
 """
 
 from __future__ import annotations
