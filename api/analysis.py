@@ -67,7 +67,9 @@ class FundRequest(BaseModel):
     call: str = "bando_2023"
     mode: str = Field("graduatoria", description="graduatoria, optimal or compare")
     projects: list[dict[str, Any]] | None = Field(
-        None, description="applications; default: a demonstration set from the best-scored sites")
+        None, description="applications, each with its site as 'wkt' and 'epsg' (eligibility is "
+                          "decided from the site); default: a demonstration set from the "
+                          "best-scored sites. To upload a file use POST /fund/runs")
 
 
 def _profile(profile: dict[str, Any] | str) -> Any:
@@ -137,7 +139,7 @@ def analysis_router(registry: CollectionRegistry, get_store: Any) -> APIRouter:
     def fund(req: FundRequest) -> JSONResponse:
         if req.projects is None:
             sc = analysis.score_sites(crit=default_criteria(), profile="fondo", draws=0)
-            table = analysis.projects_from_sites(sc).drop(columns="geometry")
+            table = analysis.projects_from_sites(sc)
         else:
             table = pd.DataFrame(req.projects)
         from pattogis import config

@@ -14,7 +14,7 @@ import os
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
@@ -34,6 +34,8 @@ class AppContext:
 
     registry: CollectionRegistry
     get_store: Callable[[], Any]
+    # the fund's current applications per call id (uploaded by metro, shown by the fund map)
+    fund_runs: dict[str, Any] = field(default_factory=dict)
 
 
 RouterFactory = Callable[[AppContext], APIRouter | None]
@@ -66,6 +68,7 @@ ROUTER_FACTORIES: list[RouterFactory] = [
     optional_router("api.proposals", "proposals_router", lambda ctx: ctx.get_store),
     optional_router("api.analysis", "analysis_router", lambda ctx: ctx.registry,
                     lambda ctx: ctx.get_store),
+    optional_router("api.fund", "fund_router", lambda ctx: ctx.fund_runs),
     lambda ctx: _maps(ctx),
 ]
 
@@ -78,7 +81,9 @@ def _maps(ctx: AppContext) -> APIRouter:
     return maps_router(
         proposals=lambda scenario: ctx.get_store().list(role="metro", scenario=scenario),
         sites=lambda unione: analysis.unione_sites(unione),
-        fund=lambda call: analysis.fund_geo(call or "bando_2023"),
+        fund=lambda call, demo=False: analysis.fund_geo(
+            call or "bando_2023", projects=ctx.fund_runs.get(call or "bando_2023"),
+            demo=demo),
     )
 
 

@@ -18,7 +18,7 @@ import geopandas as gpd
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 
-from pattogis import layers
+from pattogis import config, layers
 from pattogis.errors import InputError, MissingDataError, NotFound, PattogisError
 from pattogis.maps import base as mbase
 from pattogis.maps import data as mdata
@@ -26,7 +26,8 @@ from pattogis.maps import pages
 
 ProposalsProvider = Callable[[str], gpd.GeoDataFrame | None]
 SitesProvider = Callable[[str], gpd.GeoDataFrame]
-FundProvider = Callable[[str | None], gpd.GeoDataFrame]
+# fund(call) -> result; fund(call, True) -> the demonstration set (asked with ?dimostrativo=true)
+FundProvider = Callable[..., gpd.GeoDataFrame]
 
 
 def _http(e: PattogisError) -> HTTPException:
@@ -129,11 +130,17 @@ def maps_router(*, proposals: ProposalsProvider | None = None, sites: SitesProvi
         return _html(request, mbase.render(m))
 
     @router.get("/fund", summary="Fund allocation map (HTML)")
-    def fund_page(request: Request, call: str | None = None) -> Response:
+    def fund_page(request: Request, call: str | None = None,
+                  dimostrativo: Annotated[bool, Query(description="without uploaded applications, "
+                                                      "show the demonstration set")] = False,
+                  ) -> Response:
         if fund is None:
             raise HTTPException(503, "the equalization fund is not configured on this server")
         try:
-            m = pages.fund_map(fund(call), call_name=call, static_url=static_url)
+            if call is not None and call not in config.list_calls():  # an id, never a path
+                raise NotFound(f"unknown call '{call}'")
+            res = fund(call, dimostrativo) if dimostrativo else fund(call)
+            m = pages.fund_map(res, call_name=call, static_url=static_url)
         except PattogisError as e:
             raise _http(e) from e
         return _html(request, mbase.render(m))

@@ -159,17 +159,41 @@ def projects_from_sites(scored: gpd.GeoDataFrame, *, n: int = 40, eur_per_m2: fl
     return proj
 
 
+@cache
+def _territory(mtime: float) -> Any:
+    from pattogis.fund import Territory
+
+    return Territory.from_layers()
+
+
+def fund_territory() -> Any:
+    """The territory the fund decides on (comuni with indicators, TU), cached per layer set."""
+    return _territory(layers.gpkg_path().stat().st_mtime)
+
+
+def read_applications(path: str | Path, *, label: str | None = None) -> gpd.GeoDataFrame:
+    """Applications from a file (CSV with ``wkt``/``epsg``, GPKG, GeoJSON, zipped SHP,
+    GeoParquet), checked, with the eligibility facts taken from the territory."""
+    from pattogis.fund import projects_from_table
+
+    return projects_from_table(path, territory=fund_territory(), label=label)
+
+
 def fund(call: str | Path = "bando_2023", projects: gpd.GeoDataFrame | str | Path | None = None,
-         mode: str = "graduatoria", **kw: Any) -> Any:
-    """Run a fund call on applications (a file or table) in graduatoria, optimal or compare mode."""
+         mode: str = "graduatoria", *, label: str | None = None, **kw: Any) -> Any:
+    """Run a fund call on applications (a file or table) in graduatoria, optimal or compare mode;
+    eligibility is decided from the built territory (site polygons against comuni and TU)."""
     from pattogis import fund as F
 
-    return F.run(call, projects, mode, **kw)
+    return F.run(call, projects, mode, territory=fund_territory(), label=label, **kw)
 
 
 def attach_geometry(table: pd.DataFrame, projects: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
     """Join a fund result table back to the project polygons (by project_id) for maps."""
-    g = projects[["project_id", "geometry"]].merge(table, on="project_id", how="right")
+    if isinstance(table, gpd.GeoDataFrame) and table.crs is not None:
+        return table
+    t = table.drop(columns="geometry", errors="ignore")
+    g = projects[["project_id", "geometry"]].merge(t, on="project_id", how="right")
     return gpd.GeoDataFrame(g, geometry="geometry", crs=projects.crs)
 
 
@@ -190,13 +214,27 @@ def unione_sites(unione: str, *, profile: str | dict = "unione", draws: int = 30
 
 
 def fund_geo(call: str | Path = "bando_2023", mode: str = "graduatoria",
-             projects: gpd.GeoDataFrame | None = None) -> gpd.GeoDataFrame:
-    """A fund result with the project polygons, for the fund map. Without ``projects`` it uses the
-    demonstration applications of :func:`projects_from_sites` (labelled so)."""
+             projects: gpd.GeoDataFrame | str | Path | None = None, *,
+             demo: bool = False) -> gpd.GeoDataFrame:
+    """A fund result with the project polygons, for the fund map: the given applications (a
+    table or a file). Without them, the demonstration applications of
+    :func:`projects_from_sites` only when ``demo`` is asked; the result then carries
+    ``attrs['dimostrativo'] = True`` and the map says so."""
     if mode not in ("graduatoria", "optimal"):
         raise InputError(f"a fund map shows one allocation: mode '{mode}' is not one", field="mode",
                          hint="Use graduatoria or optimal")
     if projects is None:
+        if not demo:
+            raise NotFound(
+                "no applications loaded: upload them (POST /fund/runs, or `pattogis maps --fund "
+                "--projects FILE`) or ask for the demonstration set (?dimostrativo=true, --demo)")
         projects = projects_from_sites(score_sites(profile="fondo", draws=0))
-    res = fund(call, projects.drop(columns="geometry"), mode)
-    return attach_geometry(res.table, projects)
+    res = fund(call, projects, mode)
+    out = attach_geometry(res.table, projects if isinstance(projects, gpd.GeoDataFrame)
+                          else res.table)
+    out.attrs["dimostrativo"] = bool(demo and projects is not None
+                                     and "source" in projects
+                                     and (projects["source"] == "dimostrativo").all())
+    out.attrs["call"] = res.call.title
+    out.attrs["budget_eur"] = res.call.budget_cents / 100.0
+    return out

@@ -108,8 +108,21 @@ def cmd_score(a: argparse.Namespace) -> None:
 
 def cmd_fund(a: argparse.Namespace) -> None:
     from pattogis import analysis
+    from pattogis.fund import export
 
+    if a.action == "template":
+        from pattogis.io import atomic_write_text
+
+        out = a.out[0] if a.out else "domande_modello.csv"
+        atomic_write_text(out, export.template_csv())
+        print(f"empty applications template (documented columns) → {out}")
+        return
+    if not a.projects:
+        raise PattogisError("fund: give the applications with --projects FILE "
+                            "(an empty template: `pattogis fund template --out domande.csv`)")
     res = analysis.fund(a.call, a.projects, a.mode)
+    for out in a.out or []:  # every document written whole or not at all
+        print(f"graduatoria → {export.write(res, out)}", file=sys.stderr)
     if a.json:
         print(_json(res.to_dict()))
     else:
@@ -121,7 +134,8 @@ def cmd_maps(a: argparse.Namespace) -> None:
 
     props = analysis.load_proposals()
     sites = analysis.unione_sites(a.unione) if a.unione else None
-    fund = analysis.fund_geo() if a.fund else None
+    fund = (analysis.fund_geo(a.call, projects=a.projects, demo=a.demo and not a.projects)
+            if a.fund else None)
     for name, p in maps.write_pages(a.out, proposals=props, comune=a.comune, sites=sites,
                                     unione=a.unione, fund=fund).items():
         print(f"{name:<24} {p}")
@@ -206,8 +220,13 @@ def parser() -> argparse.ArgumentParser:
     sc.set_defaults(func=cmd_score)
 
     fu = sub.add_parser("fund", help="allocate the Fondo perequativo")
+    fu.add_argument("action", nargs="?", default="run", choices=["run", "template"],
+                    help="run the call (default) or write an empty applications template")
     fu.add_argument("--call", default="bando_2023", help="call name or YAML file")
-    fu.add_argument("--projects", required=True, help="applications file (CSV, GPKG, GeoJSON)")
+    fu.add_argument("--projects", help="applications file with site polygons (CSV with wkt/epsg, "
+                                       "GPKG, GeoJSON, zipped SHP, GeoParquet)")
+    fu.add_argument("--out", action="append", help="write the graduatoria: .csv .xlsx .gpkg "
+                                                   ".html .pdf (repeatable); template: the CSV")
     fu.add_argument("--mode", default="graduatoria", choices=["graduatoria", "optimal", "compare"])
     fu.add_argument("--json", action="store_true")
     fu.set_defaults(func=cmd_fund)
@@ -217,6 +236,10 @@ def parser() -> argparse.ArgumentParser:
     mp.add_argument("--comune", help="ISTAT code for the budget page")
     mp.add_argument("--unione", help="write the site-comparison page of this Unione")
     mp.add_argument("--fund", action="store_true", help="write the fund allocation page")
+    mp.add_argument("--projects", help="fund page: the applications file to allocate")
+    mp.add_argument("--demo", action="store_true",
+                    help="fund page without --projects: the demonstration set (labelled so)")
+    mp.add_argument("--call", default="bando_2023", help="fund page: the call")
     mp.set_defaults(func=cmd_maps)
 
     k = sub.add_parser("keys", help="API keys for the proposals store")

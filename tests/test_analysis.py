@@ -39,11 +39,15 @@ def test_unione_sites_only_members(built_layers):
 
 @pytest.mark.realdata
 def test_fund_on_demo_projects_follows_the_call(built_layers):
-    f = analysis.fund_geo()
+    f = analysis.fund_geo(demo=True)
+    assert f.attrs["dimostrativo"] is True
     assert f.crs.to_epsg() == 25832 and f.geometry.notna().all()
     funded = f[f["granted_eur"] > 0]
     assert funded["granted_eur"].sum() <= 2_298_144.71 + 1e-6
     assert funded["granted_eur"].max() <= 229_814.47 + 1e-6
     # only sites entirely inside the TU are eligible
+    # the demonstration applicants are real Unioni / comuni in none, in their own territory:
+    # an exclusion can only come from the TU rule
     excl = f[f["status"] == "escluso"]
     assert (excl["reason"].str.contains("territorio urbanizzato")).all()
+    assert f["applicant_known"].all()

@@ -81,6 +81,10 @@ def test_fund_modes_and_map_pages(client):
     assert r.status_code == 200
     s = r.json()["summary"]
     assert s["optimal_total_merit"] >= s["graduatoria_total_merit"] - 1e-9
-    for page in ("/maps/overview", "/maps/budget?comune=037032", "/maps/fund"):
+    for page in ("/maps/overview", "/maps/budget?comune=037032", "/maps/fund?dimostrativo=true"):
         r = c.get(page)
         assert r.status_code == 200 and "OpenStreetMap" in r.text, page
+    # the demonstration set only when asked, and then said so; no run and no ask: 404
+    assert "DIMOSTRATIVA" in r.text and "(dimostrativo)" in r.text
+    r = c.get("/maps/fund")
+    assert r.status_code == 404 and "no applications loaded" in r.text

@@ -71,6 +71,7 @@ class Call:
     comune_only_if_no_unione: bool = True
     site_in_applicant_unione: bool = True
     min_inside_tu_share: float = 0.999
+    max_outside_tu_m2: float | None = None
     min_request_cents: int | None = None
     merit_decimals: int = 3
     tie_break: tuple[str, ...] = ("applicant_type",)
@@ -91,6 +92,7 @@ class Call:
                 "comune_only_if_no_unione": self.comune_only_if_no_unione,
                 "site_in_applicant_unione": self.site_in_applicant_unione,
                 "min_inside_tu_share": self.min_inside_tu_share,
+                "max_outside_tu_m2": self.max_outside_tu_m2,
                 "min_request_eur": None if self.min_request_cents is None
                 else cents_to_eur(self.min_request_cents),
             },
@@ -214,6 +216,11 @@ def call_from_mapping(raw: Mapping[str, Any], *, name: str = "call") -> Call:
     share = el.get("min_inside_tu_share", 0.999)
     if _share(share, src, "eligibility.min_inside_tu_share") is None:
         raise _fail(src, "eligibility.min_inside_tu_share", "must be a share between 0 and 1")
+    out_m2 = el.get("max_outside_tu_m2")
+    if out_m2 is not None and (isinstance(out_m2, bool) or not isinstance(out_m2, int | float)
+                               or out_m2 < 0):
+        raise _fail(src, "eligibility.max_outside_tu_m2",
+                    f"must be a non-negative number of square metres or null, got {out_m2!r}")
     dec = rk.get("merit_decimals", 3)
     if isinstance(dec, bool) or not isinstance(dec, int) or not 0 <= dec <= 9:
         raise _fail(src, "ranking.merit_decimals", f"must be an integer 0..9, got {dec!r}")
@@ -244,6 +251,7 @@ def call_from_mapping(raw: Mapping[str, Any], *, name: str = "call") -> Call:
         comune_only_if_no_unione=bool(el.get("comune_only_if_no_unione", True)),
         site_in_applicant_unione=bool(el.get("site_in_applicant_unione", True)),
         min_inside_tu_share=float(share),
+        max_outside_tu_m2=None if out_m2 is None else float(out_m2),
         min_request_cents=_money(el, "min_request_eur", src, required=False),
         merit_decimals=dec,
         tie_break=tie,

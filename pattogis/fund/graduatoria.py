@@ -49,30 +49,69 @@ def merit_points(merit: pd.Series | np.ndarray, decimals: int) -> np.ndarray:
     return np.rint(np.asarray(merit, dtype=float) * 10**decimals).astype(np.int64)
 
 
+def _m2(x: float) -> str:
+    return f"{int(round(float(x))):,}".replace(",", ".") + " m²"
+
+
+def tu_tolerance_text(call: Call) -> str:
+    """The call's tolerance for a site touching the TU perimeter, in Italian."""
+    parts = [f"almeno {pct(call.min_inside_tu_share)} della superficie nel TU"]
+    if call.max_outside_tu_m2 is not None:
+        parts.append(f"al più {_m2(call.max_outside_tu_m2)} fuori")
+    return " e ".join(parts)
+
+
 def eligibility(projects: pd.DataFrame, call: Call | str = "bando_2023") -> pd.DataFrame:
     """Check each project against the call's eligibility rules.
 
     Returns ``project_id``, ``eligible`` (bool), ``exclusion_reason`` (Italian, the first rule
     failed, null when eligible), ``grant_cents`` (``min(request, cap)``; 0 when excluded).
-    Rules in order: applicant type; a comune in an Unione cannot apply; an Unione only for sites
-    in its comuni; share of the site inside the TU; minimum request.
+    Rules in order: applicant known (when the table was checked against the territory); site in
+    the metropolitan area; applicant type; a comune in an Unione cannot apply; an Unione only
+    for sites in its comuni (a comune only for its own territory); site inside the TU within the
+    call's tolerance (share and m²); minimum request.
     """
     call = load_call(call)
     p = _prepared(projects)
     n = len(p)
+    resolved = "applicant_known" in p.columns
     at = p["applicant_type"].to_numpy(dtype=object)
     un = p["unione"].to_numpy(dtype=object)
     app = p["applicant"].to_numpy(dtype=object)
-    has_un = np.array([u is not None for u in un])
     share = p["inside_tu_share"].to_numpy(dtype=float)
     req = p["requested_cents"].to_numpy(dtype=np.int64)
+    no = np.zeros(n, bool)
 
-    bad_type = ~np.isin(at, list(call.applicant_types))
-    comune_in_un = (at == "comune") & has_un if call.comune_only_if_no_unione else np.zeros(n, bool)
-    outside_un = ((at == "unione") & (un != app)) if call.site_in_applicant_unione \
-        else np.zeros(n, bool)
+    if resolved:
+        unknown = ~p["applicant_known"].to_numpy(dtype=bool)
+        host = p["comune_istat"].to_numpy(dtype=object)
+        no_host = pd.isna(host) & ~unknown
+        a_un = p["applicant_unione"].to_numpy(dtype=object)
+        match = p["applicant_match"].to_numpy(dtype=object)
+        a_ist = p["applicant_istat"].to_numpy(dtype=object)
+        has_aun = ~pd.isna(a_un)
+    else:
+        unknown = no_host = no
+        a_un, match, a_ist = un, app, np.full(n, None, object)
+        has_aun = np.array([u is not None for u in un])
+    ok = ~unknown & ~no_host
+    bad_type = ok & ~np.isin(at, list(call.applicant_types))
+    comune_in_un = (ok & (at == "comune") & has_aun) if call.comune_only_if_no_unione else no
+    if call.site_in_applicant_unione:
+        outside_un = ok & (at == "unione") & (un != match)
+        outside_com = (ok & (at == "comune") & (a_ist != p["comune_istat"].to_numpy(dtype=object))
+                       if resolved else no)
+    else:
+        outside_un = outside_com = no
+    outside_m2 = (p["outside_tu_m2"].to_numpy(dtype=float) if "outside_tu_m2" in p.columns
+                  else np.full(n, np.nan))
     outside_tu = share < call.min_inside_tu_share - 1e-12
-    too_small = req < call.min_request_cents if call.min_request_cents else np.zeros(n, bool)
+    if call.max_outside_tu_m2 is not None:
+        outside_tu |= np.nan_to_num(outside_m2, nan=0.0) > call.max_outside_tu_m2 + 1e-9
+    outside_tu &= ok
+    too_small = req < call.min_request_cents if call.min_request_cents else no
+    derived = (p["tu_derived"].to_numpy(dtype=bool) if "tu_derived" in p.columns
+               else np.zeros(n, bool))
 
     reason: list[str | None] = [None] * n
     allowed = ", ".join({"unione": "Unioni", "comune": "comuni"}[t] for t in call.applicant_types)
@@ -81,17 +120,36 @@ def eligibility(projects: pd.DataFrame, call: Call | str = "bando_2023") -> pd.D
         reason[i] = (f"Escluso: importo richiesto di {eur(req[i])} inferiore al minimo del bando "
                      f"({eur(call.min_request_cents or 0)})")
     for i in np.flatnonzero(outside_tu):
-        reason[i] = (f"Escluso: il sito è fuori dal territorio urbanizzato "
-                     f"(quota interna {pct(share[i])})")
+        if np.isnan(outside_m2[i]):
+            reason[i] = (f"Escluso: il sito è fuori dal territorio urbanizzato "
+                         f"(quota interna {pct(share[i])})")
+        else:
+            reason[i] = (f"Escluso: il sito è fuori dal territorio urbanizzato: {_m2(outside_m2[i])} "
+                         f"fuori dal perimetro (quota interna {pct(share[i])}), oltre la tolleranza "
+                         f"del bando ({tu_tolerance_text(call)})"
+                         + ("; perimetro del TU derivato (provvisorio), non ufficiale"
+                            if derived[i] else ""))
+    for i in np.flatnonzero(outside_com):
+        reason[i] = (f"Escluso: il sito non è nel territorio del comune richiedente "
+                     f"(si trova a {p['host_name'].iat[i]})")
     for i in np.flatnonzero(outside_un):
+        where = (f"{p['host_name'].iat[i]}, "
+                 f"{un[i] if isinstance(un[i], str) else 'comune non associato a un’Unione'}"
+                 if resolved else (un[i] or "comune senza Unione"))
         reason[i] = (f"Escluso: il sito non è nel territorio dell'Unione richiedente "
-                     f"(si trova in: {un[i] or 'comune senza Unione'})")
+                     f"(si trova in: {where})")
     for i in np.flatnonzero(comune_in_un):
-        reason[i] = (f"Escluso: il comune aderisce a un'Unione ({un[i]}), che è il soggetto "
+        reason[i] = (f"Escluso: il comune aderisce a un'Unione ({a_un[i]}), che è il soggetto "
                      f"titolato a presentare domanda")
     for i in np.flatnonzero(bad_type):
         reason[i] = f"Escluso: tipo di richiedente '{at[i]}' non ammesso (ammessi: {allowed})"
-    eligible = ~(bad_type | comune_in_un | outside_un | outside_tu | too_small)
+    for i in np.flatnonzero(no_host):
+        reason[i] = "Escluso: il sito non ricade nel territorio della Città metropolitana"
+    for i in np.flatnonzero(unknown):
+        reason[i] = (f"Escluso: richiedente '{app[i]}' non riconosciuto: non è un'Unione della "
+                     f"Città metropolitana né uno dei suoi comuni")
+    eligible = ~(unknown | no_host | bad_type | comune_in_un | outside_un | outside_com
+                 | outside_tu | too_small)
     cap = call.cap_cents if call.cap_cents is not None else np.iinfo(np.int64).max
     grant = np.where(eligible, np.minimum(req, cap), 0).astype(np.int64)
     return pd.DataFrame({"project_id": p["project_id"].to_numpy(), "eligible": eligible,
@@ -161,6 +219,29 @@ class GraduatoriaResult:
             pos = f"{int(r.rank):>4}" if pd.notna(r.rank) else "   -"
             lines.append(f"{pos}  {r.project_id:<12} {r.applicant[:40]:<40} {r.reason}")
         return "\n".join(lines)
+
+
+def _with_notes(reasons: list[str], p: pd.DataFrame, call: Call) -> list[str]:
+    """Each reason followed by what the territory check found: a site within the TU tolerance
+    (m² outside, derived perimeter) and declarations that disagree with the territory."""
+    if "checks" not in p.columns and "outside_tu_m2" not in p.columns:
+        return reasons
+    out = []
+    checks = p["checks"].to_numpy(dtype=object) if "checks" in p.columns else [None] * len(p)
+    om2 = (p["outside_tu_m2"].to_numpy(dtype=float) if "outside_tu_m2" in p.columns
+           else np.zeros(len(p)))
+    der = (p["tu_derived"].to_numpy(dtype=bool) if "tu_derived" in p.columns
+           else np.zeros(len(p), bool))
+    el = p["eligible"].to_numpy(dtype=bool)
+    for r, c, m2, d, e in zip(reasons, checks, om2, der, el, strict=True):
+        bits = []
+        if e and m2 >= 0.5:
+            bits.append(f"{_m2(m2)} fuori dal TU, entro la tolleranza del bando"
+                        + (" (perimetro derivato)" if d else ""))
+        if c:
+            bits.append(str(c))
+        out.append(r + (" — Verifiche: " + "; ".join(bits) if bits else ""))
+    return out
 
 
 def records(table: pd.DataFrame) -> list[dict[str, Any]]:
@@ -275,7 +356,7 @@ def graduatoria(projects: pd.DataFrame, call: Call | str = "bando_2023", *,
             text += (f" (pari merito {merit_text(pts[i] / 10**call.merit_decimals)} con "
                      f"{', '.join(ties[i])}; spareggio: {tie_text})")
         reasons.append(text)
-    p["reason"] = reasons
+    p["reason"] = _with_notes(reasons, p, call)
     p["grant_eur"] = p["grant_cents"] / 100.0
     p["awarded_eur"] = p["awarded_cents"] / 100.0
     p["granted_eur"] = p["awarded_eur"]  # the name the fund map reads

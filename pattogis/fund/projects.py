@@ -28,6 +28,7 @@ Rows in error messages are numbered from 1 at the first data record (CSV line = 
 from __future__ import annotations
 
 import csv
+import io
 import re
 from pathlib import Path
 from typing import Any
@@ -35,16 +36,45 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyproj
 import shapely
 
 from pattogis import config
 from pattogis.errors import InputError
 from pattogis.fund.call import APPLICANT_TYPES
 from pattogis.fund.fmt import to_cents_array
+from pattogis.fund.territory import Territory, resolve
 
 REQUIRED = ("project_id", "applicant", "applicant_type", "requested_eur", "merit")
 OPTIONAL = ("title", "unione", "comune_istat", "territorial_system", "fragile",
             "fragility_index", "population", "inside_tu_share", "locked")
+# also read: the site as WKT in a CSV (``wkt`` with its ``epsg``), and free notes
+EXTRA = ("wkt", "epsg", "notes", "source")
+# what a description of each column says, for the template and the README
+COLUMN_DOCS = {
+    "project_id": "codice univoco della domanda (obbligatorio)",
+    "title": "titolo dell'intervento",
+    "applicant": "soggetto richiedente: Unione o comune non associato (obbligatorio)",
+    "applicant_type": "'unione' o 'comune' (facoltativo: si ricava dal nome del richiedente)",
+    "unione": "Unione del comune sede (facoltativo: si ricava dal territorio)",
+    "comune_istat": "codice ISTAT del comune sede (facoltativo: si ricava dal poligono)",
+    "territorial_system": "sistema territoriale (facoltativo: si ricava dal territorio)",
+    "fragile": "comune fragile sì/no (facoltativo: si ricava dal territorio)",
+    "fragility_index": "indice di fragilità 0..1 (facoltativo: si ricava dal territorio)",
+    "population": "residenti del comune sede (facoltativo: si ricava dal territorio)",
+    "requested_eur": "importo richiesto in euro, > 0, virgola decimale (obbligatorio)",
+    "merit": "punteggio di merito, più alto è meglio (obbligatorio)",
+    "inside_tu_share": "quota del sito nel TU 0..1 (facoltativo: si calcola dal poligono)",
+    "locked": "'in' | 'out' | vuoto: vincolo nella modalità ottima",
+    "wkt": "solo CSV: poligono del sito in WKT",
+    "epsg": "solo CSV: sistema di riferimento del WKT (es. 25832)",
+    "notes": "note libere",
+}
+# columns a checked table carries (so a checked table can be checked again)
+_DERIVED = {"requested_cents", "ente", "geometry", "host_name", "host_share", "n_comuni",
+            "applicant_match", "applicant_known", "applicant_istat", "applicant_unione",
+            "applicant_type_declared", "comune_istat_declared", "site_area_m2", "inside_tu_m2",
+            "outside_tu_m2", "tu_derived", "checks"}
 _TRUE = {"true", "1", "si", "sì", "yes", "y", "vero", "t"}
 _FALSE = {"false", "0", "no", "n", "falso", "f"}
 
@@ -81,9 +111,10 @@ def _number(values: pd.Series, decimal_comma: bool) -> tuple[np.ndarray, np.ndar
         f = values.astype(float).to_numpy()
         return f, np.zeros(len(f), dtype=bool)
     txt = pd.Series(_text(values), dtype=object)
+    # pandas may turn None into NaN when a map infers a string dtype: test for str, not None
     if decimal_comma:
-        txt = txt.map(lambda s: s if s is None else s.replace(".", "").replace(",", "."))
-    txt = txt.map(lambda s: s if s is None else re.sub(r"\s*€\s*$", "", s))
+        txt = txt.map(lambda s: s.replace(".", "").replace(",", ".") if isinstance(s, str) else None)
+    txt = txt.map(lambda s: re.sub(r"\s*€\s*$", "", s) if isinstance(s, str) else None)
     num = pd.to_numeric(txt, errors="coerce").astype(float).to_numpy()
     bad = np.isnan(num) & txt.notna().to_numpy()
     return num, bad
@@ -91,18 +122,49 @@ def _number(values: pd.Series, decimal_comma: bool) -> tuple[np.ndarray, np.ndar
 
 def validate_projects(df: pd.DataFrame, *, source: str | None = None,
                       tu: gpd.GeoDataFrame | None = None,
+                      territory: Territory | None = None,
                       decimal_comma: bool = False) -> pd.DataFrame:
     """Check a project table and return a normalised copy (same row order, fresh index).
 
     Adds ``requested_cents`` (int64, exact) and ``ente`` (the Unione, or the applicant comune
     when in no Unione: the unit of "share per Unione"). Raises :class:`InputError` naming the
     file, the rows (1 = first record) and the field of the first problem found.
+
+    With a ``territory`` every row needs a valid site polygon, and the eligibility facts (host
+    comune, Unione, applicant, systems, fragility, residents, TU share) are taken from it
+    (:func:`pattogis.fund.territory.resolve`); declared values only feed the ``checks``.
     """
     if not isinstance(df, pd.DataFrame):
         raise InputError(f"projects must be a table, got {type(df).__name__}", file=source)
-    p = df.reset_index(drop=True).copy()
-    missing = [c for c in REQUIRED if c not in p.columns]
-    if "inside_tu_share" not in p.columns and not (tu is not None and isinstance(p, gpd.GeoDataFrame)):
+    if territory is not None and {"applicant_known", "requested_cents", "checks"} <= set(df.columns):
+        return df.reset_index(drop=True)  # already checked against the territory
+    p = _full_names(df.reset_index(drop=True).copy())
+    known = set(REQUIRED) | set(OPTIONAL) | set(EXTRA) | _DERIVED
+    unknown = [c for c in p.columns if c not in known]
+    if unknown:
+        raise InputError(f"unknown column(s) {', '.join(map(str, unknown))}", file=source,
+                         field=str(unknown[0]),
+                         hint=f"known columns: {', '.join(list(REQUIRED) + list(OPTIONAL) + list(EXTRA))}"
+                              " (`pattogis fund template` writes an empty file with them)")
+    p = _wkt_sites(p, source)
+    if territory is not None:
+        return _checked_sites(_validate(p, source=source, territory=territory,
+                                        decimal_comma=decimal_comma), territory, source)
+    return _validate(p, source=source, tu=tu, decimal_comma=decimal_comma)
+
+
+def _validate(p: pd.DataFrame, *, source: str | None, tu: gpd.GeoDataFrame | None = None,
+              territory: Territory | None = None, decimal_comma: bool = False) -> pd.DataFrame:
+    required = [c for c in REQUIRED if not (territory is not None and c == "applicant_type")]
+    missing = [c for c in required if c not in p.columns]
+    has_sites = isinstance(p, gpd.GeoDataFrame)
+    if territory is not None and not has_sites:
+        raise InputError("the applications have no site polygons", file=source, field="geometry",
+                         hint="give a GeoPackage/GeoJSON/Shapefile/GeoParquet of the sites, or a "
+                              "CSV with the columns wkt and epsg: eligibility is decided from the "
+                              "site, not from what the application declares")
+    if "inside_tu_share" not in p.columns and not ((tu is not None or territory is not None)
+                                                   and has_sites):
         missing.append("inside_tu_share")
     if missing:
         raise InputError(f"missing column(s) {', '.join(missing)}", file=source,
@@ -132,8 +194,10 @@ def validate_projects(df: pd.DataFrame, *, source: str | None = None,
     p["title"] = pd.Series([t if t is not None else i for t, i in zip(title, ids, strict=True)],
                            dtype=object)
 
-    at = [None if v is None else v.lower() for v in _text(p["applicant_type"])]
-    bad = np.array([v not in APPLICANT_TYPES for v in at])
+    at = ([None if v is None else v.lower() for v in _text(p["applicant_type"])]
+          if "applicant_type" in p.columns else [None] * n)
+    bad = np.array([v not in APPLICANT_TYPES and not (v is None and territory is not None)
+                    for v in at])
     if bad.any():
         raise InputError("applicant_type must be 'unione' or 'comune'", file=source,
                          rows=_rows(bad), field="applicant_type")
@@ -141,8 +205,9 @@ def validate_projects(df: pd.DataFrame, *, source: str | None = None,
 
     un = _text(p["unione"]) if "unione" in p.columns else [None] * n
     # an Unione applicant with no unione given: the site is taken to be in its own territory
-    un = [a if (u is None and t == "unione") else u
-          for u, t, a in zip(un, at, p["applicant"], strict=True)]
+    if territory is None:
+        un = [a if (u is None and t == "unione") else u
+              for u, t, a in zip(un, at, p["applicant"], strict=True)]
     p["unione"] = pd.Series(un, dtype=object)
     p["ente"] = pd.Series([u if u is not None else a for u, a in zip(un, p["applicant"], strict=True)],
                           dtype=object)
@@ -226,13 +291,16 @@ def validate_projects(df: pd.DataFrame, *, source: str | None = None,
     share = num("inside_tu_share", required=False, lo=0.0, hi=1.0 + 1e-9,
                 what="a share between 0 and 1") if have_share else np.full(n, np.nan)
     nan = np.isnan(share)
-    if nan.any():
+    if nan.any() and territory is None:
         if tu is None or not isinstance(p, gpd.GeoDataFrame):
             raise InputError("inside_tu_share is missing", file=source, rows=_rows(nan),
                              field="inside_tu_share",
                              hint="give it, or give site polygons and the TU layer")
         share[nan] = tu_share(p.geometry[nan], tu)
     p["inside_tu_share"] = np.clip(share, 0.0, 1.0)
+    for c in EXTRA[:2]:
+        if c in p.columns:
+            p = p.drop(columns=c)
 
     lk = _text(p["locked"]) if "locked" in p.columns else [None] * n
     lk = [None if v is None else v.lower() for v in lk]
@@ -242,6 +310,72 @@ def validate_projects(df: pd.DataFrame, *, source: str | None = None,
                          field="locked")
     p["locked"] = pd.Series(lk, dtype=object)
     return p
+
+
+def _full_names(p: pd.DataFrame) -> pd.DataFrame:
+    """Column names cut to 10 characters by the Shapefile format, back to their full names."""
+    full = list(REQUIRED) + list(OPTIONAL)
+    ren = {}
+    for c in p.columns:
+        if isinstance(c, str) and len(c) == 10 and c not in full:
+            hits = [f for f in full if f.startswith(c)]
+            if len(hits) == 1:
+                ren[c] = hits[0]
+    return p.rename(columns=ren) if ren else p
+
+
+def _wkt_sites(p: pd.DataFrame, source: str | None) -> pd.DataFrame:
+    """A CSV's ``wkt`` column (with its ``epsg``) as the site geometry."""
+    if "wkt" not in p.columns or isinstance(p, gpd.GeoDataFrame):
+        return p
+    txt = _text(p["wkt"])
+    empty = np.array([t is None for t in txt])
+    if empty.all():
+        return p.drop(columns=[c for c in ("wkt", "epsg") if c in p.columns])
+    if empty.any():
+        raise InputError("empty site geometry", file=source, rows=_rows(empty), field="wkt")
+    geoms = shapely.from_wkt(np.array(txt, dtype=object), on_invalid="ignore")
+    bad = pd.isna(geoms)
+    if bad.any():
+        raise InputError("the site geometry is not valid WKT", file=source, rows=_rows(bad),
+                         field="wkt")
+    ep = _text(p["epsg"]) if "epsg" in p.columns else [None] * len(p)
+    if any(e is None for e in ep):
+        raise InputError("the site geometry has no CRS", file=source,
+                         rows=_rows(np.array([e is None for e in ep])), field="epsg",
+                         hint="give the EPSG code of the WKT coordinates (25832 for UTM 32N)")
+    codes = sorted(set(ep))
+    if len(codes) > 1:
+        raise InputError(f"the sites mix CRS {', '.join(codes)}", file=source, field="epsg",
+                         hint="write every site in one CRS")
+    try:
+        crs = pyproj.CRS.from_user_input(f"EPSG:{codes[0]}" if codes[0].isdigit() else codes[0])
+    except pyproj.exceptions.CRSError as e:
+        raise InputError(f"unknown CRS '{codes[0]}'", file=source, rows=[1], field="epsg") from e
+    return gpd.GeoDataFrame(p.drop(columns=["wkt"] + (["epsg"] if "epsg" in p.columns else [])),
+                            geometry=geoms, crs=crs)
+
+
+def _checked_sites(p: pd.DataFrame, territory: Territory, source: str | None) -> pd.DataFrame:
+    """Every site a valid, non-empty polygon; then the eligibility facts from the territory."""
+    assert isinstance(p, gpd.GeoDataFrame)
+    g = np.asarray(p.geometry.values, dtype=object)
+    empty = pd.isna(g) | shapely.is_empty(g)
+    if empty.any():
+        raise InputError("missing or empty site geometry", file=source, rows=_rows(empty),
+                         field="geometry")
+    kind = shapely.get_type_id(g)
+    notpoly = ~np.isin(kind, (3, 6))  # Polygon, MultiPolygon
+    if notpoly.any():
+        raise InputError("the site must be a polygon", file=source, rows=_rows(notpoly),
+                         field="geometry", hint="draw the site's perimeter, not a point or a line")
+    invalid = ~shapely.is_valid(g)
+    if invalid.any():
+        first = int(np.flatnonzero(invalid)[0])
+        raise InputError(f"invalid site polygon ({shapely.is_valid_reason(g[first])})",
+                         file=source, rows=_rows(invalid), field="geometry",
+                         hint="fix it in QGIS (Vector ▸ Geometry Tools ▸ Fix Geometries)")
+    return resolve(p, territory)
 
 
 def tu_share(sites: gpd.GeoSeries, tu: gpd.GeoDataFrame | gpd.GeoSeries) -> np.ndarray:
@@ -280,7 +414,9 @@ def _sniff(path: Path) -> tuple[str, bool]:
 
 
 def projects_from_table(path: str | Path, *, layer: str | None = None,
-                        tu: gpd.GeoDataFrame | None = None) -> pd.DataFrame:
+                        tu: gpd.GeoDataFrame | None = None,
+                        territory: Territory | None = None,
+                        label: str | None = None) -> pd.DataFrame:
     """Read and check a projects file: CSV (',' or ';' separated; with ';' decimals may use a
     comma), GeoPackage (``layer`` or the first), GeoJSON, Shapefile or GeoParquet.
 
@@ -288,7 +424,7 @@ def projects_from_table(path: str | Path, *, layer: str | None = None,
     has geometries). Errors name the file, the rows (1 = first record) and the field.
     """
     path = Path(path)
-    src = str(path)
+    src = label or str(path)
     if not path.exists():
         raise InputError("projects file does not exist", file=src)
     suffix = path.suffix.lower()
@@ -296,8 +432,11 @@ def projects_from_table(path: str | Path, *, layer: str | None = None,
     try:
         if suffix in (".csv", ".txt", ".tsv"):
             sep, decimal_comma = _sniff(path)
-            df: pd.DataFrame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False,
-                                           encoding="utf-8-sig")
+            text = path.read_text(encoding="utf-8-sig")
+            # lines starting with '#' document the columns (the template): not records
+            body = "".join(ln for ln in text.splitlines(keepends=True) if not ln.startswith("#"))
+            df: pd.DataFrame = pd.read_csv(io.StringIO(body), sep=sep, dtype=str,
+                                           keep_default_na=False)
             df.columns = [str(c).strip() for c in df.columns]
         elif suffix in (".parquet", ".geoparquet"):
             df = gpd.read_parquet(path)
@@ -312,4 +451,5 @@ def projects_from_table(path: str | Path, *, layer: str | None = None,
         raise InputError(f"cannot read projects file: {e}", file=src) from e
     if isinstance(df, gpd.GeoDataFrame) and (df.geometry.isna().all() or df.geometry.is_empty.all()):
         df = pd.DataFrame(df.drop(columns=df.geometry.name))
-    return validate_projects(df, source=src, tu=tu, decimal_comma=decimal_comma)
+    return validate_projects(df, source=src, tu=tu, territory=territory,
+                             decimal_comma=decimal_comma)

@@ -13,6 +13,7 @@ demand for the area in view. Layer inputs are in the working CRS (EPSG:25832); a
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -33,6 +34,7 @@ from pattogis.maps.base import (
     VIRIDIS,
     YL_OR_RD,
     LegendSection,
+    MapScript,
     add_layer_control,
     add_legend,
     add_panel,
@@ -702,12 +704,57 @@ def _fund_status(v: Any) -> str:
                      hint=f"expected one of {', '.join(FUND_STATUS)}")
 
 
+# zoom levels of the fund page: below CLOSE the applications of one comune are one circle;
+# from POLYGONS_ONLY on only the site polygons are drawn (the circles would hide them)
+FUND_CLOSE_ZOOM = 13
+FUND_POLYGONS_ONLY_ZOOM = 15
+FUND_CLUSTER_COLOR = "#34495e"
+_FUND_ZOOM_JS = """
+(function (map) {
+  var o = %s, keep = {};
+  function upd() {
+    var z = map.getZoom();
+    o.keys.forEach(function (k) {
+      var g = window.pattogis.layers[k]; if (!g) { return; }
+      if (!keep[k]) { keep[k] = g.getLayers(); }
+      keep[k].forEach(function (l) {
+        var p = (l.feature && l.feature.properties) || {}, show;
+        if (k === o.cluster) { show = z < o.close; }
+        else { show = z < o.polyOnly && (z >= o.close || !p._c); }
+        if (show && !g.hasLayer(l)) { g.addLayer(l); }
+        if (!show && g.hasLayer(l)) { g.removeLayer(l); }
+      });
+    });
+  }
+  // the number of applications written on each grouped circle
+  document.head.insertAdjacentHTML('beforeend', '<style>.pg-count{background:transparent;' +
+    'border:0;box-shadow:none;color:#fff;font-weight:bold;font-size:12px}' +
+    '.pg-count:before{display:none}</style>');
+  var cg = window.pattogis.layers[o.cluster];
+  if (cg) {
+    cg.eachLayer(function (l) {
+      var p = (l.feature && l.feature.properties) || {};
+      if (p._n) { l.bindTooltip(String(p._n), {permanent: true, direction: 'center',
+                                                className: 'pg-count'}); }
+    });
+  }
+  map.on('zoomend', upd); map.whenReady(upd);
+})({map});
+"""
+
+
 def fund_map(result: gpd.GeoDataFrame, *, call_name: str | None = None, budget_eur: float | None = None,
-             static_url: str | None = None) -> folium.Map:
+             static_url: str | None = None, demo: bool | None = None) -> folium.Map:
     """Projects of a fund call by status (finanziato, parzialmente, non finanziato, escluso),
     circle area proportional to the grant (or the request when nothing was granted), reason in
     the popup. ``result``: the fund output with ``status``, ``granted_eur``, ``reason``,
-    ``applicant`` (optional ``requested_eur``, ``title``/``project_id``, ``rank``, ``merit``)."""
+    ``applicant`` (optional ``requested_eur``, ``title``/``project_id``, ``rank``, ``merit``,
+    ``comune_istat``/``host_name`` to group far out).
+
+    Readable where sites crowd (Bologna): far out, the applications of one comune are one
+    circle with their number and list; from zoom 13 each has its circle; from zoom 15 only the
+    site polygons. ``demo`` (default ``result.attrs['dimostrativo']``): the applications are the
+    demonstration set, and the title, layers and legend say "dimostrativo"."""
     if not isinstance(result, gpd.GeoDataFrame) or result.crs is None:
         raise InputError("fund result must be a GeoDataFrame with a CRS (the project sites)",
                          field="geometry")
@@ -718,16 +765,22 @@ def fund_map(result: gpd.GeoDataFrame, *, call_name: str | None = None, budget_e
     if bad.any():
         raise InputError("projects without a site geometry", rows=[int(i) + 1 for i in np.flatnonzero(bad)],
                          field="geometry")
-    r = result.copy()
+    demo = bool(result.attrs.get("dimostrativo", False)) if demo is None else demo
+    budget_eur = budget_eur if budget_eur is not None else result.attrs.get("budget_eur")
+    dem = " (dimostrativo)" if demo else ""
+    r = result.reset_index(drop=True)
     r["_status"] = [_fund_status(v) for v in r["status"]]
     granted = pd.to_numeric(r["granted_eur"], errors="coerce").fillna(0.0).to_numpy()
     req = (pd.to_numeric(r["requested_eur"], errors="coerce").to_numpy()
            if "requested_eur" in r.columns else np.full(len(r), np.nan))
     unioni = layers.open_layer("unioni")
-    title = "Fondo perequativo metropolitano – assegnazione" + (f" ({call_name})" if call_name else "")
+    title = ("Fondo perequativo metropolitano – assegnazione"
+             + (" DIMOSTRATIVA" if demo else "") + (f" ({call_name})" if call_name else ""))
     tot = granted.sum()
     sub = f"{_n_progetti(len(r))}, {fmt_eur(tot)} assegnati" + (
         f" su {fmt_eur(budget_eur)}" if budget_eur is not None else "")
+    if demo:
+        sub = "Domande dimostrative, non reali (siti candidati con il miglior punteggio). " + sub
     m = base_map(title, sub, bounds=bounds_latlon(unioni), static_url=static_url)
     src_u = source_text(["unioni"])
     fc = to_features(unioni, {"tip": [esc(u) for u in unioni["unione"]],
@@ -743,34 +796,90 @@ def fund_map(result: gpd.GeoDataFrame, *, call_name: str | None = None, budget_e
     amount = np.where(granted > 0, granted, np.nan_to_num(req, nan=0.0))
     ref = float(np.nanmax(amount)) if len(amount) and np.nanmax(amount) > 0 else 1.0
     radius = 5.0 + 13.0 * np.sqrt(amount / ref)
+    color_of = {k: c for k, (_, c) in FUND_STATUS.items()}
+    label_of = {k: lab for k, (lab, _) in FUND_STATUS.items()}
+    pops = []
+    for j, (_, row) in enumerate(r.iterrows()):
+        lab = label_of[row["_status"]]
+        rows = [("Richiedente", esc(row["applicant"])), ("Esito", f"<b>{esc(lab)}{dem}</b>"),
+                ("Importo assegnato", fmt_eur(granted[j]))]
+        if np.isfinite(req[j]):
+            rows.append(("Importo richiesto", fmt_eur(req[j])))
+        for col, name in (("rank", "Posizione in graduatoria"), ("merit", "Punteggio di merito")):
+            if col in row.index and pd.notna(row[col]):
+                rows.append((name, fmt_num(row[col], 0 if col == "rank" else 3)))
+        if "host_name" in row.index and pd.notna(row["host_name"]):
+            rows.append(("Comune sede (dal poligono)", esc(row["host_name"])))
+        rows.append(("Motivazione", esc(row["reason"])))
+        head = row[label_col] if label_col and pd.notna(row[label_col]) else "Progetto"
+        pops.append(table_html(rows, title=esc(head)))
+    pops_a = np.array(pops, dtype=object)
+
+    # far out: the applications of one comune (two or more) become one circle
+    group_key = next((c for c in ("comune_istat", "host_name") if c in r.columns), None)
+    gk = (r[group_key].astype(object).where(r[group_key].notna(), None).to_numpy()
+          if group_key else np.full(len(r), None, object))
+    counts = pd.Series(gk).value_counts()
+    clustered = np.array([k is not None and counts.get(k, 0) > 1 for k in gk])
+
+    # the site polygons: always drawn; alone from zoom FUND_POLYGONS_ONLY_ZOOM
+    poly = to_features(r[["geometry"]].assign(_fill=[color_of[k] for k in r["_status"]]),
+                       {"popup": pops, "tip": [f"{esc(a)}: {esc(label_of[k])}{dem}"
+                                               for a, k in zip(r["applicant"], r["_status"],
+                                                               strict=True)],
+                        "_fill": [color_of[k] for k in r["_status"]]})
+    geojson_layer(poly, f"Siti delle domande (poligoni){dem}", style=_style("#999", "#222", 1.0, 0.6),
+                  attribution="Domande al fondo perequativo", highlight=True,
+                  key="fund_sites").add_to(m)
+
+    keys = ["fund_sites_cluster"]
     for key, (lab, color) in FUND_STATUS.items():
         sel = (r["_status"] == key).to_numpy()
         if not sel.any():
             continue
         sub_r = r[sel]
-        pops = []
-        for j, (_, row) in enumerate(sub_r.iterrows()):
-            rows = [("Richiedente", esc(row["applicant"])), ("Esito", f"<b>{lab}</b>"),
-                    ("Importo assegnato", fmt_eur(granted[sel][j]))]
-            if np.isfinite(req[sel][j]):
-                rows.append(("Importo richiesto", fmt_eur(req[sel][j])))
-            for col, name in (("rank", "Posizione in graduatoria"), ("merit", "Punteggio di merito")):
-                if col in row.index and pd.notna(row[col]):
-                    rows.append((name, fmt_num(row[col], 0 if col == "rank" else 3)))
-            rows.append(("Motivazione", esc(row["reason"])))
-            head = row[label_col] if label_col and pd.notna(row[label_col]) else "Progetto"
-            pops.append(table_html(rows, title=esc(head)))
-        pts = sub_r.set_geometry(sub_r.geometry.representative_point())
-        fc = to_features(pts, {"popup": pops, "tip": [f"{esc(a)}: {lab}" for a in sub_r["applicant"]],
-                               "_r": radius[sel]})
-        geojson_layer(fc, f"{lab} ({int(sel.sum())})", style=_style(color, "#222", 1.0, 0.85),
+        pts = sub_r[["geometry"]].set_geometry(sub_r.geometry.representative_point())
+        fc = to_features(pts, {"popup": list(pops_a[sel]),
+                               "tip": [f"{esc(a)}: {lab}{dem}" for a in sub_r["applicant"]],
+                               "_r": radius[sel], "_c": [bool(c) for c in clustered[sel]]})
+        geojson_layer(fc, f"{lab}{dem} ({int(sel.sum())})", style=_style(color, "#222", 1.0, 0.85),
                       attribution="Domande al fondo perequativo", highlight=True,
                       key=f"fund_{key}").add_to(m)
-    counts = r["_status"].value_counts()
-    items = [(c, f"{lab}: {_n_progetti(int(counts.get(k, 0)))}") for k, (lab, c) in FUND_STATUS.items()]
-    legend = [LegendSection("Esito della domanda", items, kind="dot",
+        keys.append(f"fund_{key}")
+    if clustered.any():
+        cr = r[clustered].assign(_k=gk[clustered])
+        cp = cr.geometry.representative_point()
+        rows_c = []
+        for k, g in cr.groupby("_k", sort=True):
+            name = (g["host_name"].iloc[0] if "host_name" in g.columns and pd.notna(g["host_name"].iloc[0])
+                    else str(k))
+            items = [(esc(g.at[i, label_col] if label_col else g.at[i, "applicant"]),
+                      f"{esc(label_of[g.at[i, '_status']])} – {fmt_eur(granted[i])}")
+                     for i in g.index]
+            xy = cp.loc[g.index]
+            rows_c.append({"name": name, "n": len(g), "x": float(xy.x.mean()), "y": float(xy.y.mean()),
+                           "popup": table_html(items, title=f"{esc(name)}: {len(g)} domande{dem}")})
+        cdf = gpd.GeoDataFrame(rows_c, geometry=gpd.points_from_xy([c["x"] for c in rows_c],
+                                                                    [c["y"] for c in rows_c]),
+                               crs=r.crs)
+        fcc = to_features(cdf[["geometry"]], {
+            "popup": [c["popup"] for c in rows_c],
+            "tip": [f"{esc(c['name'])}: {c['n']} domande{dem} (avvicinati per vederle)" for c in rows_c],
+            "_r": [8.0 + 4.0 * np.sqrt(c["n"]) for c in rows_c], "_n": [c["n"] for c in rows_c]})
+        geojson_layer(fcc, f"Domande raggruppate per comune{dem}",
+                      style=_style(FUND_CLUSTER_COLOR, "#fff", 2.0, 0.85),
+                      attribution="Domande al fondo perequativo", highlight=True,
+                      key="fund_sites_cluster").add_to(m)
+    counts_s = r["_status"].value_counts()
+    items = [(c, f"{lab}: {_n_progetti(int(counts_s.get(k, 0)))}") for k, (lab, c) in FUND_STATUS.items()]
+    legend = [LegendSection("Esito della domanda" + dem, items, kind="dot",
                             note="Area del cerchio proporzionale all'importo assegnato (o "
-                            "richiesto, se non finanziato)."),
+                            "richiesto, se non finanziato). Da lontano le domande di uno stesso "
+                            "comune sono un solo cerchio scuro con il loro elenco; avvicinandosi "
+                            "compaiono i singoli cerchi e, da vicino, i poligoni dei siti."
+                            + (" Domande DIMOSTRATIVE: non è un'assegnazione reale." if demo else "")),
+              LegendSection("Raggruppamento" + dem, [(FUND_CLUSTER_COLOR, "più domande nello stesso comune")],
+                            kind="dot"),
               LegendSection("Confini", [("#555", "Unioni e comuni non associati")], kind="line",
                             source=src_u)]
     by = (pd.DataFrame({"s": r["_status"], "g": granted}).groupby("s")["g"].agg(["size", "sum"]))
@@ -781,9 +890,12 @@ def fund_map(result: gpd.GeoDataFrame, *, call_name: str | None = None, budget_e
     if budget_eur is not None:
         rows.append(("Dotazione del bando", fmt_eur(budget_eur)))
         rows.append(("Non assegnato", fmt_eur(float(budget_eur) - tot)))
-    add_panel(m, table_html(rows, title="Riepilogo"))
+    add_panel(m, table_html(rows, title="Riepilogo" + (" – DIMOSTRATIVO" if demo else "")))
     add_layer_control(m)
     add_legend(m, legend, footer=NO_TILES_NOTE)
+    opts = {"keys": keys, "cluster": "fund_sites_cluster", "close": FUND_CLOSE_ZOOM,
+            "polyOnly": FUND_POLYGONS_ONLY_ZOOM}
+    MapScript(_FUND_ZOOM_JS.replace("%s", json.dumps(opts))).add_to(m)
     return m
 
 
