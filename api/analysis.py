@@ -12,9 +12,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from fastapi import APIRouter, Query
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field, ValidationError
+from starlette.datastructures import UploadFile
 
 from pattogis import analysis, layers
 from pattogis.collections import Collection, CollectionRegistry
@@ -55,7 +58,24 @@ class ScoreRequest(BaseModel):
                                           "(criteria with weights, directions, normalisation)")
     method: str | None = Field(None, description="wsum or topsis (default: the profile's)")
     draws: int = Field(200, ge=0, le=5000, description="Monte Carlo weight draws")
-    top: int = Field(50, ge=1, le=5000)
+    top: int = Field(50, ge=1, le=100_000, description="sites returned, best first")
+    sites: dict[str, Any] | None = Field(
+        None, description="your own sites: a GeoJSON FeatureCollection of polygons or points "
+        "(RFC 7946 CRS84 lon/lat, or the CRS of a legacy crs member); default: the built candidates")
+    crs: str | None = Field(None, description="CRS of sites that declare none (e.g. EPSG:25832)")
+    id_field: str | None = Field(None, description="property holding the site id (default: "
+                                 "site_id/id/codice, else SITO-001...)")
+    name_field: str | None = Field(None, description="property holding the site name")
+    wkt_field: str | None = Field(None, description="CSV upload: column holding WKT geometry")
+    lon_field: str | None = Field(None, description="CSV upload: longitude column")
+    lat_field: str | None = Field(None, description="CSV upload: latitude column")
+    format: str = Field("json", pattern="^(json|csv|xlsx|gpkg)$",
+                        description="json, or a file: csv (Italian format), xlsx, gpkg")
+
+    def read_options(self) -> dict[str, Any]:
+        opts = {k: getattr(self, k) for k in ("crs", "id_field", "name_field", "wkt_field",
+                                               "lon_field", "lat_field")}
+        return {k: v for k, v in opts.items() if v}
 
 
 class CompareRequest(BaseModel):
@@ -82,6 +102,71 @@ def _profile(profile: dict[str, Any] | str) -> Any:
         return scoring.load_profile(profile)
     except ConfigError as e:
         raise InputError(f"invalid profile: {e}", field="profile") from e
+
+
+async def _score_input(request: Request) -> tuple[ScoreRequest, Any, str]:
+    """(options, sites source or None, label) from a JSON body, a bare FeatureCollection body
+    (options in the query) or a multipart upload (the file in ``file``, options as form fields)."""
+    from api.proposals import _read_limited, max_body_bytes
+
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    body = await _read_limited(request, max_body_bytes())
+    params: dict[str, Any] = dict(request.query_params)
+    source: Any = None
+    label = "body"
+    if media == "multipart/form-data":
+        sent = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal sent
+            if sent:
+                return {"type": "http.disconnect"}
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        form = await Request(request.scope, replay).form()
+        f = form.get("file")
+        if not isinstance(f, UploadFile):
+            raise InputError("a multipart upload needs the sites file in a field named 'file'",
+                             field="file")
+        source, label = await f.read(), f.filename or "upload"
+        params |= {k: v for k, v in form.items() if k != "file" and isinstance(v, str)}
+    elif body.strip():
+        try:
+            obj = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise InputError(f"the body is not JSON: {e}") from e
+        if isinstance(obj, dict) and obj.get("type") in ("FeatureCollection", "Feature"):
+            source = obj
+        elif isinstance(obj, dict):
+            params |= obj
+        else:
+            raise InputError("the body must be a JSON object", hint="a ScoreRequest or a FeatureCollection")
+    try:
+        req = ScoreRequest.model_validate(params)
+    except ValidationError as e:
+        raise RequestValidationError(e.errors()) from e
+    if source is None and req.sites is not None:
+        source = req.sites
+    return req, source, label
+
+
+def _score_response(s: Any, req: ScoreRequest) -> Response:
+    """Scored sites best first: JSON (with the Italian reason per site) or a file."""
+    from pattogis import reports
+
+    s = s.sort_values("rank", na_position="last")
+    if req.format != "json":
+        data, media, ext = reports.scores_file(s, req.format)
+        return Response(data, media_type=media,
+                        headers={"Content-Disposition": f'attachment; filename="punteggi.{ext}"'})
+    s = s.head(req.top)
+    recs = _records(s)
+    for rec, why in zip(recs, reports.reasons_it(s), strict=True):
+        rec["motivazione"] = why
+    n_out = int(s["outside_metro"].sum()) if "outside_metro" in s.columns else 0
+    return JSONResponse({"profile": _jsonable(s.attrs.get("profile")), "n_sites": len(s),
+                         "n_outside_metro": n_out, "sites": recs})
 
 
 def _register_results(registry: CollectionRegistry, get_store: Any) -> None:
@@ -117,12 +202,27 @@ def analysis_router(registry: CollectionRegistry, get_store: Any) -> APIRouter:
                               with_trajectory=trajectory)
         return JSONResponse(_jsonable(out))
 
-    @r.post("/score", summary="Score the default candidate sites with posted weights or profile")
-    def score(req: ScoreRequest) -> JSONResponse:
-        s = analysis.score_sites(crit=default_criteria(), profile=_profile(req.profile), method=req.method,
-                                 draws=req.draws)
-        s = s.sort_values("rank").head(req.top)
-        return JSONResponse({"profile": _jsonable(s.attrs.get("profile")), "sites": _records(s)})
+    @r.post("/score", summary="Score sites: the built candidates, or your own (GeoJSON body or "
+            "a multipart upload of GeoPackage, GeoJSON, zipped Shapefile, GeoParquet or CSV)",
+            openapi_extra={"requestBody": {"content": {
+                "application/json": {"schema": ScoreRequest.model_json_schema()},
+                "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+                    "file": {"type": "string", "format": "binary"},
+                    **{k: {"type": "string"} for k in ScoreRequest.model_fields if k != "sites"}}}}},
+                "required": False}})
+    async def score(request: Request) -> Response:
+        req, source, label = await _score_input(request)
+
+        def work() -> Response:
+            if source is None:
+                s = analysis.score_sites(crit=default_criteria(), profile=_profile(req.profile),
+                                         method=req.method, draws=req.draws)
+            else:
+                s = analysis.score_sites(source, profile=_profile(req.profile), method=req.method,
+                                         draws=req.draws, label=label, **req.read_options())
+            return _score_response(s, req)
+
+        return await run_in_threadpool(work)
 
     @r.post("/compare", summary="Compare sites side by side (raw, normalised, contributions)")
     def compare(req: CompareRequest) -> JSONResponse:

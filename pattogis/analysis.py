@@ -83,32 +83,54 @@ def ledger_table(scenario: str = "base", proposals: gpd.GeoDataFrame | None = No
 # --- scoring -------------------------------------------------------------------------------------
 
 
-def criteria_for(candidates: gpd.GeoDataFrame | str | Path | None = None, *,
-                 engine: str = "local") -> gpd.GeoDataFrame:
-    """Raw criteria of candidate sites (the default candidate set when None)."""
-    from pattogis.criteria import CriteriaContext, compute_criteria
+@cache
+def _context(mtime: float) -> Any:
+    from pattogis.criteria import CriteriaContext
+
+    return CriteriaContext.from_layers()
+
+
+def criteria_context() -> Any:
+    """The criteria context of the built layers (road graph, rasters...), cached until the layer
+    set is rebuilt, so scoring an upload does not reread the layers."""
+    return _context(layers.gpkg_path().stat().st_mtime)
+
+
+def read_own_sites(source: Any, **options: Any) -> gpd.GeoDataFrame:
+    """A planner's own sites (file path, upload bytes, GeoJSON dict), flagged when outside the
+    metropolitan area: :func:`pattogis.criteria.read_candidates` with the comuni layer."""
+    from pattogis.criteria import read_candidates
+
+    comuni, _ = base_layers()
+    return read_candidates(source, comuni=comuni, **options)
+
+
+def criteria_for(candidates: gpd.GeoDataFrame | str | Path | bytes | dict | None = None, *,
+                 engine: str = "local", **read_options: Any) -> gpd.GeoDataFrame:
+    """Raw criteria of candidate sites (the default candidate set when None; a file, upload bytes
+    or a GeoJSON dict is read with :func:`read_own_sites` and ``read_options``)."""
+    from pattogis.criteria import compute_criteria
 
     if candidates is None:
         cand = layers.open_layer("candidates")
-    elif isinstance(candidates, (str, Path)):
-        from pattogis.criteria import read_candidates
-
-        cand = read_candidates(candidates)
+    elif isinstance(candidates, (str, Path, bytes, bytearray, dict)):
+        cand = read_own_sites(candidates, **read_options)
     else:
         cand = candidates
-    return compute_criteria(cand, CriteriaContext.from_layers(), engine=engine)
+    return compute_criteria(cand, criteria_context(), engine=engine)
 
 
-def score_sites(candidates: gpd.GeoDataFrame | str | Path | None = None, *,
+def score_sites(candidates: gpd.GeoDataFrame | str | Path | bytes | dict | None = None, *,
                 profile: str | dict = "unione", method: str | None = None,
                 draws: int = 500, top_k: int = 10, seed: int = 0,
-                crit: gpd.GeoDataFrame | None = None, engine: str = "local") -> gpd.GeoDataFrame:
+                crit: gpd.GeoDataFrame | None = None, engine: str = "local",
+                **read_options: Any) -> gpd.GeoDataFrame:
     """Score sites: raw criteria, normalised values, contributions, score, rank and the Monte Carlo
     rank interval (``rank_p5``..``rank_p95``) and probability of being in the top ``top_k``.
     ``engine``: where the criteria run (``'local'`` or ``'dask'``, same values)."""
     from pattogis import scoring
 
-    crit = crit if crit is not None else criteria_for(candidates, engine=engine)
+    crit = crit if crit is not None else criteria_for(candidates, engine=engine, **read_options)
     data = crit.set_index("site_id") if "site_id" in crit.columns else crit
     scored = scoring.score(data, profile, method=method)
     raw_cols = [c for c in data.columns if c not in scored.columns and c != "geometry"]

@@ -87,18 +87,47 @@ def cmd_budget(a: argparse.Namespace) -> None:
         print(pd.DataFrame(out["comparison"]).round(3).to_string(index=False))
 
 
+def _read_options(a: argparse.Namespace) -> dict[str, Any]:
+    """How to read a planner's own sites (only what the user gave)."""
+    opts = {"crs": a.crs, "id_field": a.id_field, "name_field": a.name_field,
+            "wkt_field": a.wkt_field, "lon_field": a.lon_field, "lat_field": a.lat_field}
+    return {k: v for k, v in opts.items() if v}
+
+
 def cmd_score(a: argparse.Namespace) -> None:
-    from pattogis import analysis
+    from pattogis import analysis, reports
     from pattogis.scoring import write_scores
 
-    scored = analysis.score_sites(a.candidates, profile=a.profile, method=a.method, draws=a.draws,
+    cand: Any = a.candidates
+    if a.candidates:
+        cand = analysis.read_own_sites(a.candidates, **_read_options(a))
+    scored = analysis.score_sites(cand, profile=a.profile, method=a.method, draws=a.draws,
                                   engine=a.engine)
     if a.out:
         write_scores(scored, a.out)
-        print(f"{len(scored)} sites scored → {a.out}")
-    cols = [c for c in ("site_id", "comune_istat", "score", "rank", "rank_p5", "rank_p95", "p_top_k",
-                        "missing") if c in scored.columns]
-    print(scored.sort_values("rank")[cols].head(a.top).to_string(index=False))
+        print(f"{len(scored)} siti valutati → {a.out}")
+    if a.json:
+        from pattogis.scoring import to_records
+
+        out = scored.sort_values("rank")
+        recs = to_records(out.drop(columns="geometry", errors="ignore"))
+        for rec, why in zip(recs, reports.reasons_it(out), strict=True):
+            rec["motivazione"] = why
+        print(_json({"profile": scored.attrs.get("profile"), "sites": recs}))
+        return
+    cols = {"site_id": "sito", "name": "nome", "comune_istat": "comune", "host_istat": "comune",
+            "score": "punteggio", "rank": "posizione", "rank_p5": "pos. P5", "rank_p95": "pos. P95",
+            "p_top_k": "prob. tra i primi", "outside_metro": "fuori area metro"}
+    show = scored.sort_values("rank").head(a.top)
+    keep = [c for c in cols if c in show.columns and not (c == "host_istat" and "comune_istat" in show)]
+    print(show[keep].rename(columns=cols).to_string(index=False))
+    n_out = int(scored["outside_metro"].sum()) if "outside_metro" in scored.columns else 0
+    if n_out:
+        print(f"\nATTENZIONE: {n_out} siti fuori (anche in parte) dall'area metropolitana")
+    if a.explain:
+        print("\nPerché:")
+        for line in reports.reasons_it(show):
+            print(" - " + line)
 
 
 def cmd_fund(a: argparse.Namespace) -> None:
@@ -186,7 +215,19 @@ def parser() -> argparse.ArgumentParser:
     bu.set_defaults(func=cmd_budget)
 
     sc = sub.add_parser("score", help="score candidate sites")
-    sc.add_argument("--candidates", help="polygon file (default: the built candidate set)")
+    sc.add_argument("--candidates", help="your own sites: .gpkg, .geojson, zipped Shapefile (.zip), "
+                    ".parquet, or .csv with a WKT or lon/lat columns (default: the built candidate set)")
+    sc.add_argument("--crs", help="CRS of a file that declares none (CSV and GeoJSON default to "
+                    "WGS84 lon/lat), e.g. EPSG:25832")
+    sc.add_argument("--id-field", help="column holding the site id (default: site_id/id/codice, "
+                    "else SITO-001...)")
+    sc.add_argument("--name-field", help="column holding the site name (default: name/nome)")
+    sc.add_argument("--wkt-field", help="CSV column holding WKT geometry (default: wkt/geometry)")
+    sc.add_argument("--lon-field", help="CSV longitude column (default: lon/longitude/x)")
+    sc.add_argument("--lat-field", help="CSV latitude column (default: lat/latitude/y)")
+    sc.add_argument("--explain", action="store_true", help="say in Italian why each site scores as it does")
+    sc.add_argument("--json", action="store_true", help="every site with criteria, contributions "
+                    "and the Italian reason, as JSON")
     sc.add_argument("--profile", default="unione")
     sc.add_argument("--method", choices=["wsum", "topsis"])
     sc.add_argument("--draws", type=int, default=500, help="Monte Carlo weight draws")
