@@ -109,7 +109,7 @@ def cmd_score(a: argparse.Namespace) -> None:
     if a.json:
         from pattogis.scoring import to_records
 
-        out = scored.sort_values("rank")
+        out = scored.sort_values("rank").reset_index(drop=True)
         recs = to_records(out.drop(columns="geometry", errors="ignore"))
         for rec, why in zip(recs, reports.reasons_it(out), strict=True):
             rec["motivazione"] = why
