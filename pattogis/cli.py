@@ -1,6 +1,7 @@
 """The ``pattogis`` command: a thin face over the library (the API is the other one).
 
-Verbs: data build | data fetch | layers | budget | score | fund | maps | keys | serve | run.
+Verbs: data build | data fetch | layers | budget | monitoring | physical | score | scheda | export |
+fund | maps | keys | serve | run.
 Errors of pattogis print their message (what, where, what to do) and exit with status 2.
 """
 
@@ -55,6 +56,29 @@ def cmd_layers(a: argparse.Namespace) -> None:
         print(cat[["name", "kind", "count", "shape", "provenance", "licence", "crs"]].to_string(index=False))
 
 
+def _ha(v: Any, d: int = 3) -> str:
+    from pattogis.exports import format_num
+
+    return "—" if v is None or pd.isna(v) else f"{format_num(float(v), d)} ha"
+
+
+def _it_table(df: pd.DataFrame, cols: list[str]) -> str:
+    """A ledger table with Italian labels and numbers in the Italian format."""
+    from pattogis import reports
+
+    return reports.labelled(reports.formatted(df[[c for c in cols if c in df.columns]])).to_string(index=False)
+
+
+def _print_left_out(out: dict[str, Any], scenario: str) -> None:
+    lo = out.get("left_out") or {}
+    if not lo.get("n"):
+        return
+    parts = [f"{n} nello scenario «{k}» (usa --scenario {k})" for k, n in lo["by_scenario"].items()]
+    parts += [f"{n} con stato «{k}»" for k, n in lo["by_status"].items()]
+    print(f"\nATTENZIONE: {lo['n']} proposte NON conteggiate nello scenario «{scenario}»: "
+          + "; ".join(parts))
+
+
 def cmd_budget(a: argparse.Namespace) -> None:
     from pattogis import analysis
 
@@ -64,27 +88,111 @@ def cmd_budget(a: argparse.Namespace) -> None:
     if a.json:
         print(_json(out))
         return
+    sc = out["scenario"]
+    print(f"Bilancio del consumo di suolo (LR 24/2017) — scenario «{sc}» (ettari)")
     if out["level"] == "metro":
         m = pd.DataFrame(out["metro"])
-        print(f"Bilancio del consumo di suolo (LR 24/2017) — scenario '{a.scenario}' (ettari)")
-        print(m[["pool", "quota_ha", "consumed_ha", "desealed_ha", "exempt_ha", "remaining_ha"]]
-              .round(2).to_string(index=False))
+        print(_it_table(m, ["label", "quota_ha", "consumed_ha", "desealed_ha", "exempt_ha",
+                            "remaining_ha", "overrun"]))
         u = pd.DataFrame(out["unioni"])
         print()
-        print(u[["unione", "tu_ha", "local_quota_ha", "consumed_ha", "desealed_ha",
-                 "remaining_locale_ha"]].round(2).to_string(index=False))
+        print(_it_table(u, ["unione", "tu_ha", "local_quota_ha", "consumed_ha", "desealed_ha",
+                            "remaining_ha", "overrun", "n_comuni_overrun"]))
+        c = pd.DataFrame(out["comuni"])
+        over = c[c["overrun"]]
+        for r in over.itertuples():
+            yr = f" dal {int(r.overrun_year)}" if pd.notna(r.overrun_year) else ""
+            print(f"SFORAMENTO: {r.name} supera la quota di {_ha(r.overrun_ha)}{yr}")
+        tot = m[m["pool"] == "totale"].iloc[0]
+        if tot["overrun"] or (m["overrun"]).any():
+            print("SFORAMENTO della quota metropolitana: "
+                  + ", ".join(f"{r.label} {_ha(r.overrun_ha)}" for r in m[m["overrun"]].itertuples()))
     else:
-        keys = [k for k in out if k.endswith("_ha") or k in ("name", "istat", "unione", "n_proposals")]
-        for k in keys:
-            v = out[k]
-            print(f"{k:<28} {v:,.3f}" if isinstance(v, float) else f"{k:<28} {v}")
+        from pattogis.reports import LEDGER_LABELS_IT as L
+
+        rows = [("name", out.get("name") or out.get("unione")), ("istat", out.get("istat")),
+                ("unione", out.get("unione") if out["level"] == "comune" else None)]
+        for k in ("tu_ha", "quota_ha", "local_quota_ha", "metro_assigned_ha", "consumed_locale_ha",
+                  "consumed_metropolitano_ha", "desealed_ha", "exempt_ha", "remaining_locale_ha",
+                  "remaining_ha", "n_proposals"):
+            if k in out:
+                rows.append((k, out[k]))
+        for k, v in rows:
+            if v is None:
+                continue
+            shown = _ha(v) if k.endswith("_ha") else str(v)
+            print(f"{L.get(k, k).removesuffix(' (ha)'):<44} {shown}")
+        if out.get("overrun"):
+            yr = f" dal {int(out['overrun_year'])}" if pd.notna(out.get("overrun_year")) else ""
+            print(f"{'SFORAMENTO':<44} sì: quota superata di {_ha(out['overrun_ha'])}{yr}")
+        else:
+            print(f"{'Sforamento':<44} no")
     if a.trajectory:
+        yr = out.get("trajectory_overrun_year")
+        print("\nTraiettoria al 2050:", f"SFORAMENTO dal {yr}" if yr else "nessuno sforamento")
         t = pd.DataFrame(out["trajectory"])
-        over = t[t["overdraft"]]
-        print("\nTraiettoria al 2050:", "SFORAMENTO dal " + str(int(over["year"].iloc[0]))
-              if len(over) else "nessuno sforamento")
+        moved = t[(t["net_ha"] != 0) | t["overdraft"].astype(bool).diff().fillna(False).astype(bool)]
+        print(_it_table(moved, ["year", "net_ha", "cumulative_net_ha", "envelope_ha", "remaining_ha",
+                                "overdraft"]))
     if a.compare:
-        print(pd.DataFrame(out["comparison"]).round(3).to_string(index=False))
+        print(f"\nConfronto «{sc}» − «{a.compare}» (differenza = {sc} meno {a.compare}, ettari):")
+        cmp = pd.DataFrame(out["comparison"])
+        print(_it_table(cmp, ["istat", "name", "delta_consumed_ha", "delta_desealed_ha",
+                              "delta_remaining_ha", "delta_overrun_ha", "delta_n_proposals"]))
+    _print_left_out(out, sc)
+
+
+def cmd_monitoring(a: argparse.Namespace) -> None:
+    from pattogis import analysis
+
+    props = analysis.load_proposals(a.proposals) if a.proposals else analysis.load_proposals()
+    out = analysis.monitoring(comune=a.comune, proposals=props, scenario=a.scenario)
+    if a.json:
+        print(_json(out))
+        return
+    where = out["ledger"][0]["name"] if a.comune and out["ledger"] else "tutti i comuni"
+    print(f"Monitoraggio semestrale (LR 24/2017 art. 5) — {where}, scenario «{out['scenario']}»")
+    print(f"Trasformazioni con stato: {', '.join(out['statuses'])}; periodi di {out['period_months']} mesi")
+    per = pd.DataFrame(out["periods"])
+    if per.empty:
+        print("Nessuna trasformazione approvata nei periodi.")
+    else:
+        print(_it_table(per, ["istat", "name", "period", "n_approved", "consumed_ha", "desealed_ha",
+                              "exempt_ha", "cumulative_net_ha", "envelope_ha", "remaining_ha", "overrun"]))
+    led = pd.DataFrame(out["ledger"])
+    over = led[led["overrun"]]
+    print("\nSituazione del bilancio (comprese le proposte in corso):")
+    if a.comune:
+        print(_it_table(led, ["name", "envelope_ha", "consumed_ha", "remaining_ha", "overrun",
+                              "overrun_year"]))
+    for r in over.itertuples():
+        yr = f" dal {int(r.overrun_year)}" if pd.notna(r.overrun_year) else ""
+        print(f"SFORAMENTO: {r.name} supera la quota di {_ha(r.overrun_ha)}{yr}")
+    if over.empty:
+        print("Nessuno sforamento.")
+    if a.out:
+        from pattogis import reports
+
+        path = reports.write_document(reports.monitoring_html(out), a.out)
+        print(f"Rapporto di monitoraggio → {path}")
+
+
+def cmd_physical(a: argparse.Namespace) -> None:
+    from pattogis import analysis
+
+    props = analysis.load_proposals(a.proposals) if a.proposals else None
+    out = analysis.physical(comune=a.comune, proposals=props)
+    if a.json:
+        print(_json(out))
+        return
+    print("Ledger fisico: superficie sigillata stimata (ettari), separato dal bilancio legale LR 24/2017")
+    print(_it_table(pd.DataFrame(out["comuni"]), ["istat", "name", "sealed_buildings_ha",
+                                                  "sealed_roads_ha", "sealed_ha", "sealed_share", "source"]))
+    if out.get("proposals"):
+        print("\nSuperficie sigillata (edifici) dentro le proposte:")
+        print(_it_table(pd.DataFrame(out["proposals"]).rename(
+            columns={"sealed_buildings_ha": "sealed_buildings_ha"}), ["proposal_id", "part",
+                                                                     "sealed_buildings_ha"]))
 
 
 def _read_options(a: argparse.Namespace) -> dict[str, Any]:
@@ -207,12 +315,27 @@ def parser() -> argparse.ArgumentParser:
     g = bu.add_mutually_exclusive_group()
     g.add_argument("--comune", help="ISTAT code or name")
     g.add_argument("--unione", help="Unione name")
-    bu.add_argument("--scenario", default="base")
+    bu.add_argument("--scenario", help="scenario (default: the one scenario of --proposals, else base)")
     bu.add_argument("--proposals", help="proposals file (default: the proposals store)")
-    bu.add_argument("--compare", metavar="SCENARIO", help="compare with another scenario")
+    bu.add_argument("--compare", metavar="SCENARIO", help="compare with another scenario, per comune of "
+                    "the level asked (difference = --scenario minus this one)")
     bu.add_argument("--trajectory", action="store_true", help="year-by-year path to 2050")
     bu.add_argument("--json", action="store_true")
     bu.set_defaults(func=cmd_budget)
+
+    mo = sub.add_parser("monitoring", help="six-monthly monitoring (LR 24/2017 art. 5)")
+    mo.add_argument("--comune", help="ISTAT code or name")
+    mo.add_argument("--scenario", help="scenario (default: the one of --proposals, else base)")
+    mo.add_argument("--proposals", help="proposals file (default: the proposals store)")
+    mo.add_argument("--out", help="write the report as a document (.html or .pdf)")
+    mo.add_argument("--json", action="store_true")
+    mo.set_defaults(func=cmd_monitoring)
+
+    ph = sub.add_parser("physical", help="physical ledger: sealed surface per comune (not LR 24)")
+    ph.add_argument("--comune", help="ISTAT code or name")
+    ph.add_argument("--proposals", help="proposals file: sealed surface inside each")
+    ph.add_argument("--json", action="store_true")
+    ph.set_defaults(func=cmd_physical)
 
     sc = sub.add_parser("score", help="score candidate sites")
     sc.add_argument("--candidates", help="your own sites: .gpkg, .geojson, zipped Shapefile (.zip), "

@@ -50,6 +50,13 @@ LEDGER_LABELS_IT: dict[str, str] = {
     "overrun": "Sforamento",
     "overrun_ha": "Sforamento (ha)",
     "overrun_year": "Anno dello sforamento",
+    "delta_consumed_ha": "Δ consumo (ha)",
+    "delta_desealed_ha": "Δ desigillazione (ha)",
+    "delta_remaining_ha": "Δ residuo (ha)",
+    "delta_remaining_locale_ha": "Δ residuo quota locale (ha)",
+    "delta_overrun_ha": "Δ sforamento (ha)",
+    "delta_n_proposals": "Δ proposte",
+    "n_comuni_overrun": "Comuni in sforamento",
     "year": "Anno",
     "net_ha": "Consumo netto (ha)",
     "cumulative_net_ha": "Consumo netto cumulato (ha)",
@@ -94,10 +101,14 @@ def _fmt(v: Any, decimals: int = 2) -> str:
     return "—" if v is None else str(v)
 
 
-def _formatted(df: pd.DataFrame, decimals: int = 2) -> pd.DataFrame:
+def formatted(df: pd.DataFrame, decimals: int = 2) -> pd.DataFrame:
+    """Every value as Italian text: 1.234,56; sì/no; — for missing."""
     out = df.copy()
     for c in out.columns:
-        out[c] = [_fmt(v, decimals) for v in out[c]]
+        if str(c) == "year" or str(c).endswith("_year"):  # years are not quantities: no 2.026
+            out[c] = ["—" if v is None or pd.isna(v) else str(int(v)) for v in out[c]]
+        else:
+            out[c] = [_fmt(v, decimals) for v in out[c]]
     return out
 
 
