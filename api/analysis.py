@@ -160,12 +160,13 @@ def _score_response(s: Any, req: ScoreRequest) -> Response:
         data, media, ext = reports.scores_file(s, req.format)
         return Response(data, media_type=media,
                         headers={"Content-Disposition": f'attachment; filename="punteggi.{ext}"'})
+    why_all = reports.reasons_it(s)  # ranks and counts among every site scored, not the top shown
+    n_out = int(s["outside_metro"].sum()) if "outside_metro" in s.columns else 0
     s = s.head(req.top)
     recs = _records(s)
-    for rec, why in zip(recs, reports.reasons_it(s), strict=True):
+    for rec, why in zip(recs, why_all.loc[s.index], strict=True):
         rec["motivazione"] = why
-    n_out = int(s["outside_metro"].sum()) if "outside_metro" in s.columns else 0
-    return JSONResponse({"profile": _jsonable(s.attrs.get("profile")), "n_sites": len(s),
+    return JSONResponse({"profile": _jsonable(s.attrs.get("profile")), "n_sites": len(why_all),
                          "n_outside_metro": n_out, "sites": recs})
 
 

@@ -234,7 +234,7 @@ def cmd_score(a: argparse.Namespace) -> None:
         print(f"\nATTENZIONE: {n_out} siti fuori (anche in parte) dall'area metropolitana")
     if a.explain:
         print("\nPerché:")
-        for line in reports.reasons_it(show):
+        for line in reports.reasons_it(scored).loc[show.index]:
             print(" - " + line)
 
 
