@@ -25,7 +25,18 @@ from pattogis.errors import ConfigError, InputError
 
 
 def _jsonable(obj: Any) -> Any:
-    return json.loads(json.dumps(obj, default=_default))
+    return _no_nan(json.loads(json.dumps(obj, default=_default)))
+
+
+def _no_nan(o: Any) -> Any:
+    """NaN (a year never reached, a missing value) as JSON null: JSON has no NaN."""
+    if isinstance(o, float) and not np.isfinite(o):
+        return None
+    if isinstance(o, dict):
+        return {k: _no_nan(v) for k, v in o.items()}
+    if isinstance(o, list):
+        return [_no_nan(v) for v in o]
+    return o
 
 
 def _default(o: Any) -> Any:
@@ -170,6 +181,17 @@ def _score_response(s: Any, req: ScoreRequest) -> Response:
                          "n_outside_metro": n_out, "sites": recs})
 
 
+def _document(html: str, fmt: str, name: str) -> Response:
+    """A printable document as HTML (print from the browser) or PDF."""
+    from pattogis import reports
+
+    if fmt == "html":
+        return Response(html, media_type=reports.MEDIA["html"])
+    safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
+    return Response(reports.document_bytes(html, "pdf"), media_type=reports.MEDIA["pdf"],
+                    headers={"Content-Disposition": f'attachment; filename="{safe}.pdf"'})
+
+
 def _register_results(registry: CollectionRegistry, get_store: Any) -> None:
     """Serve the ledger per comune and the site scores as OGC API collections."""
     def version() -> float:
@@ -224,6 +246,64 @@ def analysis_router(registry: CollectionRegistry, get_store: Any) -> APIRouter:
             return _score_response(s, req)
 
         return await run_in_threadpool(work)
+
+    def proposals() -> Any:
+        """Proposals the documents and the monitoring read: the same source as /analysis/budget,
+        one seam for read rules on drafts."""
+        return analysis.load_proposals(store=get_store())
+
+    @r.get("/monitoring", summary="Six-monthly monitoring, LR 24/2017 art. 5 (JSON, HTML or PDF)")
+    def monitoring(comune: str | None = None, scenario: str | None = None,
+                   format: str = Query("json", pattern="^(json|html|pdf)$")) -> Response:
+        from pattogis import reports
+
+        out = analysis.monitoring(comune=comune, proposals=proposals(), scenario=scenario)
+        if format == "json":
+            return JSONResponse(_jsonable(out))
+        return _document(reports.monitoring_html(out), format, f"monitoraggio_{comune or 'tutti'}")
+
+    @r.get("/physical", summary="Physical ledger: sealed surface per comune (ha), not LR 24")
+    def physical(comune: str | None = None) -> JSONResponse:
+        return JSONResponse(_jsonable(analysis.physical(comune=comune)))
+
+    @r.get("/scheda/comune/{comune}", summary="Printable scheda of a comune (HTML for print or PDF)")
+    def scheda_comune(comune: str, scenario: str | None = None,
+                      format: str = Query("html", pattern="^(html|pdf)$")) -> Response:
+        from pattogis import reports
+
+        html = reports.scheda_comune_html(comune, scenario=scenario, proposals=proposals())
+        return _document(html, format, f"scheda_{comune}")
+
+    @r.post("/scheda/site/{site_id}", summary="Printable scheda of a site (HTML or PDF): the "
+            "built candidates, or your own sites sent as to /analysis/score")
+    async def scheda_site(site_id: str, request: Request) -> Response:
+        from pattogis import reports
+
+        req, source, label = await _score_input(request)
+        fmt = request.query_params.get("doc", "html")
+        if fmt not in ("html", "pdf"):
+            raise InputError(f"unknown document format '{fmt}'", field="doc", hint="html or pdf")
+
+        def work() -> Response:
+            if source is None:
+                sc = analysis.score_sites(crit=default_criteria(), profile=_profile(req.profile),
+                                          draws=req.draws)
+            else:
+                sc = analysis.score_sites(source, profile=_profile(req.profile), draws=req.draws,
+                                          label=label, **req.read_options())
+            return _document(reports.scheda_site_html(sc, site_id), fmt, f"scheda_{site_id}")
+
+        return await run_in_threadpool(work)
+
+    @r.get("/export/ledger", summary="The ledger as a file: csv (Italian format), xlsx or gpkg")
+    def export_ledger(format: str = Query("xlsx", pattern="^(csv|xlsx|gpkg)$"),
+                      comune: str | None = None, scenario: str | None = None) -> Response:
+        from pattogis import reports
+
+        data, media, ext = reports.ledger_file(format, scenario=scenario, proposals=proposals(),
+                                               comune=comune)
+        return Response(data, media_type=media, headers={
+            "Content-Disposition": f'attachment; filename="bilancio_{comune or "metro"}.{ext}"'})
 
     @r.post("/compare", summary="Compare sites side by side (raw, normalised, contributions)")
     def compare(req: CompareRequest) -> JSONResponse:

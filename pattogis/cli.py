@@ -18,7 +18,19 @@ from pattogis.errors import PattogisError
 
 
 def _json(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False, indent=2, default=_default)
+    return json.dumps(_no_nan(json.loads(json.dumps(obj, default=_default))), ensure_ascii=False,
+                      indent=2, allow_nan=False)
+
+
+def _no_nan(o: Any) -> Any:
+    """NaN as JSON null (JSON has no NaN; a year never reached is null)."""
+    if isinstance(o, float) and o != o:
+        return None
+    if isinstance(o, dict):
+        return {k: _no_nan(v) for k, v in o.items()}
+    if isinstance(o, list):
+        return [_no_nan(v) for v in o]
+    return o
 
 
 def _default(o: Any) -> Any:
@@ -238,6 +250,61 @@ def cmd_score(a: argparse.Namespace) -> None:
             print(" - " + line)
 
 
+def _own_or_default(a: argparse.Namespace) -> Any:
+    from pattogis import analysis
+
+    return analysis.read_own_sites(a.candidates, **_read_options(a)) if a.candidates else None
+
+
+def cmd_scheda(a: argparse.Namespace) -> None:
+    from pattogis import analysis, reports
+
+    if a.comune:
+        props = analysis.load_proposals(a.proposals) if a.proposals else analysis.load_proposals()
+        html = reports.scheda_comune_html(a.comune, scenario=a.scenario, proposals=props)
+    else:
+        scored = analysis.score_sites(_own_or_default(a), profile=a.profile, draws=a.draws)
+        html = reports.scheda_site_html(scored, a.site)
+    path = reports.write_document(html, a.out)
+    print(f"Scheda → {path}")
+
+
+def cmd_export(a: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from pattogis import analysis, reports
+    from pattogis.errors import InputError
+    from pattogis.io import atomic_path
+
+    fmt = Path(a.out).suffix.lower().lstrip(".")
+    if fmt not in ("csv", "xlsx", "gpkg"):
+        raise InputError(f"unsupported export format '.{fmt}'", file=a.out, hint="Use .csv, .xlsx or .gpkg")
+    if a.what == "ledger":
+        props = analysis.load_proposals(a.proposals) if a.proposals else analysis.load_proposals()
+        data, _, _ = reports.ledger_file(fmt, scenario=a.scenario, proposals=props, comune=a.comune)
+    else:
+        scored = analysis.score_sites(_own_or_default(a), profile=a.profile, draws=a.draws)
+        data, _, _ = reports.scores_file(scored, fmt)
+    with atomic_path(a.out) as tmp:
+        tmp.write_bytes(data)
+    print(f"{a.what} → {a.out}")
+
+
+def _site_args(p: argparse.ArgumentParser) -> None:
+    """How to give a planner's own sites (score, scheda, export)."""
+    p.add_argument("--candidates", help="your own sites: .gpkg, .geojson, zipped Shapefile (.zip), "
+                   ".parquet, or .csv with a WKT or lon/lat columns (default: the built candidate set)")
+    p.add_argument("--crs", help="CRS of a file that declares none (CSV and GeoJSON default to "
+                   "WGS84 lon/lat), e.g. EPSG:25832")
+    p.add_argument("--id-field", help="column holding the site id (default: site_id/id/codice, "
+                   "else SITO-001...)")
+    p.add_argument("--name-field", help="column holding the site name (default: name/nome)")
+    p.add_argument("--wkt-field", help="CSV column holding WKT geometry (default: wkt/geometry)")
+    p.add_argument("--lon-field", help="CSV longitude column (default: lon/longitude/x)")
+    p.add_argument("--lat-field", help="CSV latitude column (default: lat/latitude/y)")
+    p.add_argument("--profile", default="unione")
+
+
 def cmd_fund(a: argparse.Namespace) -> None:
     from pattogis import analysis
 
@@ -338,20 +405,10 @@ def parser() -> argparse.ArgumentParser:
     ph.set_defaults(func=cmd_physical)
 
     sc = sub.add_parser("score", help="score candidate sites")
-    sc.add_argument("--candidates", help="your own sites: .gpkg, .geojson, zipped Shapefile (.zip), "
-                    ".parquet, or .csv with a WKT or lon/lat columns (default: the built candidate set)")
-    sc.add_argument("--crs", help="CRS of a file that declares none (CSV and GeoJSON default to "
-                    "WGS84 lon/lat), e.g. EPSG:25832")
-    sc.add_argument("--id-field", help="column holding the site id (default: site_id/id/codice, "
-                    "else SITO-001...)")
-    sc.add_argument("--name-field", help="column holding the site name (default: name/nome)")
-    sc.add_argument("--wkt-field", help="CSV column holding WKT geometry (default: wkt/geometry)")
-    sc.add_argument("--lon-field", help="CSV longitude column (default: lon/longitude/x)")
-    sc.add_argument("--lat-field", help="CSV latitude column (default: lat/latitude/y)")
+    _site_args(sc)
     sc.add_argument("--explain", action="store_true", help="say in Italian why each site scores as it does")
     sc.add_argument("--json", action="store_true", help="every site with criteria, contributions "
                     "and the Italian reason, as JSON")
-    sc.add_argument("--profile", default="unione")
     sc.add_argument("--method", choices=["wsum", "topsis"])
     sc.add_argument("--draws", type=int, default=500, help="Monte Carlo weight draws")
     sc.add_argument("--out", help="output file (.gpkg, .geojson, .csv)")
@@ -359,6 +416,27 @@ def parser() -> argparse.ArgumentParser:
     sc.add_argument("--engine", choices=["local", "dask"], default="local",
                     help="where the criteria run (dask: sites partitioned by host comune)")
     sc.set_defaults(func=cmd_score)
+
+    sh = sub.add_parser("scheda", help="printable scheda (.html or .pdf) of a comune or a site")
+    g = sh.add_mutually_exclusive_group(required=True)
+    g.add_argument("--comune", help="ISTAT code or name: TU, quota, pools, proposals, trajectory, map")
+    g.add_argument("--site", help="site id: criteria, contributions, rank interval, map")
+    sh.add_argument("--out", required=True, help="output file, .html (for print) or .pdf")
+    sh.add_argument("--scenario", help="scenario (comune; default: the one of --proposals, else base)")
+    sh.add_argument("--proposals", help="proposals file (comune; default: the proposals store)")
+    sh.add_argument("--draws", type=int, default=500, help="Monte Carlo weight draws (site)")
+    _site_args(sh)
+    sh.set_defaults(func=cmd_scheda)
+
+    ex = sub.add_parser("export", help="the ledger or the scores as .csv (Italian), .xlsx or .gpkg")
+    ex.add_argument("what", choices=["ledger", "scores"])
+    ex.add_argument("--out", required=True, help="output file: .csv, .xlsx or .gpkg")
+    ex.add_argument("--comune", help="ledger of one comune (ISTAT code or name)")
+    ex.add_argument("--scenario", help="ledger scenario (default: the one of --proposals, else base)")
+    ex.add_argument("--proposals", help="proposals file (default: the proposals store)")
+    ex.add_argument("--draws", type=int, default=500, help="Monte Carlo weight draws (scores)")
+    _site_args(ex)
+    ex.set_defaults(func=cmd_export)
 
     fu = sub.add_parser("fund", help="allocate the Fondo perequativo")
     fu.add_argument("--call", default="bando_2023", help="call name or YAML file")
