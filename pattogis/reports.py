@@ -159,38 +159,46 @@ def explain_sites(scored: pd.DataFrame) -> pd.DataFrame:
 
 def reasons_it(scored: pd.DataFrame, *, top: int = 2) -> pd.Series:
     """One Italian sentence per site (indexed like ``scored``): score, rank among the sites scored
-    with it and its Monte Carlo interval, the criteria that add most and least, missing data,
-    exclusion, and a warning when the site lies (partly) outside the metropolitan area."""
-    ex = explain_sites(scored)
+    with it and its Monte Carlo interval, the criteria that add most and the weakest one, missing
+    data, exclusion, and a warning when the site lies (partly) outside the metropolitan area.
+
+    The per-criterion work is done once on the whole table (group by site); only the sentences
+    are put together site by site.
+    """
+    ex = explain_sites(scored).dropna(subset=["contrib"])
+    ex["_txt"] = [f"{lab} {_fmt(raw)} {unit}" for lab, raw, unit in
+                  zip(ex["label_it"], ex["raw"], ex["unit"], strict=True)]
+    ex["_best"] = [f"{t} (+{format_num(c, 3)})" for t, c in zip(ex["_txt"], ex["contrib"], strict=True)]
+    best = (ex.sort_values(["contrib"], ascending=False, kind="stable").groupby("site_id", sort=False)
+            .head(top).groupby("site_id")["_best"].agg("; ".join))
+    w = ex[(ex["weight"] > 0) & (ex["norm"] < 0.5)].sort_values("norm", kind="stable")
+    w = w.groupby("site_id", sort=False).head(1).set_index("site_id")
+    weak = (w["_txt"] + " (normalizzato " + [format_num(float(v), 2) for v in w["norm"]] + ")")
     n = int(scored["score"].notna().sum())
+    s = scored.reset_index(drop=True)
+    col = lambda c, d=None: s[c].tolist() if c in s.columns else [d] * len(s)  # noqa: E731
     out = []
-    for _, r in scored.reset_index(drop=True).iterrows():  # one sentence per site, for people
-        sid = str(r["site_id"])
+    for sid, score, rank, p5, p95, excl, why_ex, miss, outside, share in zip(
+            s["site_id"].astype(str), col("score"), col("rank"), col("rank_p5"), col("rank_p95"),
+            col("excluded", False), col("exclusion_reason"), col("missing"),
+            col("outside_metro", False), col("inside_metro_share", 1.0), strict=True):
         parts = []
-        if bool(r.get("excluded", False)):
-            parts.append(f"escluso: {r.get('exclusion_reason') or 'regola del profilo'}")
-        elif pd.notna(r.get("score")):
-            rk = f"{int(r['rank'])}º su {n}" if pd.notna(r.get("rank")) else "senza posizione"
-            if pd.notna(r.get("rank_p5")) and pd.notna(r.get("rank_p95")):
-                rk += f" (intervallo {int(r['rank_p5'])}–{int(r['rank_p95'])} al variare dei pesi)"
-            parts.append(f"punteggio {format_num(float(r['score']), 3)}, {rk}")
-            e = ex[ex["site_id"] == sid].dropna(subset=["contrib"]).sort_values("contrib", ascending=False)
-            if len(e):
-                best = "; ".join(f"{x.label_it} {_fmt(x.raw)} {x.unit} (+{format_num(x.contrib, 3)})"
-                                 for x in e.head(top).itertuples())
-                parts.append(f"pesano di più: {best}")
-                worst = e[(e["weight"] > 0) & (e["norm"] < 0.5)].sort_values("norm").head(1)
-                if len(worst):
-                    w = worst.iloc[0]
-                    parts.append(f"punto debole: {w.label_it} {_fmt(w.raw)} {w.unit} "
-                                 f"(normalizzato {format_num(float(w.norm), 2)})")
-        miss = r.get("missing")
+        if bool(excl):
+            parts.append(f"escluso: {why_ex or 'regola del profilo'}")
+        elif score is not None and pd.notna(score):
+            rk = f"{int(rank)}º su {n}" if pd.notna(rank) else "senza posizione"
+            if p5 is not None and p95 is not None and pd.notna(p5) and pd.notna(p95):
+                rk += f" (intervallo {int(p5)}–{int(p95)} al variare dei pesi)"
+            parts.append(f"punteggio {format_num(float(score), 3)}, {rk}")
+            if sid in best.index:
+                parts.append(f"pesano di più: {best[sid]}")
+            if sid in weak.index:
+                parts.append(f"punto debole: {weak[sid]}")
         if isinstance(miss, dict) and miss:
             parts.append("dati mancanti: " + "; ".join(f"{k} ({v})" for k, v in miss.items()))
-        if bool(r.get("outside_metro", False)):
-            share = float(r.get("inside_metro_share", 0.0))
+        if bool(outside):
             parts.append(f"ATTENZIONE: sito fuori dall'area metropolitana "
-                         f"({format_num(100 * share, 1)}% dentro)")
+                         f"({format_num(100 * float(share), 1)}% dentro)")
         out.append(f"{sid}: " + "; ".join(parts))
     return pd.Series(out, index=scored.index, name="motivazione")
 
