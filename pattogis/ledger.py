@@ -304,21 +304,22 @@ def _flag_overruns(c: pd.DataFrame, u: pd.DataFrame, m: pd.DataFrame, p: gpd.Geo
     c["overrun"] = c["overrun_ha"] > 0
     key_c = p["comune_istat"] if len(p) else pd.Series(dtype=object)
     c["overrun_year"] = c["istat"].map(_first_overrun_year(
-        p, key_c, (c["local_quota_ha"] + c["metro_assigned_ha"]).set_axis(c["istat"])))
+        p, key_c, (c["local_quota_ha"] + c["metro_assigned_ha"]).set_axis(c["istat"]))).astype("Int64")
     u["remaining_ha"] = u["local_quota_ha"] + u["metro_assigned_ha"] - u["consumed_ha"] + u["desealed_ha"]
     u["overrun_ha"] = np.maximum(-u["remaining_ha"], 0.0).where(u["remaining_ha"] < -TOL_HA, 0.0)
     u["overrun"] = u["overrun_ha"] > 0
     u["n_comuni_overrun"] = u["unione"].map(c.groupby("unione")["overrun"].sum()).fillna(0).astype(int)
     key_u = p["comune_istat"].map(c.set_index("istat")["unione"]) if len(p) else pd.Series(dtype=object)
     u["overrun_year"] = u["unione"].map(_first_overrun_year(
-        p, key_u, (u["local_quota_ha"] + u["metro_assigned_ha"]).set_axis(u["unione"])))
+        p, key_u, (u["local_quota_ha"] + u["metro_assigned_ha"]).set_axis(u["unione"]))).astype("Int64")
     m["overrun_ha"] = np.maximum(-m["remaining_ha"], 0.0).where(m["remaining_ha"] < -TOL_HA, 0.0)
     m["overrun"] = m["overrun_ha"] > 0
     m["n_comuni_overrun"] = int(c["overrun"].sum())
     tot = float(m.loc[m["pool"] == "totale", "quota_ha"].iloc[0])
     key_m = pd.Series("totale", index=p.index)
     year_tot = _first_overrun_year(p, key_m, pd.Series({"totale": tot}))["totale"]
-    m["overrun_year"] = np.where(m["pool"] == "totale", year_tot, np.nan)
+    m["overrun_year"] = pd.array([int(year_tot) if (pl == "totale" and pd.notna(year_tot)) else pd.NA
+                                  for pl in m["pool"]], dtype="Int64")
 
 
 # --- trajectory to 2050, scenarios, monitoring ---------------------------------------------------

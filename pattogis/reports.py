@@ -412,9 +412,10 @@ def scheda_comune_html(istat: str, *, scenario: str | None = None,
     if "title" in p.columns:  # the title under the id: the table must fit an A4 page
         ptab["proposal_id"] = [f"{a} – {b}" if isinstance(b, str) and b else a
                                for a, b in zip(p["proposal_id"], p["title"], strict=True)]
-    props = (html_table(labelled(formatted(ptab, 3)),
-                        numeric=[LEDGER_LABELS_IT[c] for c in pcols if c.endswith("_ha")])
-             if len(p) else "<p>Nessuna proposta nello scenario.</p>")
+    # nine columns on A4: a smaller type keeps the table inside the page
+    props = ("<div style='font-size:7.5pt'>" + html_table(
+        labelled(formatted(ptab, 3)), numeric=[LEDGER_LABELS_IT[c] for c in pcols if c.endswith("_ha")])
+        + "</div>" if len(p) else "<p>Nessuna proposta nello scenario.</p>")
     lo = led.left_out[led.left_out["comune_istat"] == istat] if len(led.left_out) else led.left_out
     if len(lo):
         props += (f"<p class='warn'>{len(lo)} proposte non conteggiate in questo scenario: "

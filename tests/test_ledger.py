@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import geopandas as gpd
-import numpy as np
+import pandas as pd
 import pytest
 import shapely
 
@@ -148,7 +148,7 @@ def test_overrun_of_a_pool_at_metro_level(toy_territory):
     led = ledger.compute(toy_territory["comuni"], toy_territory["tu"], validated(toy_territory, rows))
     m = led.metro.set_index("pool")
     assert m.loc["locale", "overrun"] and m.loc["locale", "overrun_ha"] == pytest.approx(0.5)
-    assert not m.loc["totale", "overrun"] and np.isnan(m.loc["totale", "overrun_year"])
+    assert not m.loc["totale", "overrun"] and pd.isna(m.loc["totale", "overrun_year"])
     a = led.comuni.set_index("istat").loc["999001"]
     assert a["overrun_ha"] == pytest.approx(1.0) and a["overrun_year"] == 2024
 

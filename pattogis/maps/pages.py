@@ -462,7 +462,7 @@ def budget_map(proposals: gpd.GeoDataFrame | None = None, *, comune: str | None 
                                 note=f"{len(p)} proposte nello scenario «{scenario}»."
                                 if len(p) else f"Nessuna proposta nello scenario «{scenario}»."))
 
-    legend.append(_physical_layer(m, sel))
+    legend.append(_physical_layer(m, comuni))  # all comuni: the share reads against the others
     if data_url is not None:
         legend.append(_on_demand_layer(m, "buildings", data_url, show=False))
 
