@@ -173,7 +173,8 @@ def reasons_it(scored: pd.DataFrame, *, top: int = 2) -> pd.Series:
             .head(top).groupby("site_id")["_best"].agg("; ".join))
     w = ex[(ex["weight"] > 0) & (ex["norm"] < 0.5)].sort_values("norm", kind="stable")
     w = w.groupby("site_id", sort=False).head(1).set_index("site_id")
-    weak = (w["_txt"] + " (normalizzato " + [format_num(float(v), 2) for v in w["norm"]] + ")")
+    weak = pd.Series([f"{t} (normalizzato {format_num(float(v), 2)})"
+                      for t, v in zip(w["_txt"], w["norm"], strict=True)], index=w.index, dtype=object)
     n = int(scored["score"].notna().sum())
     s = scored.reset_index(drop=True)
     col = lambda c, d=None: s[c].tolist() if c in s.columns else [d] * len(s)  # noqa: E731
