@@ -253,7 +253,7 @@ def analysis_router(registry: CollectionRegistry, get_store: Any) -> APIRouter:
         return analysis.load_proposals(store=get_store())
 
     @r.get("/monitoring", summary="Six-monthly monitoring, LR 24/2017 art. 5 (JSON, HTML or PDF)")
-    def monitoring(comune: str | None = None, scenario: str | None = None,
+    def monitoring(comune: str | None = None, scenario: str = "base",
                    format: str = Query("json", pattern="^(json|html|pdf)$")) -> Response:
         from pattogis import reports
 
@@ -267,7 +267,7 @@ def analysis_router(registry: CollectionRegistry, get_store: Any) -> APIRouter:
         return JSONResponse(_jsonable(analysis.physical(comune=comune)))
 
     @r.get("/scheda/comune/{comune}", summary="Printable scheda of a comune (HTML for print or PDF)")
-    def scheda_comune(comune: str, scenario: str | None = None,
+    def scheda_comune(comune: str, scenario: str = "base",
                       format: str = Query("html", pattern="^(html|pdf)$")) -> Response:
         from pattogis import reports
 
@@ -297,7 +297,7 @@ def analysis_router(registry: CollectionRegistry, get_store: Any) -> APIRouter:
 
     @r.get("/export/ledger", summary="The ledger as a file: csv (Italian format), xlsx or gpkg")
     def export_ledger(format: str = Query("xlsx", pattern="^(csv|xlsx|gpkg)$"),
-                      comune: str | None = None, scenario: str | None = None) -> Response:
+                      comune: str | None = None, scenario: str = "base") -> Response:
         from pattogis import reports
 
         data, media, ext = reports.ledger_file(format, scenario=scenario, proposals=proposals(),

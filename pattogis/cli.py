@@ -91,11 +91,17 @@ def _print_left_out(out: dict[str, Any], scenario: str) -> None:
           + "; ".join(parts))
 
 
+def _scenario(a: argparse.Namespace) -> str | None:
+    """--scenario, else the one scenario of a --proposals file (None: decided from the file),
+    else 'base' for the proposals store."""
+    return a.scenario or (None if a.proposals else "base")
+
+
 def cmd_budget(a: argparse.Namespace) -> None:
     from pattogis import analysis
 
     props = analysis.load_proposals(a.proposals) if a.proposals else analysis.load_proposals()
-    out = analysis.budget(comune=a.comune, unione=a.unione, scenario=a.scenario, proposals=props,
+    out = analysis.budget(comune=a.comune, unione=a.unione, scenario=_scenario(a), proposals=props,
                           compare_with=a.compare, with_trajectory=a.trajectory)
     if a.json:
         print(_json(out))
@@ -122,8 +128,9 @@ def cmd_budget(a: argparse.Namespace) -> None:
     else:
         from pattogis.reports import LEDGER_LABELS_IT as L
 
-        rows = [("name", out.get("name") or out.get("unione")), ("istat", out.get("istat")),
-                ("unione", out.get("unione") if out["level"] == "comune" else None)]
+        rows = ([("name", out.get("name")), ("istat", out.get("istat")), ("unione", out.get("unione"))]
+                if out["level"] == "comune" else [("unione", out.get("unione")),
+                                                   ("n_comuni", out.get("n_comuni"))])
         for k in ("tu_ha", "quota_ha", "local_quota_ha", "metro_assigned_ha", "consumed_locale_ha",
                   "consumed_metropolitano_ha", "desealed_ha", "exempt_ha", "remaining_locale_ha",
                   "remaining_ha", "n_proposals"):
@@ -139,6 +146,9 @@ def cmd_budget(a: argparse.Namespace) -> None:
             print(f"{'SFORAMENTO':<44} sì: quota superata di {_ha(out['overrun_ha'])}{yr}")
         else:
             print(f"{'Sforamento':<44} no")
+        for r in (x for x in out.get("comuni", []) if x.get("overrun")):
+            yr = f" dal {int(r['overrun_year'])}" if pd.notna(r.get("overrun_year")) else ""
+            print(f"SFORAMENTO: {r['name']} supera la quota di {_ha(r['overrun_ha'])}{yr}")
     if a.trajectory:
         yr = out.get("trajectory_overrun_year")
         print("\nTraiettoria al 2050:", f"SFORAMENTO dal {yr}" if yr else "nessuno sforamento")
@@ -158,7 +168,7 @@ def cmd_monitoring(a: argparse.Namespace) -> None:
     from pattogis import analysis
 
     props = analysis.load_proposals(a.proposals) if a.proposals else analysis.load_proposals()
-    out = analysis.monitoring(comune=a.comune, proposals=props, scenario=a.scenario)
+    out = analysis.monitoring(comune=a.comune, proposals=props, scenario=_scenario(a))
     if a.json:
         print(_json(out))
         return
@@ -261,7 +271,7 @@ def cmd_scheda(a: argparse.Namespace) -> None:
 
     if a.comune:
         props = analysis.load_proposals(a.proposals) if a.proposals else analysis.load_proposals()
-        html = reports.scheda_comune_html(a.comune, scenario=a.scenario, proposals=props)
+        html = reports.scheda_comune_html(a.comune, scenario=_scenario(a), proposals=props)
     else:
         scored = analysis.score_sites(_own_or_default(a), profile=a.profile, draws=a.draws)
         html = reports.scheda_site_html(scored, a.site)
@@ -281,7 +291,7 @@ def cmd_export(a: argparse.Namespace) -> None:
         raise InputError(f"unsupported export format '.{fmt}'", file=a.out, hint="Use .csv, .xlsx or .gpkg")
     if a.what == "ledger":
         props = analysis.load_proposals(a.proposals) if a.proposals else analysis.load_proposals()
-        data, _, _ = reports.ledger_file(fmt, scenario=a.scenario, proposals=props, comune=a.comune)
+        data, _, _ = reports.ledger_file(fmt, scenario=_scenario(a), proposals=props, comune=a.comune)
     else:
         scored = analysis.score_sites(_own_or_default(a), profile=a.profile, draws=a.draws)
         data, _, _ = reports.scores_file(scored, fmt)

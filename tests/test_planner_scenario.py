@@ -217,6 +217,12 @@ def test_the_ledger_verbs_of_the_cli(built_layers, tmp_path):
     assert f"quota superata di {over:.3f}".replace(".", ",") + " ha dal 2026" in r.stdout
     assert "Traiettoria al 2050: SFORAMENTO dal 2026" in r.stdout
     assert "differenza = pug meno base" in r.stdout
+    # the Unione and the whole area name the comune in sforamento
+    unione = out["unione"]
+    for level in (("--unione", unione), ()):
+        r = run_cli("budget", *level, "--proposals", str(f), **env)
+        assert r.returncode == 0, r.stderr
+        assert "SFORAMENTO: Casalecchio di Reno supera la quota di 0,462 ha dal 2026" in r.stdout
     r = run_cli("budget", "--comune", CASALECCHIO, "--proposals", str(f), "--compare", "base",
                 "--json", **env)
     cmp = json.loads(r.stdout)
