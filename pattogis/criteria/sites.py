@@ -20,6 +20,7 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyproj
 import shapely
 
 from pattogis import config
@@ -278,8 +279,17 @@ def read_candidates(source: Any, *, crs: str | None = None, id_field: str | None
     params = own_sites_params()
     label = label or (str(source) if isinstance(source, (str, Path)) else "upload")
     working_crs = working_crs or config.working_crs()
-    gdf = _read_source(source, label, crs, params, fmt,
-                       {"wkt_field": wkt_field, "lon_field": lon_field, "lat_field": lat_field})
+    if crs is not None:
+        try:
+            crs = pyproj.CRS.from_user_input(crs).to_string()
+        except pyproj.exceptions.CRSError as e:
+            raise InputError(f"unknown CRS '{crs}'", file=label, field="crs",
+                             hint="e.g. EPSG:25832 or EPSG:4326") from e
+    try:
+        gdf = _read_source(source, label, crs, params, fmt,
+                           {"wkt_field": wkt_field, "lon_field": lon_field, "lat_field": lat_field})
+    except pyproj.exceptions.CRSError as e:  # a crs member naming no known CRS
+        raise InputError(f"the file declares an unknown CRS: {e}", file=label, field="crs") from e
     if gdf.geometry.name != "geometry":
         gdf = gdf.rename_geometry("geometry")
     if len(gdf) == 0:
