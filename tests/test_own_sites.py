@@ -280,3 +280,16 @@ def test_api_flags_sites_outside_and_reports_bad_rows(api):
     bad = f'id,wkt\n1,"{GOOD}"\n2,"{BOWTIE}"\n'.encode()
     r = api.post("/analysis/score", files={"file": ("siti.csv", bad)})
     assert r.status_code == 422 and "row 2" in r.json()["detail"] and "siti.csv" in r.json()["detail"]
+
+
+@pytest.mark.realdata
+def test_scheda_of_a_built_candidate_and_unknown_site(api):
+    from pattogis import layers
+
+    sid = str(layers.open_layer("candidates")["site_id"].iloc[0])
+    r = api.post(f"/analysis/scheda/site/{sid}", params={"draws": 20})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert f"Scheda del sito {sid}" in r.text and "Intervallo di posizione" in r.text
+    assert "data:image/png;base64," in r.text and "Fonti:" in r.text
+    assert api.post("/analysis/scheda/site/NESSUNO", params={"draws": 0}).status_code == 404
+    assert api.post("/analysis/scheda/site/X", params={"doc": "docx"}).status_code == 422
