@@ -12,7 +12,11 @@ locale) → Unione → comune → proposal. Every quantity is in hectares.
   consumes only its outside part), unless its type does not consume or it has an exemption
   category (then the outside part is listed as ``exempt_ha``, not consumed);
 - ``desigillazione`` credits the part outside the TU back to the proposal's pool;
-- remaining = quota − consumed + desealed, at every level; sums close from proposals up.
+- remaining = quota − consumed + desealed, at every level; sums close from proposals up;
+- a sforamento (overrun) is flagged at every level: ``overrun``, ``overrun_ha`` and
+  ``overrun_year`` (the first year the cumulative net exceeds the envelope);
+- proposals a scenario or a status leaves out are kept in ``Ledger.left_out`` with the reason,
+  so no face drops them silently.
 
 The physical ledger (sealed surface from buildings and roads, or a sealing raster) is kept in
 separate tables and never enters the legal figures: LR 24 counts only consumption outside the TU.
