@@ -12,9 +12,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from fastapi import APIRouter, Query
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field, ValidationError
+from starlette.datastructures import UploadFile
 
 from pattogis import analysis, layers
 from pattogis.collections import Collection, CollectionRegistry
@@ -22,7 +25,18 @@ from pattogis.errors import ConfigError, InputError
 
 
 def _jsonable(obj: Any) -> Any:
-    return json.loads(json.dumps(obj, default=_default))
+    return _no_nan(json.loads(json.dumps(obj, default=_default)))
+
+
+def _no_nan(o: Any) -> Any:
+    """NaN (a year never reached, a missing value) as JSON null: JSON has no NaN."""
+    if isinstance(o, float) and not np.isfinite(o):
+        return None
+    if isinstance(o, dict):
+        return {k: _no_nan(v) for k, v in o.items()}
+    if isinstance(o, list):
+        return [_no_nan(v) for v in o]
+    return o
 
 
 def _default(o: Any) -> Any:
@@ -55,7 +69,24 @@ class ScoreRequest(BaseModel):
                                           "(criteria with weights, directions, normalisation)")
     method: str | None = Field(None, description="wsum or topsis (default: the profile's)")
     draws: int = Field(200, ge=0, le=5000, description="Monte Carlo weight draws")
-    top: int = Field(50, ge=1, le=5000)
+    top: int = Field(50, ge=1, le=100_000, description="sites returned, best first")
+    sites: dict[str, Any] | None = Field(
+        None, description="your own sites: a GeoJSON FeatureCollection of polygons or points "
+        "(RFC 7946 CRS84 lon/lat, or the CRS of a legacy crs member); default: the built candidates")
+    crs: str | None = Field(None, description="CRS of sites that declare none (e.g. EPSG:25832)")
+    id_field: str | None = Field(None, description="property holding the site id (default: "
+                                 "site_id/id/codice, else SITO-001...)")
+    name_field: str | None = Field(None, description="property holding the site name")
+    wkt_field: str | None = Field(None, description="CSV upload: column holding WKT geometry")
+    lon_field: str | None = Field(None, description="CSV upload: longitude column")
+    lat_field: str | None = Field(None, description="CSV upload: latitude column")
+    format: str = Field("json", pattern="^(json|csv|xlsx|gpkg)$",
+                        description="json, or a file: csv (Italian format), xlsx, gpkg")
+
+    def read_options(self) -> dict[str, Any]:
+        opts = {k: getattr(self, k) for k in ("crs", "id_field", "name_field", "wkt_field",
+                                               "lon_field", "lat_field")}
+        return {k: v for k, v in opts.items() if v}
 
 
 class CompareRequest(BaseModel):
@@ -84,6 +115,83 @@ def _profile(profile: dict[str, Any] | str) -> Any:
         return scoring.load_profile(profile)
     except ConfigError as e:
         raise InputError(f"invalid profile: {e}", field="profile") from e
+
+
+async def _score_input(request: Request) -> tuple[ScoreRequest, Any, str]:
+    """(options, sites source or None, label) from a JSON body, a bare FeatureCollection body
+    (options in the query) or a multipart upload (the file in ``file``, options as form fields)."""
+    from api.proposals import _read_limited, max_body_bytes
+
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    body = await _read_limited(request, max_body_bytes())
+    params: dict[str, Any] = dict(request.query_params)
+    source: Any = None
+    label = "body"
+    if media == "multipart/form-data":
+        sent = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal sent
+            if sent:
+                return {"type": "http.disconnect"}
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        form = await Request(request.scope, replay).form()
+        f = form.get("file")
+        if not isinstance(f, UploadFile):
+            raise InputError("a multipart upload needs the sites file in a field named 'file'",
+                             field="file")
+        source, label = await f.read(), f.filename or "upload"
+        params |= {k: v for k, v in form.items() if k != "file" and isinstance(v, str)}
+    elif body.strip():
+        try:
+            obj = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise InputError(f"the body is not JSON: {e}") from e
+        if isinstance(obj, dict) and obj.get("type") in ("FeatureCollection", "Feature"):
+            source = obj
+        elif isinstance(obj, dict):
+            params |= obj
+        else:
+            raise InputError("the body must be a JSON object", hint="a ScoreRequest or a FeatureCollection")
+    try:
+        req = ScoreRequest.model_validate(params)
+    except ValidationError as e:
+        raise RequestValidationError(e.errors()) from e
+    if source is None and req.sites is not None:
+        source = req.sites
+    return req, source, label
+
+
+def _score_response(s: Any, req: ScoreRequest) -> Response:
+    """Scored sites best first: JSON (with the Italian reason per site) or a file."""
+    from pattogis import reports
+
+    s = s.sort_values("rank", na_position="last")
+    if req.format != "json":
+        data, media, ext = reports.scores_file(s, req.format)
+        return Response(data, media_type=media,
+                        headers={"Content-Disposition": f'attachment; filename="punteggi.{ext}"'})
+    why_all = reports.reasons_it(s)  # ranks and counts among every site scored, not the top shown
+    n_out = int(s["outside_metro"].sum()) if "outside_metro" in s.columns else 0
+    s = s.head(req.top)
+    recs = _records(s)
+    for rec, why in zip(recs, why_all.loc[s.index], strict=True):
+        rec["motivazione"] = why
+    return JSONResponse({"profile": _jsonable(s.attrs.get("profile")), "n_sites": len(why_all),
+                         "n_outside_metro": n_out, "sites": recs})
+
+
+def _document(html: str, fmt: str, name: str) -> Response:
+    """A printable document as HTML (print from the browser) or PDF."""
+    from pattogis import reports
+
+    if fmt == "html":
+        return Response(html, media_type=reports.MEDIA["html"])
+    safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
+    return Response(reports.document_bytes(html, "pdf"), media_type=reports.MEDIA["pdf"],
+                    headers={"Content-Disposition": f'attachment; filename="{safe}.pdf"'})
 
 
 def _register_results(registry: CollectionRegistry, get_store: Any) -> None:
@@ -119,12 +227,85 @@ def analysis_router(registry: CollectionRegistry, get_store: Any) -> APIRouter:
                               with_trajectory=trajectory)
         return JSONResponse(_jsonable(out))
 
-    @r.post("/score", summary="Score the default candidate sites with posted weights or profile")
-    def score(req: ScoreRequest) -> JSONResponse:
-        s = analysis.score_sites(crit=default_criteria(), profile=_profile(req.profile), method=req.method,
-                                 draws=req.draws)
-        s = s.sort_values("rank").head(req.top)
-        return JSONResponse({"profile": _jsonable(s.attrs.get("profile")), "sites": _records(s)})
+    @r.post("/score", summary="Score sites: the built candidates, or your own (GeoJSON body or "
+            "a multipart upload of GeoPackage, GeoJSON, zipped Shapefile, GeoParquet or CSV)",
+            openapi_extra={"requestBody": {"content": {
+                "application/json": {"schema": ScoreRequest.model_json_schema()},
+                "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+                    "file": {"type": "string", "format": "binary"},
+                    **{k: {"type": "string"} for k in ScoreRequest.model_fields if k != "sites"}}}}},
+                "required": False}})
+    async def score(request: Request) -> Response:
+        req, source, label = await _score_input(request)
+
+        def work() -> Response:
+            if source is None:
+                s = analysis.score_sites(crit=default_criteria(), profile=_profile(req.profile),
+                                         method=req.method, draws=req.draws)
+            else:
+                s = analysis.score_sites(source, profile=_profile(req.profile), method=req.method,
+                                         draws=req.draws, label=label, **req.read_options())
+            return _score_response(s, req)
+
+        return await run_in_threadpool(work)
+
+    def proposals() -> Any:
+        """Proposals the documents and the monitoring read: the same source as /analysis/budget,
+        one seam for read rules on drafts."""
+        return analysis.load_proposals(store=get_store())
+
+    @r.get("/monitoring", summary="Six-monthly monitoring, LR 24/2017 art. 5 (JSON, HTML or PDF)")
+    def monitoring(comune: str | None = None, scenario: str = "base",
+                   format: str = Query("json", pattern="^(json|html|pdf)$")) -> Response:
+        from pattogis import reports
+
+        out = analysis.monitoring(comune=comune, proposals=proposals(), scenario=scenario)
+        if format == "json":
+            return JSONResponse(_jsonable(out))
+        return _document(reports.monitoring_html(out), format, f"monitoraggio_{comune or 'tutti'}")
+
+    @r.get("/physical", summary="Physical ledger: sealed surface per comune (ha), not LR 24")
+    def physical(comune: str | None = None) -> JSONResponse:
+        return JSONResponse(_jsonable(analysis.physical(comune=comune)))
+
+    @r.get("/scheda/comune/{comune}", summary="Printable scheda of a comune (HTML for print or PDF)")
+    def scheda_comune(comune: str, scenario: str = "base",
+                      format: str = Query("html", pattern="^(html|pdf)$")) -> Response:
+        from pattogis import reports
+
+        html = reports.scheda_comune_html(comune, scenario=scenario, proposals=proposals())
+        return _document(html, format, f"scheda_{comune}")
+
+    @r.post("/scheda/site/{site_id}", summary="Printable scheda of a site (HTML or PDF): the "
+            "built candidates, or your own sites sent as to /analysis/score")
+    async def scheda_site(site_id: str, request: Request) -> Response:
+        from pattogis import reports
+
+        req, source, label = await _score_input(request)
+        fmt = request.query_params.get("doc", "html")
+        if fmt not in ("html", "pdf"):
+            raise InputError(f"unknown document format '{fmt}'", field="doc", hint="html or pdf")
+
+        def work() -> Response:
+            if source is None:
+                sc = analysis.score_sites(crit=default_criteria(), profile=_profile(req.profile),
+                                          draws=req.draws)
+            else:
+                sc = analysis.score_sites(source, profile=_profile(req.profile), draws=req.draws,
+                                          label=label, **req.read_options())
+            return _document(reports.scheda_site_html(sc, site_id), fmt, f"scheda_{site_id}")
+
+        return await run_in_threadpool(work)
+
+    @r.get("/export/ledger", summary="The ledger as a file: csv (Italian format), xlsx or gpkg")
+    def export_ledger(format: str = Query("xlsx", pattern="^(csv|xlsx|gpkg)$"),
+                      comune: str | None = None, scenario: str = "base") -> Response:
+        from pattogis import reports
+
+        data, media, ext = reports.ledger_file(format, scenario=scenario, proposals=proposals(),
+                                               comune=comune)
+        return Response(data, media_type=media, headers={
+            "Content-Disposition": f'attachment; filename="bilancio_{comune or "metro"}.{ext}"'})
 
     @r.post("/compare", summary="Compare sites side by side (raw, normalised, contributions)")
     def compare(req: CompareRequest) -> JSONResponse:

@@ -42,33 +42,121 @@ def load_proposals(source: str | Path | None = None, *, store: Any = None) -> gp
     return store.list(role="metro")
 
 
-def budget(*, comune: str | None = None, unione: str | None = None, scenario: str = "base",
+def resolve_comune(comune: str) -> str:
+    """ISTAT code of a comune given by code or name (case-insensitive)."""
+    comuni, _ = base_layers()
+    if comune in set(comuni["istat"]):
+        return comune
+    hit = comuni[comuni["name"].str.lower() == str(comune).lower()]
+    if hit.empty:
+        raise NotFound(f"unknown comune '{comune}': give its ISTAT code (e.g. 037006) or name")
+    return str(hit["istat"].iloc[0])
+
+
+def default_scenario(proposals: gpd.GeoDataFrame | None) -> str:
+    """The scenario a ledger shows when none is asked for: the one scenario of the proposals
+    given when they all share one (a file of PUG proposals is about that scenario), else 'base'."""
+    if proposals is not None and len(proposals) and "scenario" in proposals.columns:
+        sc = proposals["scenario"].dropna().unique()
+        if len(sc) == 1:
+            return str(sc[0])
+    return "base"
+
+
+def budget(*, comune: str | None = None, unione: str | None = None, scenario: str | None = "base",
            proposals: gpd.GeoDataFrame | None = None, compare_with: str | None = None,
            with_trajectory: bool = False) -> dict[str, Any]:
-    """The legal ledger of a scenario, for the whole area or one comune / Unione (ha)."""
+    """The legal ledger of a scenario, for the whole area or one comune / Unione (ha).
+
+    ``scenario=None``: :func:`default_scenario`. Every level carries ``overrun`` (sforamento),
+    ``overrun_ha`` and ``overrun_year``; ``left_out`` counts the proposals the scenario and the
+    statuses leave out (never silently). ``compare_with``: a second scenario, per comune of the
+    level asked for, ``delta = scenario − compare_with`` (stated in ``comparison_sign``).
+    """
     comuni, tu = base_layers()
     if comune and unione:
         raise InputError("give a comune or an Unione, not both", field="comune/unione")
+    scenario = scenario or default_scenario(proposals)
     led = ledger.compute(comuni, tu, proposals, scenario=scenario)
+    members: list[str] | None = None
     if comune:
-        if comune not in set(comuni["istat"]):
-            hit = comuni[comuni["name"].str.lower() == comune.lower()]
-            if hit.empty:
-                raise NotFound(f"unknown comune '{comune}': give its ISTAT code (e.g. 037006) or name")
-            comune = str(hit["istat"].iloc[0])
+        comune = resolve_comune(comune)
         out: dict[str, Any] = {"level": "comune", "scenario": scenario, **led.comune(comune)}
         key, level = comune, "comune"
+        members = [comune]
     elif unione:
         out = {"level": "unione", "scenario": scenario, **led.unione(unione)}
         key, level = unione, "unione"
+        members = [c["istat"] for c in out["comuni"]]
     else:
         out = {"level": "metro", **led.to_dict()}
         key, level = None, "metro"
+    lo = led.left_out
+    if members is not None and len(lo):
+        lo = lo[lo["comune_istat"].isin(members)]
+    out["left_out"] = ledger.left_out_summary(lo)
+    out["n_proposals_given"] = int(proposals["proposal_id"].nunique()) if proposals is not None and len(proposals) else 0
     if with_trajectory:
-        out["trajectory"] = ledger.trajectory(led, level=level, key=key).to_dict(orient="records")
+        t = ledger.trajectory(led, level=level, key=key)
+        out["trajectory"] = t.to_dict(orient="records")
+        over = t.loc[t["overdraft"], "year"]
+        out["trajectory_overrun_year"] = int(over.iloc[0]) if len(over) else None
     if compare_with:
         other = ledger.compute(comuni, tu, proposals, scenario=compare_with)
-        out["comparison"] = ledger.compare(led, other).to_dict(orient="records")
+        cmp = ledger.compare(led, other, comuni=members)
+        out["comparison"] = cmp.to_dict(orient="records")
+        out["comparison_sign"] = cmp.attrs["sign"]
+    return out
+
+
+def monitoring(*, comune: str | None = None, proposals: gpd.GeoDataFrame | None = None,
+               scenario: str | None = None) -> dict[str, Any]:
+    """The six-monthly monitoring of LR 24/2017 art. 5 (approved transformations per period and
+    comune, ha) with, beside it, the comune's ledger status including proposals still in
+    progress (``ledger``: remaining, overrun, year)."""
+    comuni, tu = base_layers()
+    comune = resolve_comune(comune) if comune else None
+    p = proposals if proposals is not None else load_proposals()
+    scenario = scenario or default_scenario(p)
+    ps = p[p["scenario"] == scenario] if len(p) and "scenario" in p.columns else p
+    table = ledger.monitoring(ps, tu, comuni, comune=comune)
+    led = ledger.compute(comuni, tu, p, scenario=scenario)
+    status = led.comuni if comune is None else led.comuni[led.comuni["istat"] == comune]
+    cols = ["istat", "name", "envelope_ha", "consumed_ha", "desealed_ha", "remaining_ha",
+            "overrun", "overrun_ha", "overrun_year", "n_proposals"]
+    status = status.assign(envelope_ha=status["local_quota_ha"] + status["metro_assigned_ha"])[cols]
+    from pattogis import config
+
+    law = config.law()
+    return {"scenario": scenario, "comune": comune, "units": "ha",
+            "statuses": list(law.get("monitoring_statuses", ["approvata"])),
+            "period_months": int(law.get("monitoring_period_months", 6)),
+            "periods": table.to_dict(orient="records"),
+            "ledger": status.to_dict(orient="records")}
+
+
+@cache
+def _physical(mtime: float) -> pd.DataFrame:
+    edges = layers.open_layer("roads_edges", columns=["u", "v", "highway"]) if layers.has_layer("roads_edges") else None
+    return ledger.physical_ledger(layers.open_layer("comuni"),
+                                  layers.open_layer("buildings", columns=["comune_istat", "area_m2"]),
+                                  edges)
+
+
+def physical(*, comune: str | None = None, proposals: gpd.GeoDataFrame | None = None) -> dict[str, Any]:
+    """The physical ledger (sealed surface per comune, ha; never mixed with the legal one), with
+    the sealed surface inside each proposal when proposals are given."""
+    t = _physical(layers.gpkg_path().stat().st_mtime)
+    if comune:
+        comune = resolve_comune(comune)
+        t = t[t["istat"] == comune]
+    out: dict[str, Any] = {"units": "ha", "comune": comune, "comuni": t.to_dict(orient="records"),
+                           "note": "Ledger fisico (superficie sigillata stimata), separato dal "
+                                   "bilancio legale LR 24/2017"}
+    if proposals is not None and len(proposals):
+        p = proposals if not comune else proposals[proposals["comune_istat"] == comune]
+        b = layers.open_layer("buildings", columns=["comune_istat"])
+        out["proposals"] = ledger.physical_proposals(p, b).to_dict(orient="records")
     return out
 
 
@@ -83,32 +171,54 @@ def ledger_table(scenario: str = "base", proposals: gpd.GeoDataFrame | None = No
 # --- scoring -------------------------------------------------------------------------------------
 
 
-def criteria_for(candidates: gpd.GeoDataFrame | str | Path | None = None, *,
-                 engine: str = "local") -> gpd.GeoDataFrame:
-    """Raw criteria of candidate sites (the default candidate set when None)."""
-    from pattogis.criteria import CriteriaContext, compute_criteria
+@cache
+def _context(mtime: float) -> Any:
+    from pattogis.criteria import CriteriaContext
+
+    return CriteriaContext.from_layers()
+
+
+def criteria_context() -> Any:
+    """The criteria context of the built layers (road graph, rasters...), cached until the layer
+    set is rebuilt, so scoring an upload does not reread the layers."""
+    return _context(layers.gpkg_path().stat().st_mtime)
+
+
+def read_own_sites(source: Any, **options: Any) -> gpd.GeoDataFrame:
+    """A planner's own sites (file path, upload bytes, GeoJSON dict), flagged when outside the
+    metropolitan area: :func:`pattogis.criteria.read_candidates` with the comuni layer."""
+    from pattogis.criteria import read_candidates
+
+    comuni, _ = base_layers()
+    return read_candidates(source, comuni=comuni, **options)
+
+
+def criteria_for(candidates: gpd.GeoDataFrame | str | Path | bytes | dict | None = None, *,
+                 engine: str = "local", **read_options: Any) -> gpd.GeoDataFrame:
+    """Raw criteria of candidate sites (the default candidate set when None; a file, upload bytes
+    or a GeoJSON dict is read with :func:`read_own_sites` and ``read_options``)."""
+    from pattogis.criteria import compute_criteria
 
     if candidates is None:
         cand = layers.open_layer("candidates")
-    elif isinstance(candidates, (str, Path)):
-        from pattogis.criteria import read_candidates
-
-        cand = read_candidates(candidates)
+    elif isinstance(candidates, (str, Path, bytes, bytearray, dict)):
+        cand = read_own_sites(candidates, **read_options)
     else:
         cand = candidates
-    return compute_criteria(cand, CriteriaContext.from_layers(), engine=engine)
+    return compute_criteria(cand, criteria_context(), engine=engine)
 
 
-def score_sites(candidates: gpd.GeoDataFrame | str | Path | None = None, *,
+def score_sites(candidates: gpd.GeoDataFrame | str | Path | bytes | dict | None = None, *,
                 profile: str | dict = "unione", method: str | None = None,
                 draws: int = 500, top_k: int = 10, seed: int = 0,
-                crit: gpd.GeoDataFrame | None = None, engine: str = "local") -> gpd.GeoDataFrame:
+                crit: gpd.GeoDataFrame | None = None, engine: str = "local",
+                **read_options: Any) -> gpd.GeoDataFrame:
     """Score sites: raw criteria, normalised values, contributions, score, rank and the Monte Carlo
     rank interval (``rank_p5``..``rank_p95``) and probability of being in the top ``top_k``.
     ``engine``: where the criteria run (``'local'`` or ``'dask'``, same values)."""
     from pattogis import scoring
 
-    crit = crit if crit is not None else criteria_for(candidates, engine=engine)
+    crit = crit if crit is not None else criteria_for(candidates, engine=engine, **read_options)
     data = crit.set_index("site_id") if "site_id" in crit.columns else crit
     scored = scoring.score(data, profile, method=method)
     raw_cols = [c for c in data.columns if c not in scored.columns and c != "geometry"]

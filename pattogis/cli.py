@@ -1,6 +1,7 @@
 """The ``pattogis`` command: a thin face over the library (the API is the other one).
 
-Verbs: data build | data fetch | layers | budget | score | fund | maps | keys | serve | run.
+Verbs: data build | data fetch | layers | budget | monitoring | physical | score | scheda | export |
+fund | maps | keys | serve | run.
 Errors of pattogis print their message (what, where, what to do) and exit with status 2.
 """
 
@@ -17,7 +18,19 @@ from pattogis.errors import PattogisError
 
 
 def _json(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False, indent=2, default=_default)
+    return json.dumps(_no_nan(json.loads(json.dumps(obj, default=_default))), ensure_ascii=False,
+                      indent=2, allow_nan=False)
+
+
+def _no_nan(o: Any) -> Any:
+    """NaN as JSON null (JSON has no NaN; a year never reached is null)."""
+    if isinstance(o, float) and o != o:
+        return None
+    if isinstance(o, dict):
+        return {k: _no_nan(v) for k, v in o.items()}
+    if isinstance(o, list):
+        return [_no_nan(v) for v in o]
+    return o
 
 
 def _default(o: Any) -> Any:
@@ -60,50 +73,251 @@ def cmd_layers(a: argparse.Namespace) -> None:
             print(f"{r.name} ({r.provenance}): {r.notes}\n")
 
 
+def _ha(v: Any, d: int = 3) -> str:
+    from pattogis.exports import format_num
+
+    return "—" if v is None or pd.isna(v) else f"{format_num(float(v), d)} ha"
+
+
+def _it_table(df: pd.DataFrame, cols: list[str]) -> str:
+    """A ledger table with Italian labels and numbers in the Italian format."""
+    from pattogis import reports
+
+    return reports.labelled(reports.formatted(df[[c for c in cols if c in df.columns]])).to_string(index=False)
+
+
+def _print_left_out(out: dict[str, Any], scenario: str) -> None:
+    lo = out.get("left_out") or {}
+    if not lo.get("n"):
+        return
+    parts = [f"{n} nello scenario «{k}» (usa --scenario {k})" for k, n in lo["by_scenario"].items()]
+    parts += [f"{n} con stato «{k}»" for k, n in lo["by_status"].items()]
+    print(f"\nATTENZIONE: {lo['n']} proposte NON conteggiate nello scenario «{scenario}»: "
+          + "; ".join(parts))
+
+
+def _scenario(a: argparse.Namespace) -> str | None:
+    """--scenario, else the one scenario of a --proposals file (None: decided from the file),
+    else 'base' for the proposals store."""
+    return a.scenario or (None if a.proposals else "base")
+
+
 def cmd_budget(a: argparse.Namespace) -> None:
     from pattogis import analysis
 
     props = analysis.load_proposals(a.proposals) if a.proposals else analysis.load_proposals()
-    out = analysis.budget(comune=a.comune, unione=a.unione, scenario=a.scenario, proposals=props,
+    out = analysis.budget(comune=a.comune, unione=a.unione, scenario=_scenario(a), proposals=props,
                           compare_with=a.compare, with_trajectory=a.trajectory)
     if a.json:
         print(_json(out))
         return
+    sc = out["scenario"]
+    print(f"Bilancio del consumo di suolo (LR 24/2017) — scenario «{sc}» (ettari)")
     if out["level"] == "metro":
         m = pd.DataFrame(out["metro"])
-        print(f"Bilancio del consumo di suolo (LR 24/2017) — scenario '{a.scenario}' (ettari)")
-        print(m[["pool", "quota_ha", "consumed_ha", "desealed_ha", "exempt_ha", "remaining_ha"]]
-              .round(2).to_string(index=False))
+        print(_it_table(m, ["label", "quota_ha", "consumed_ha", "desealed_ha", "exempt_ha",
+                            "remaining_ha", "overrun"]))
         u = pd.DataFrame(out["unioni"])
         print()
-        print(u[["unione", "tu_ha", "local_quota_ha", "consumed_ha", "desealed_ha",
-                 "remaining_locale_ha"]].round(2).to_string(index=False))
+        print(_it_table(u, ["unione", "tu_ha", "local_quota_ha", "consumed_ha", "desealed_ha",
+                            "remaining_ha", "overrun", "n_comuni_overrun"]))
+        c = pd.DataFrame(out["comuni"])
+        over = c[c["overrun"]]
+        for r in over.itertuples():
+            yr = f" dal {int(r.overrun_year)}" if pd.notna(r.overrun_year) else ""
+            print(f"SFORAMENTO: {r.name} supera la quota di {_ha(r.overrun_ha)}{yr}")
+        tot = m[m["pool"] == "totale"].iloc[0]
+        if tot["overrun"] or (m["overrun"]).any():
+            print("SFORAMENTO della quota metropolitana: "
+                  + ", ".join(f"{r.label} {_ha(r.overrun_ha)}" for r in m[m["overrun"]].itertuples()))
     else:
-        keys = [k for k in out if k.endswith("_ha") or k in ("name", "istat", "unione", "n_proposals")]
-        for k in keys:
-            v = out[k]
-            print(f"{k:<28} {v:,.3f}" if isinstance(v, float) else f"{k:<28} {v}")
+        from pattogis.reports import LEDGER_LABELS_IT as L
+
+        rows = ([("name", out.get("name")), ("istat", out.get("istat")), ("unione", out.get("unione"))]
+                if out["level"] == "comune" else [("unione", out.get("unione")),
+                                                   ("n_comuni", out.get("n_comuni"))])
+        for k in ("tu_ha", "quota_ha", "local_quota_ha", "metro_assigned_ha", "consumed_locale_ha",
+                  "consumed_metropolitano_ha", "desealed_ha", "exempt_ha", "remaining_locale_ha",
+                  "remaining_ha", "n_proposals"):
+            if k in out:
+                rows.append((k, out[k]))
+        for k, v in rows:
+            if v is None:
+                continue
+            shown = _ha(v) if k.endswith("_ha") else str(v)
+            print(f"{L.get(k, k).removesuffix(' (ha)'):<44} {shown}")
+        if out.get("overrun"):
+            yr = f" dal {int(out['overrun_year'])}" if pd.notna(out.get("overrun_year")) else ""
+            print(f"{'SFORAMENTO':<44} sì: quota superata di {_ha(out['overrun_ha'])}{yr}")
+        else:
+            print(f"{'Sforamento':<44} no")
+        for r in (x for x in out.get("comuni", []) if x.get("overrun")):
+            yr = f" dal {int(r['overrun_year'])}" if pd.notna(r.get("overrun_year")) else ""
+            print(f"SFORAMENTO: {r['name']} supera la quota di {_ha(r['overrun_ha'])}{yr}")
     if a.trajectory:
+        yr = out.get("trajectory_overrun_year")
+        print("\nTraiettoria al 2050:", f"SFORAMENTO dal {yr}" if yr else "nessuno sforamento")
         t = pd.DataFrame(out["trajectory"])
-        over = t[t["overdraft"]]
-        print("\nTraiettoria al 2050:", "SFORAMENTO dal " + str(int(over["year"].iloc[0]))
-              if len(over) else "nessuno sforamento")
+        moved = t[(t["net_ha"] != 0) | t["overdraft"].astype(bool).diff().fillna(False).astype(bool)]
+        print(_it_table(moved, ["year", "net_ha", "cumulative_net_ha", "envelope_ha", "remaining_ha",
+                                "overdraft"]))
     if a.compare:
-        print(pd.DataFrame(out["comparison"]).round(3).to_string(index=False))
+        print(f"\nConfronto «{sc}» − «{a.compare}» (differenza = {sc} meno {a.compare}, ettari):")
+        cmp = pd.DataFrame(out["comparison"])
+        print(_it_table(cmp, ["istat", "name", "delta_consumed_ha", "delta_desealed_ha",
+                              "delta_remaining_ha", "delta_overrun_ha", "delta_n_proposals"]))
+    _print_left_out(out, sc)
+
+
+def cmd_monitoring(a: argparse.Namespace) -> None:
+    from pattogis import analysis
+
+    props = analysis.load_proposals(a.proposals) if a.proposals else analysis.load_proposals()
+    out = analysis.monitoring(comune=a.comune, proposals=props, scenario=_scenario(a))
+    if a.json:
+        print(_json(out))
+        return
+    where = out["ledger"][0]["name"] if a.comune and out["ledger"] else "tutti i comuni"
+    print(f"Monitoraggio semestrale (LR 24/2017 art. 5) — {where}, scenario «{out['scenario']}»")
+    print(f"Trasformazioni con stato: {', '.join(out['statuses'])}; periodi di {out['period_months']} mesi")
+    per = pd.DataFrame(out["periods"])
+    if per.empty:
+        print("Nessuna trasformazione approvata nei periodi.")
+    else:
+        print(_it_table(per, ["istat", "name", "period", "n_approved", "consumed_ha", "desealed_ha",
+                              "exempt_ha", "cumulative_net_ha", "envelope_ha", "remaining_ha", "overrun"]))
+    led = pd.DataFrame(out["ledger"])
+    over = led[led["overrun"]]
+    print("\nSituazione del bilancio (comprese le proposte in corso):")
+    if a.comune:
+        print(_it_table(led, ["name", "envelope_ha", "consumed_ha", "remaining_ha", "overrun",
+                              "overrun_year"]))
+    for r in over.itertuples():
+        yr = f" dal {int(r.overrun_year)}" if pd.notna(r.overrun_year) else ""
+        print(f"SFORAMENTO: {r.name} supera la quota di {_ha(r.overrun_ha)}{yr}")
+    if over.empty:
+        print("Nessuno sforamento.")
+    if a.out:
+        from pattogis import reports
+
+        path = reports.write_document(reports.monitoring_html(out), a.out)
+        print(f"Rapporto di monitoraggio → {path}")
+
+
+def cmd_physical(a: argparse.Namespace) -> None:
+    from pattogis import analysis
+
+    props = analysis.load_proposals(a.proposals) if a.proposals else None
+    out = analysis.physical(comune=a.comune, proposals=props)
+    if a.json:
+        print(_json(out))
+        return
+    print("Ledger fisico: superficie sigillata stimata (ettari), separato dal bilancio legale LR 24/2017")
+    print(_it_table(pd.DataFrame(out["comuni"]), ["istat", "name", "sealed_buildings_ha",
+                                                  "sealed_roads_ha", "sealed_ha", "sealed_share", "source"]))
+    if out.get("proposals"):
+        print("\nSuperficie sigillata (edifici) dentro le proposte:")
+        print(_it_table(pd.DataFrame(out["proposals"]).rename(
+            columns={"sealed_buildings_ha": "sealed_buildings_ha"}), ["proposal_id", "part",
+                                                                     "sealed_buildings_ha"]))
+
+
+def _read_options(a: argparse.Namespace) -> dict[str, Any]:
+    """How to read a planner's own sites (only what the user gave)."""
+    opts = {"crs": a.crs, "id_field": a.id_field, "name_field": a.name_field,
+            "wkt_field": a.wkt_field, "lon_field": a.lon_field, "lat_field": a.lat_field}
+    return {k: v for k, v in opts.items() if v}
 
 
 def cmd_score(a: argparse.Namespace) -> None:
-    from pattogis import analysis
+    from pattogis import analysis, reports
     from pattogis.scoring import write_scores
 
-    scored = analysis.score_sites(a.candidates, profile=a.profile, method=a.method, draws=a.draws,
+    cand: Any = a.candidates
+    if a.candidates:
+        cand = analysis.read_own_sites(a.candidates, **_read_options(a))
+    scored = analysis.score_sites(cand, profile=a.profile, method=a.method, draws=a.draws,
                                   engine=a.engine)
     if a.out:
         write_scores(scored, a.out)
-        print(f"{len(scored)} sites scored → {a.out}")
-    cols = [c for c in ("site_id", "comune_istat", "score", "rank", "rank_p5", "rank_p95", "p_top_k",
-                        "missing") if c in scored.columns]
-    print(scored.sort_values("rank")[cols].head(a.top).to_string(index=False))
+        print(f"{len(scored)} siti valutati → {a.out}")
+    if a.json:
+        from pattogis.scoring import to_records
+
+        out = scored.sort_values("rank").reset_index(drop=True)
+        recs = to_records(out.drop(columns="geometry", errors="ignore"))
+        for rec, why in zip(recs, reports.reasons_it(out), strict=True):
+            rec["motivazione"] = why
+        print(_json({"profile": scored.attrs.get("profile"), "sites": recs}))
+        return
+    cols = {"site_id": "sito", "name": "nome", "comune_istat": "comune", "host_istat": "comune",
+            "score": "punteggio", "rank": "posizione", "rank_p5": "pos. P5", "rank_p95": "pos. P95",
+            "p_top_k": "prob. tra i primi", "outside_metro": "fuori area metro"}
+    show = scored.sort_values("rank").head(a.top)
+    keep = [c for c in cols if c in show.columns and not (c == "host_istat" and "comune_istat" in show)]
+    print(show[keep].rename(columns=cols).to_string(index=False))
+    n_out = int(scored["outside_metro"].sum()) if "outside_metro" in scored.columns else 0
+    if n_out:
+        print(f"\nATTENZIONE: {n_out} siti fuori (anche in parte) dall'area metropolitana")
+    if a.explain:
+        print("\nPerché:")
+        for line in reports.reasons_it(scored).loc[show.index]:
+            print(" - " + line)
+
+
+def _own_or_default(a: argparse.Namespace) -> Any:
+    from pattogis import analysis
+
+    return analysis.read_own_sites(a.candidates, **_read_options(a)) if a.candidates else None
+
+
+def cmd_scheda(a: argparse.Namespace) -> None:
+    from pattogis import analysis, reports
+
+    if a.comune:
+        props = analysis.load_proposals(a.proposals) if a.proposals else analysis.load_proposals()
+        html = reports.scheda_comune_html(a.comune, scenario=_scenario(a), proposals=props)
+    else:
+        scored = analysis.score_sites(_own_or_default(a), profile=a.profile, draws=a.draws)
+        html = reports.scheda_site_html(scored, a.site)
+    path = reports.write_document(html, a.out)
+    print(f"Scheda → {path}")
+
+
+def cmd_export(a: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from pattogis import analysis, reports
+    from pattogis.errors import InputError
+    from pattogis.io import atomic_path
+
+    fmt = Path(a.out).suffix.lower().lstrip(".")
+    if fmt not in ("csv", "xlsx", "gpkg"):
+        raise InputError(f"unsupported export format '.{fmt}'", file=a.out, hint="Use .csv, .xlsx or .gpkg")
+    if a.what == "ledger":
+        props = analysis.load_proposals(a.proposals) if a.proposals else analysis.load_proposals()
+        data, _, _ = reports.ledger_file(fmt, scenario=_scenario(a), proposals=props, comune=a.comune)
+    else:
+        scored = analysis.score_sites(_own_or_default(a), profile=a.profile, draws=a.draws)
+        data, _, _ = reports.scores_file(scored, fmt)
+    with atomic_path(a.out) as tmp:
+        tmp.write_bytes(data)
+    print(f"{a.what} → {a.out}")
+
+
+def _site_args(p: argparse.ArgumentParser) -> None:
+    """How to give a planner's own sites (score, scheda, export)."""
+    p.add_argument("--candidates", help="your own sites: .gpkg, .geojson, zipped Shapefile (.zip), "
+                   ".parquet, or .csv with a WKT or lon/lat columns (default: the built candidate set)")
+    p.add_argument("--crs", help="CRS of a file that declares none (CSV and GeoJSON default to "
+                   "WGS84 lon/lat), e.g. EPSG:25832")
+    p.add_argument("--id-field", help="column holding the site id (default: site_id/id/codice, "
+                   "else SITO-001...)")
+    p.add_argument("--name-field", help="column holding the site name (default: name/nome)")
+    p.add_argument("--wkt-field", help="CSV column holding WKT geometry (default: wkt/geometry)")
+    p.add_argument("--lon-field", help="CSV longitude column (default: lon/longitude/x)")
+    p.add_argument("--lat-field", help="CSV latitude column (default: lat/latitude/y)")
+    p.add_argument("--profile", default="unione")
 
 
 def cmd_fund(a: argparse.Namespace) -> None:
@@ -201,16 +415,33 @@ def parser() -> argparse.ArgumentParser:
     g = bu.add_mutually_exclusive_group()
     g.add_argument("--comune", help="ISTAT code or name")
     g.add_argument("--unione", help="Unione name")
-    bu.add_argument("--scenario", default="base")
+    bu.add_argument("--scenario", help="scenario (default: the one scenario of --proposals, else base)")
     bu.add_argument("--proposals", help="proposals file (default: the proposals store)")
-    bu.add_argument("--compare", metavar="SCENARIO", help="compare with another scenario")
+    bu.add_argument("--compare", metavar="SCENARIO", help="compare with another scenario, per comune of "
+                    "the level asked (difference = --scenario minus this one)")
     bu.add_argument("--trajectory", action="store_true", help="year-by-year path to 2050")
     bu.add_argument("--json", action="store_true")
     bu.set_defaults(func=cmd_budget)
 
+    mo = sub.add_parser("monitoring", help="six-monthly monitoring (LR 24/2017 art. 5)")
+    mo.add_argument("--comune", help="ISTAT code or name")
+    mo.add_argument("--scenario", help="scenario (default: the one of --proposals, else base)")
+    mo.add_argument("--proposals", help="proposals file (default: the proposals store)")
+    mo.add_argument("--out", help="write the report as a document (.html or .pdf)")
+    mo.add_argument("--json", action="store_true")
+    mo.set_defaults(func=cmd_monitoring)
+
+    ph = sub.add_parser("physical", help="physical ledger: sealed surface per comune (not LR 24)")
+    ph.add_argument("--comune", help="ISTAT code or name")
+    ph.add_argument("--proposals", help="proposals file: sealed surface inside each")
+    ph.add_argument("--json", action="store_true")
+    ph.set_defaults(func=cmd_physical)
+
     sc = sub.add_parser("score", help="score candidate sites")
-    sc.add_argument("--candidates", help="polygon file (default: the built candidate set)")
-    sc.add_argument("--profile", default="unione")
+    _site_args(sc)
+    sc.add_argument("--explain", action="store_true", help="say in Italian why each site scores as it does")
+    sc.add_argument("--json", action="store_true", help="every site with criteria, contributions "
+                    "and the Italian reason, as JSON")
     sc.add_argument("--method", choices=["wsum", "topsis"])
     sc.add_argument("--draws", type=int, default=500, help="Monte Carlo weight draws")
     sc.add_argument("--out", help="output file (.gpkg, .geojson, .csv)")
@@ -218,6 +449,27 @@ def parser() -> argparse.ArgumentParser:
     sc.add_argument("--engine", choices=["local", "dask"], default="local",
                     help="where the criteria run (dask: sites partitioned by host comune)")
     sc.set_defaults(func=cmd_score)
+
+    sh = sub.add_parser("scheda", help="printable scheda (.html or .pdf) of a comune or a site")
+    g = sh.add_mutually_exclusive_group(required=True)
+    g.add_argument("--comune", help="ISTAT code or name: TU, quota, pools, proposals, trajectory, map")
+    g.add_argument("--site", help="site id: criteria, contributions, rank interval, map")
+    sh.add_argument("--out", required=True, help="output file, .html (for print) or .pdf")
+    sh.add_argument("--scenario", help="scenario (comune; default: the one of --proposals, else base)")
+    sh.add_argument("--proposals", help="proposals file (comune; default: the proposals store)")
+    sh.add_argument("--draws", type=int, default=500, help="Monte Carlo weight draws (site)")
+    _site_args(sh)
+    sh.set_defaults(func=cmd_scheda)
+
+    ex = sub.add_parser("export", help="the ledger or the scores as .csv (Italian), .xlsx or .gpkg")
+    ex.add_argument("what", choices=["ledger", "scores"])
+    ex.add_argument("--out", required=True, help="output file: .csv, .xlsx or .gpkg")
+    ex.add_argument("--comune", help="ledger of one comune (ISTAT code or name)")
+    ex.add_argument("--scenario", help="ledger scenario (default: the one of --proposals, else base)")
+    ex.add_argument("--proposals", help="proposals file (default: the proposals store)")
+    ex.add_argument("--draws", type=int, default=500, help="Monte Carlo weight draws (scores)")
+    _site_args(ex)
+    ex.set_defaults(func=cmd_export)
 
     fu = sub.add_parser("fund", help="allocate the Fondo perequativo")
     fu.add_argument("action", nargs="?", default="run", choices=["run", "template"],

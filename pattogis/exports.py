@@ -85,11 +85,23 @@ def pdf_bytes(html: str) -> bytes:
     return weasyprint.HTML(string=html).write_pdf()
 
 
+def _xlsx_safe(df: pd.DataFrame) -> pd.DataFrame:
+    """Text cells without the control characters XLSX cannot hold (a pasted title, a client's
+    parameter): openpyxl refuses the whole file otherwise."""
+    from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
+
+    out = df.copy()
+    for c in out.columns:
+        if not pd.api.types.is_numeric_dtype(out[c]) and not pd.api.types.is_bool_dtype(out[c]):
+            out[c] = [ILLEGAL_CHARACTERS_RE.sub("", v) if isinstance(v, str) else v for v in out[c]]
+    return out
+
+
 def xlsx_bytes(sheets: dict[str, pd.DataFrame], *, attribution: str | None = None) -> bytes:
     buf = io.BytesIO()
     with pd.ExcelWriter(buf, engine="openpyxl") as xl:
         for name, df in sheets.items():
-            _plain(df).to_excel(xl, sheet_name=name[:31], index=False)
+            _xlsx_safe(_plain(df)).to_excel(xl, sheet_name=name[:31], index=False)
         if attribution:
             pd.DataFrame({"Fonti": [attribution]}).to_excel(xl, sheet_name="Fonti", index=False)
     return buf.getvalue()

@@ -12,7 +12,11 @@ locale) → Unione → comune → proposal. Every quantity is in hectares.
   consumes only its outside part), unless its type does not consume or it has an exemption
   category (then the outside part is listed as ``exempt_ha``, not consumed);
 - ``desigillazione`` credits the part outside the TU back to the proposal's pool;
-- remaining = quota − consumed + desealed, at every level; sums close from proposals up.
+- remaining = quota − consumed + desealed, at every level; sums close from proposals up;
+- a sforamento (overrun) is flagged at every level: ``overrun``, ``overrun_ha`` and
+  ``overrun_year`` (the first year the cumulative net exceeds the envelope);
+- proposals a scenario or a status leaves out are kept in ``Ledger.left_out`` with the reason,
+  so no face drops them silently.
 
 The physical ledger (sealed surface from buildings and roads, or a sealing raster) is kept in
 separate tables and never enters the legal figures: LR 24 counts only consumption outside the TU.
@@ -89,6 +93,7 @@ class Ledger:
     proposals: gpd.GeoDataFrame
     assignments: pd.DataFrame
     params: dict[str, Any] = field(default_factory=dict)
+    left_out: pd.DataFrame = field(default_factory=pd.DataFrame)  # proposals not counted, why
 
     def check(self) -> None:
         """Assert the sums close at every level; raise AssertionError naming where not."""
@@ -139,6 +144,7 @@ class Ledger:
             "comuni": self.comuni.to_dict(orient="records"),
             "proposals": self.proposals.drop(columns="geometry").to_dict(orient="records"),
             "assignments": self.assignments.to_dict(orient="records"),
+            "left_out": left_out_summary(self.left_out),
         }
 
 
@@ -181,15 +187,22 @@ def compute(comuni: pd.DataFrame, tu: gpd.GeoDataFrame, proposals: gpd.GeoDataFr
     c["quota_ha"] = share * c["tu_ha"]
     c["local_quota_ha"] = pshare["locale"] * c["tu_ha"]
 
+    left_out = pd.DataFrame(columns=["proposal_id", "comune_istat", "scenario", "status", "reason"])
     if proposals is None or proposals.empty:
         p = gpd.GeoDataFrame({"proposal_id": [], "comune_istat": [], "ptype": [], "pool": [],
                               "exemption": [], "status": [], "scenario": []}, geometry=[], crs=tu.crs)
     else:
         p = proposals
-        if "scenario" in p.columns:
-            p = p[p["scenario"] == scenario]
-        if "status" in p.columns:
-            p = p[p["status"].isin(statuses)]
+        # Nothing is dropped silently: what a scenario or status leaves out is listed with why.
+        other = p["scenario"] != scenario if "scenario" in p.columns else pd.Series(False, p.index)
+        not_counted = ~p["status"].isin(statuses) if "status" in p.columns else pd.Series(False, p.index)
+        out = other | not_counted
+        if out.any():
+            lo = pd.DataFrame({c: p.loc[out, c] if c in p.columns else None
+                               for c in ("proposal_id", "comune_istat", "scenario", "status")})
+            lo["reason"] = np.where(other[out], "altro scenario", "stato non conteggiato")
+            left_out = lo.drop_duplicates("proposal_id").reset_index(drop=True)
+        p = p[~out]
     p = measure(gpd.GeoDataFrame(p, crs=p.crs or tu.crs), tu, law)
 
     def per_comune(col: str, pool: str | None = None) -> pd.Series:
@@ -244,11 +257,73 @@ def compute(comuni: pd.DataFrame, tu: gpd.GeoDataFrame, proposals: gpd.GeoDataFr
         raise InputError("metro assignments exceed the metropolitan pool",
                          file=law.get("_source"), field="metro_assignments")
 
+    _flag_overruns(c, u, m, p, law)
     led = Ledger(scenario, m, u, c, p, asg,
                  params={"quota_share": share, "pools": pshare, "statuses": statuses,
-                         "law": law.get("law", ""), "baseline_date": law.get("baseline_date")})
+                         "law": law.get("law", ""), "baseline_date": law.get("baseline_date")},
+                 left_out=left_out)
     led.check()
     return led
+
+
+def left_out_summary(left_out: pd.DataFrame) -> dict[str, Any]:
+    """How many proposals a ledger did not count, by scenario and by status (for every face)."""
+    if left_out is None or left_out.empty:
+        return {"n": 0, "by_scenario": {}, "by_status": {}}
+    sc = left_out[left_out["reason"] == "altro scenario"]
+    st = left_out[left_out["reason"] != "altro scenario"]
+    return {"n": int(len(left_out)),
+            "by_scenario": {str(k): int(v) for k, v in sc["scenario"].value_counts().items()},
+            "by_status": {str(k): int(v) for k, v in st["status"].value_counts().items()}}
+
+
+def _first_overrun_year(p: gpd.GeoDataFrame, key: pd.Series, envelope: pd.Series) -> pd.Series:
+    """First year in which each unit's cumulative net consumption (consumed − desealed, all
+    pools, by proposal date) exceeds its envelope; NaN when never. ``key``: the unit of each
+    proposal (aligned with ``p``); ``envelope``: ha per unit."""
+    if p.empty:
+        return pd.Series(np.nan, index=envelope.index, dtype=float)
+    years = pd.to_datetime(p["date"]).dt.year if "date" in p.columns else pd.Series(0, index=p.index)
+    net = (p["consumed_ha"] - p["desealed_ha"]).groupby([key.to_numpy(), years.to_numpy()]).sum()
+    net.index.names = ["unit", "year"]
+    cum = net.groupby(level="unit").cumsum().reset_index(name="cum")
+    cum["env"] = cum["unit"].map(envelope)
+    over = cum[cum["cum"] > cum["env"] + TOL_HA]
+    return over.groupby("unit")["year"].min().reindex(envelope.index).astype(float)
+
+
+def _flag_overruns(c: pd.DataFrame, u: pd.DataFrame, m: pd.DataFrame, p: gpd.GeoDataFrame,
+                   law: dict[str, Any]) -> None:
+    """Flag a sforamento at every level, in place, with the year it happens.
+
+    Comune and Unione: the envelope is the local quota plus the metropolitan quota assigned to
+    it (the same envelope as :func:`trajectory`); ``remaining_ha`` = envelope − consumed +
+    desealed over all pools, ``overrun_ha`` = what exceeds it (0 when none), ``overrun`` and
+    ``overrun_year`` (first year the cumulative net exceeds the envelope). Metro: per pool and in
+    total, ``overrun`` when the remaining is negative; ``n_comuni_overrun`` counts the comuni in
+    sforamento.
+    """
+    c["remaining_ha"] = c["local_quota_ha"] + c["metro_assigned_ha"] - c["consumed_ha"] + c["desealed_ha"]
+    c["overrun_ha"] = np.maximum(-c["remaining_ha"], 0.0).where(c["remaining_ha"] < -TOL_HA, 0.0)
+    c["overrun"] = c["overrun_ha"] > 0
+    key_c = p["comune_istat"] if len(p) else pd.Series(dtype=object)
+    c["overrun_year"] = c["istat"].map(_first_overrun_year(
+        p, key_c, (c["local_quota_ha"] + c["metro_assigned_ha"]).set_axis(c["istat"]))).astype("Int64")
+    u["remaining_ha"] = u["local_quota_ha"] + u["metro_assigned_ha"] - u["consumed_ha"] + u["desealed_ha"]
+    u["overrun_ha"] = np.maximum(-u["remaining_ha"], 0.0).where(u["remaining_ha"] < -TOL_HA, 0.0)
+    u["overrun"] = u["overrun_ha"] > 0
+    u["n_comuni_overrun"] = u["unione"].map(c.groupby("unione")["overrun"].sum()).fillna(0).astype(int)
+    key_u = p["comune_istat"].map(c.set_index("istat")["unione"]) if len(p) else pd.Series(dtype=object)
+    u["overrun_year"] = u["unione"].map(_first_overrun_year(
+        p, key_u, (u["local_quota_ha"] + u["metro_assigned_ha"]).set_axis(u["unione"]))).astype("Int64")
+    m["overrun_ha"] = np.maximum(-m["remaining_ha"], 0.0).where(m["remaining_ha"] < -TOL_HA, 0.0)
+    m["overrun"] = m["overrun_ha"] > 0
+    m["n_comuni_overrun"] = int(c["overrun"].sum())
+    tot = float(m.loc[m["pool"] == "totale", "quota_ha"].iloc[0])
+    key_m = pd.Series("totale", index=p.index)
+    year_tot = _first_overrun_year(p, key_m, pd.Series({"totale": tot}))["totale"]
+    m["overrun_year"] = pd.array([int(year_tot) if (pl == "totale" and pd.notna(year_tot)) else pd.NA
+                                  for pl in m["pool"]], dtype="Int64")
 
 
 # --- trajectory to 2050, scenarios, monitoring ---------------------------------------------------
@@ -306,29 +381,47 @@ def trajectory(led: Ledger, *, level: str = "metro", key: str | None = None,
     return t.reset_index()
 
 
-def compare(a: Ledger, b: Ledger) -> pd.DataFrame:
-    """Two scenarios side by side per comune: remaining local quota, consumed, desealed, deltas."""
-    cols = ["consumed_ha", "desealed_ha", "exempt_ha", "remaining_locale_ha", "n_proposals"]
+def compare(a: Ledger, b: Ledger, *, comuni: list[str] | None = None) -> pd.DataFrame:
+    """Two scenarios side by side per comune: remaining quota, consumed, desealed, overrun.
+
+    ``delta_*`` = scenario ``a`` minus scenario ``b`` (the scenario studied minus the one it is
+    compared with, e.g. ``pug − base``): a positive ``delta_consumed_ha`` is more consumption in
+    ``a``. ``comuni``: ISTAT codes to keep (a comune, an Unione's members); all when None.
+    """
+    cols = ["consumed_ha", "desealed_ha", "exempt_ha", "remaining_locale_ha", "remaining_ha",
+            "overrun_ha", "n_proposals"]
     left = a.comuni.set_index("istat")[["name", "unione", "local_quota_ha"] + cols]
     right = b.comuni.set_index("istat")[cols]
+    if comuni is not None:
+        left = left[left.index.isin(comuni)]
     out = left.merge(right, left_index=True, right_index=True,
                      suffixes=(f"__{a.scenario}", f"__{b.scenario}"))
     out.columns = [c.replace("__", "_") for c in out.columns]
     for col in cols:
-        out[f"delta_{col}"] = out[f"{col}_{b.scenario}"] - out[f"{col}_{a.scenario}"]
-    return out.reset_index()
+        out[f"delta_{col}"] = out[f"{col}_{a.scenario}"] - out[f"{col}_{b.scenario}"]
+    out = out.reset_index()
+    out.attrs["sign"] = f"delta = {a.scenario} − {b.scenario}"
+    return out
 
 
 def monitoring(proposals: gpd.GeoDataFrame, tu: gpd.GeoDataFrame, comuni: pd.DataFrame, *,
-               law: dict[str, Any] | None = None) -> pd.DataFrame:
-    """Six-monthly monitoring table (LR 24 art. 5) per comune: approved proposals in each period
-    and their effect (consumed, desealed, exempt, cumulative net)."""
+               law: dict[str, Any] | None = None, comune: str | None = None,
+               statuses: list[str] | None = None) -> pd.DataFrame:
+    """Six-monthly monitoring table (LR 24 art. 5) per comune: the proposals approved in each
+    period (``monitoring_statuses`` in law.yaml, or ``statuses``) and their effect in ha:
+    consumed, desealed, exempt, cumulative net, the comune's envelope (local quota + metro
+    assignment), what remains and whether it is overrun (``overrun``, ``overrun_ha``).
+    ``comune``: one ISTAT code. Periods are ``YYYY-S1`` (January-June) and ``YYYY-S2``.
+    """
     law = law or config.law()
-    statuses = law.get("monitoring_statuses", ["approvata"])
+    statuses = statuses or law.get("monitoring_statuses", ["approvata"])
+    cols = ["istat", "name", "period", "n_approved", "consumed_ha", "desealed_ha", "exempt_ha",
+            "cumulative_net_ha", "envelope_ha", "remaining_ha", "overrun_ha", "overrun"]
     p = proposals[proposals["status"].isin(statuses)] if len(proposals) else proposals
+    if comune is not None and len(p):
+        p = p[p["comune_istat"] == comune]
     if p.empty:
-        return pd.DataFrame(columns=["istat", "name", "period", "n_approved", "consumed_ha",
-                                     "desealed_ha", "exempt_ha", "cumulative_net_ha"])
+        return pd.DataFrame(columns=cols)
     p = measure(p, tu, law)
     months = int(law.get("monitoring_period_months", 6))
     d = pd.to_datetime(p["date"])
@@ -341,7 +434,16 @@ def monitoring(proposals: gpd.GeoDataFrame, tu: gpd.GeoDataFrame, comuni: pd.Dat
     g["cumulative_net_ha"] = (g["consumed_ha"] - g["desealed_ha"]).groupby(g["comune_istat"]).cumsum()
     names = comuni.set_index("istat")["name"]
     g.insert(1, "name", g["comune_istat"].map(names))
-    return g.rename(columns={"comune_istat": "istat"}).reset_index(drop=True)
+    tu_ha = tu.set_index("comune_istat")["area_ha"]
+    pshare = float(law["pools"]["locale"]["share"])
+    asg = _assignments(law, pd.DataFrame(comuni[["istat", "name", "unione"]]).assign(
+        unione=unione_label(comuni)))
+    metro = asg[asg["level"] == "comune"].groupby("name")["ha"].sum() if len(asg) else pd.Series(dtype=float)
+    g["envelope_ha"] = pshare * g["comune_istat"].map(tu_ha).fillna(0.0) + g["comune_istat"].map(metro).fillna(0.0)
+    g["remaining_ha"] = g["envelope_ha"] - g["cumulative_net_ha"]
+    g["overrun_ha"] = np.maximum(-g["remaining_ha"], 0.0).where(g["remaining_ha"] < -TOL_HA, 0.0)
+    g["overrun"] = g["overrun_ha"] > 0
+    return g.rename(columns={"comune_istat": "istat"}).reset_index(drop=True)[cols]
 
 
 # --- physical ledger -----------------------------------------------------------------------------

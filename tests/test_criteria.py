@@ -236,11 +236,11 @@ def test_bad_candidates_are_named(layers_toy):
         compute_criteria(g.set_crs(None, allow_override=True), ctx)
     bad = g.copy()
     bad.loc["border", "geometry"] = shapely.Point(0, 0)
-    with pytest.raises(InputError, match=r"row 1.*geometry"):
+    with pytest.raises(InputError, match=r"row 2.*geometry"):  # rows counted from 1
         compute_criteria(bad, ctx)
     bow = g.copy()
     bow.loc["away", "geometry"] = shapely.Polygon([(0, 0), (10, 10), (10, 0), (0, 10)])
-    with pytest.raises(InputError, match=r"invalid.*row 3"):
+    with pytest.raises(InputError, match=r"invalid.*row 4"):
         compute_criteria(bow, ctx)
 
 

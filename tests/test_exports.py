@@ -52,3 +52,13 @@ def test_italian_number_formats():
     assert exports.format_eur(22981447) == "229.814,47 €"
     assert exports.format_eur(-5) == "-0,05 €"
     assert exports.format_num(1234.5) == "1.234,50"
+
+
+def test_xlsx_drops_control_characters_instead_of_failing():
+    import io
+
+    from pattogis.exports import xlsx_bytes
+
+    data = xlsx_bytes({"proposte": pd.DataFrame({"titolo": ["Comparto\x08 nord"], "ha": [1.25]})})
+    back = pd.read_excel(io.BytesIO(data), sheet_name="proposte")
+    assert back["titolo"].tolist() == ["Comparto nord"] and back["ha"].tolist() == [1.25]

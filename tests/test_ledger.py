@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import geopandas as gpd
+import pandas as pd
 import pytest
 import shapely
 
@@ -97,9 +98,18 @@ def test_withdrawn_and_other_scenarios_do_not_count(toy_territory):
     b = ledger.compute(toy_territory["comuni"], toy_territory["tu"], p, scenario="pug_b")
     assert base.comuni["consumed_ha"].sum() == 0.0
     assert b.comuni["consumed_ha"].sum() == pytest.approx(1.0)
-    cmp = ledger.compare(base, b).set_index("istat")
+    # delta = the scenario studied minus the one it is compared with (pug_b − base)
+    cmp = ledger.compare(b, base)
+    assert cmp.attrs["sign"] == "delta = pug_b − base"
+    cmp = cmp.set_index("istat")
     assert cmp.loc["999001", "delta_consumed_ha"] == pytest.approx(1.0)
     assert cmp.loc["999001", "delta_remaining_locale_ha"] == pytest.approx(-1.0)
+    assert ledger.compare(base, b).set_index("istat").loc["999001", "delta_consumed_ha"] == pytest.approx(-1.0)
+    assert list(ledger.compare(b, base, comuni=["999002"])["istat"]) == ["999002"]
+    # nothing silently ignored: each ledger lists what it left out and why
+    assert ledger.left_out_summary(base.left_out) == {"n": 2, "by_scenario": {"pug_b": 1},
+                                                      "by_status": {"ritirata": 1}}
+    assert b.to_dict()["left_out"] == {"n": 1, "by_scenario": {"base": 1}, "by_status": {}}
 
 
 def test_trajectory_flags_overdraft_and_zero_balance(toy_territory):
@@ -119,6 +129,28 @@ def test_trajectory_flags_overdraft_and_zero_balance(toy_territory):
     assert t.loc[2050, "zero_balance_ok"]
     assert not t.loc[2052, "zero_balance_ok"]  # net consumption after 2050
     assert t.index.max() == 2052
+    # the same overrun on the comune's row of the ledger, with its year and amount
+    row = led.comuni.set_index("istat").loc["999002"]
+    assert row["overrun"] and row["overrun_year"] == 2030
+    assert row["remaining_ha"] == pytest.approx(0.5 - 0.6 - 0.01)  # 2020, 2030 and 2052 parts
+    assert row["overrun_ha"] == pytest.approx(0.11)
+    assert not led.comuni.set_index("istat").loc["999001", "overrun"]
+    u = led.unioni.set_index("unione")
+    assert u.loc["Comune di Beta", "overrun"] and u.loc["Comune di Beta", "overrun_year"] == 2030
+    assert u.loc["Comune di Beta", "n_comuni_overrun"] == 1 and not u.loc["U1", "overrun"]
+    m = led.metro.set_index("pool")
+    assert m.loc["totale", "n_comuni_overrun"] == 1 and not m.loc["totale", "overrun"]
+
+
+def test_overrun_of_a_pool_at_metro_level(toy_territory):
+    # the toy TU is 150 ha: local pool 1.5 ha; 2 ha outside A's TU in the local pool overrun it
+    rows = [{"ptype": "nuova_urbanizzazione", "date": "2024-03-01", "geometry": shapely.box(1200, 0, 1400, 100)}]
+    led = ledger.compute(toy_territory["comuni"], toy_territory["tu"], validated(toy_territory, rows))
+    m = led.metro.set_index("pool")
+    assert m.loc["locale", "overrun"] and m.loc["locale", "overrun_ha"] == pytest.approx(0.5)
+    assert not m.loc["totale", "overrun"] and pd.isna(m.loc["totale", "overrun_year"])
+    a = led.comuni.set_index("istat").loc["999001"]
+    assert a["overrun_ha"] == pytest.approx(1.0) and a["overrun_year"] == 2024
 
 
 def test_split_across_comuni_and_refuse(toy_territory):

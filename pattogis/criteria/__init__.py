@@ -29,7 +29,7 @@ from pattogis.criteria import access, hazard, site, terrain  # noqa: F401  (regi
 from pattogis.criteria.context import CriteriaContext, criteria_params
 from pattogis.criteria.network import RoadGraph, build_graph, nearest_distance
 from pattogis.criteria.registry import REGISTRY, Criterion, Outcome, criterion
-from pattogis.criteria.sites import Sites, prepare_sites
+from pattogis.criteria.sites import Sites, flag_outside, prepare_sites, read_candidates
 from pattogis.criteria.zonal import zonal_stats
 
 MISSING = "missing"
@@ -207,6 +207,7 @@ register_engine("dask", compute_dask)
 __all__ = [
     "REGISTRY", "Criterion", "CriteriaContext", "Outcome", "RoadGraph", "Sites", "build_graph",
     "compute_criteria", "compute_dask", "compute_local", "criteria_params", "criterion",
-    "describe", "host_key", "names", "nearest_distance", "output_columns", "prepare_sites",
+    "describe", "flag_outside", "host_key", "names", "nearest_distance", "output_columns",
+    "prepare_sites", "read_candidates",
     "register_engine", "zonal_stats",
 ]

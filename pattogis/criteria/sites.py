@@ -8,18 +8,26 @@ their coverage fractions).
 
 from __future__ import annotations
 
+import io
+import json
+import tempfile
+import zipfile
 from collections.abc import Callable
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyproj
 import shapely
 
+from pattogis import config
 from pattogis.criteria.context import CriteriaContext, check_not_geographic
 from pattogis.criteria.zonal import zonal_stats
 from pattogis.errors import InputError
+from pattogis.proposals import _from_geojson_obj  # the project's GeoJSON parser (rows, crs member)
 
 POLYGON_TYPES = (3, 6)  # shapely type ids of Polygon and MultiPolygon
 
@@ -37,22 +45,339 @@ def prepare_sites(candidates: gpd.GeoDataFrame, crs: str) -> gpd.GeoDataFrame:
     if candidates.crs is None:
         raise InputError("candidates have no CRS; say which one they are in (e.g. EPSG:25832)",
                          field="geometry")
-    g = candidates.geometry.to_numpy()
-    missing = shapely.is_missing(g) | shapely.is_empty(g)
-    if missing.any():
-        raise InputError("candidates with missing or empty geometry",
-                         rows=np.flatnonzero(missing).tolist(), field="geometry")
-    bad = ~np.isin(shapely.get_type_id(g), POLYGON_TYPES)
-    if bad.any():
-        raise InputError("candidates must be Polygon or MultiPolygon",
-                         rows=np.flatnonzero(bad).tolist(), field="geometry")
-    invalid = ~shapely.is_valid(g)
-    if invalid.any():
-        raise InputError("candidates with invalid geometry (self-intersections?)",
-                         rows=np.flatnonzero(invalid).tolist(), field="geometry",
-                         hint="repair them, e.g. with shapely.make_valid, and upload again")
+    check_geometries(candidates.geometry.to_numpy())
     out = candidates.to_crs(crs) if candidates.crs != crs else candidates.copy()
     return out
+
+
+# --- a planner's own sites ------------------------------------------------------------------------
+
+OWN_FORMATS = ("gpkg", "geojson", "zip", "parquet", "csv")
+_SUFFIX = {".gpkg": "gpkg", ".geojson": "geojson", ".json": "geojson", ".zip": "zip",
+           ".parquet": "parquet", ".geoparquet": "parquet", ".csv": "csv", ".txt": "csv",
+           ".shp": "shp"}
+ITALY_LONLAT = (6.0, 35.0, 19.0, 48.0)
+
+
+def own_sites_params() -> dict[str, Any]:
+    """``own_sites`` of ``config/criteria.yaml``: point area, inside share, column names."""
+    return dict(config.load("criteria.yaml").get("own_sites") or {})
+
+
+def sniff_format(data: bytes) -> str:
+    """Format of uploaded bytes from their first bytes (never from the name a client gave)."""
+    head = bytes(data[:16])
+    if head.startswith(b"SQLite format 3"):
+        return "gpkg"
+    if head.startswith(b"PK"):
+        return "zip"
+    if head.startswith(b"PAR1"):
+        return "parquet"
+    if bytes(data[:4096]).lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{"):
+        return "geojson"
+    return "csv"
+
+
+def read_zip(path: str | Path, *, label: str | None = None) -> gpd.GeoDataFrame:
+    """The one Shapefile in a zip archive (with its .shx, .dbf and, for its CRS, .prj).
+
+    Every read of a zip archive goes through here, so limits on archives apply in one place.
+    """
+    label = label or str(path)
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = [n for n in z.namelist() if not n.endswith("/") and "__MACOSX" not in n]
+    except zipfile.BadZipFile as e:
+        raise InputError(f"not a readable zip archive: {e}", file=label) from e
+    shp = [n for n in names if n.lower().endswith(".shp")]
+    if len(shp) != 1:
+        raise InputError(f"the archive must hold exactly one Shapefile (.shp), found {len(shp)}",
+                         file=label, hint="Zip the .shp with its .shx, .dbf and .prj files")
+    stem = shp[0][:-4]
+    lacking = [ext for ext in (".shx", ".dbf") if not any(n.lower() == (stem + ext).lower() for n in names)]
+    if lacking:
+        raise InputError(f"the Shapefile {shp[0]} lacks {', '.join(lacking)}", file=label)
+    try:
+        return gpd.read_file(f"/vsizip/{Path(path).resolve()}/{shp[0]}", engine="pyogrio")
+    except Exception as e:  # GDAL raises several types on broken files
+        raise InputError(f"cannot read the Shapefile: {e}", file=label) from e
+
+
+def _pick(columns: list[str], chosen: str | None, tried: list[str], what: str, label: str,
+          *, required: bool = False) -> str | None:
+    """The column a user named (it must exist), else the first of ``tried`` present (any case)."""
+    if chosen:
+        if chosen not in columns:
+            raise InputError(f"no column '{chosen}' for the {what}", file=label, field=chosen,
+                             hint=f"Columns in the file: {', '.join(map(str, columns)) or 'none'}")
+        return chosen
+    lower = {str(c).lower(): c for c in columns}
+    for t in tried:
+        if t.lower() in lower:
+            return lower[t.lower()]
+    if required:
+        raise InputError(f"no {what} column", file=label,
+                         hint=f"Name one, or use one of: {', '.join(tried)}")
+    return None
+
+
+def _numbers(s: pd.Series) -> pd.Series:
+    """Numbers written either way (``11,34`` in an Italian CSV, ``11.34``)."""
+    if not pd.api.types.is_numeric_dtype(s):
+        s = s.astype(str).str.strip().str.replace(",", ".", regex=False)
+    return pd.to_numeric(s, errors="coerce")
+
+
+def _read_csv(text: str, label: str, crs: str | None, params: dict[str, Any], *,
+              wkt_field: str | None, lon_field: str | None, lat_field: str | None) -> gpd.GeoDataFrame:
+    text = text.lstrip("\ufeff")
+    first = text.splitlines()[0] if text.strip() else ""
+    # The header names the separator: values may hold decimal commas (11,34) but names do not.
+    counts = {d: first.count(d) for d in (";", "\t", "|", ",")}
+    sep = max(counts, key=lambda d: counts[d]) if any(counts.values()) else ","
+    try:
+        df = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, ValueError) as e:
+        raise InputError(f"cannot read the CSV: {e}", file=label) from e
+    cols = list(df.columns)
+    wkt = _pick(cols, wkt_field, [] if (lon_field or lat_field) else params["wkt_columns"], "WKT geometry", label)
+    if wkt is not None:
+        src = df[wkt].astype(str).str.strip()
+        geom = shapely.from_wkt(src.to_numpy(), on_invalid="ignore")
+        bad = shapely.is_missing(geom)
+        if bad.any():
+            raise InputError("geometry is not valid WKT (e.g. POLYGON ((x y, ...)))", file=label,
+                             rows=_rows(bad), field=wkt)
+        df = df.drop(columns=[wkt])
+    else:
+        lon = _pick(cols, lon_field, params["lon_columns"], "longitude (or WKT)", label, required=True)
+        lat = _pick(cols, lat_field, params["lat_columns"], "latitude", label, required=True)
+        x, y = _numbers(df[lon]), _numbers(df[lat])
+        for name, v in ((lon, x), (lat, y)):
+            if v.isna().any():
+                raise InputError("not a number", file=label, rows=_rows(v.isna().to_numpy()), field=name)
+        geom = shapely.points(x.to_numpy(), y.to_numpy())
+        df = df.drop(columns=[lon, lat])
+        crs = crs or "EPSG:4326"  # lon/lat columns are degrees unless a CRS is declared
+    if crs is None:
+        crs = "EPSG:4326"  # WKT without a declared CRS is read as WGS84 lon/lat (and checked)
+    return gpd.GeoDataFrame(df, geometry=geom, crs=crs)
+
+
+def _read_source(source: Any, label: str, crs: str | None, params: dict[str, Any],
+                 fmt: str | None, csv_fields: dict[str, str | None]) -> gpd.GeoDataFrame:
+    """Any accepted source as a GeoDataFrame in the CRS it declares (``crs`` when none)."""
+    if isinstance(source, gpd.GeoDataFrame):
+        return source.copy()
+    if isinstance(source, dict):
+        return _from_geojson_obj(source, label, crs)
+    if isinstance(source, (bytes, bytearray)):
+        fmt = fmt or sniff_format(source)
+        if fmt in ("geojson", "csv"):
+            try:
+                text = bytes(source).decode("utf-8")
+            except UnicodeDecodeError:
+                text = bytes(source).decode("latin-1")  # Excel's Italian CSVs are often cp1252
+            if fmt == "csv":
+                return _read_csv(text, label, crs, params, **csv_fields)
+            try:
+                return _from_geojson_obj(json.loads(text), label, crs)
+            except json.JSONDecodeError as e:
+                raise InputError(f"malformed GeoJSON: {e}", file=label) from e
+        with tempfile.TemporaryDirectory() as d:
+            p = Path(d) / f"upload.{fmt}"
+            p.write_bytes(bytes(source))
+            return _read_source(p, label, crs, params, fmt, csv_fields)
+    path = Path(source)
+    if not path.exists():
+        raise InputError("file not found", file=str(path))
+    fmt = fmt or _SUFFIX.get(path.suffix.lower())
+    if fmt is None:
+        raise InputError(f"unsupported file type '{path.suffix}'", file=label,
+                         hint="Use .gpkg, .geojson, a zipped Shapefile (.zip), .parquet or .csv")
+    if fmt in ("geojson", "csv"):
+        return _read_source(path.read_bytes(), label, crs, params, fmt, csv_fields)
+    if fmt == "zip":
+        return read_zip(path, label=label)
+    try:
+        if fmt == "parquet":
+            return gpd.read_parquet(path)
+        return gpd.read_file(path, engine="pyogrio")
+    except Exception as e:  # pyogrio / pyarrow raise several types on broken files
+        raise InputError(f"cannot read the file as {fmt}: {e}", file=label) from e
+
+
+def _check_in_italy(gdf: gpd.GeoDataFrame, label: str) -> None:
+    """Whatever CRS was declared, the sites must land in Italy: catches a wrong or missing CRS
+    (metres read as degrees, swapped lon/lat) before anything is measured."""
+    b = shapely.bounds(gdf.to_crs("EPSG:4326").geometry.to_numpy())
+    x0, y0, x1, y1 = ITALY_LONLAT
+    ok = (b[:, 0] >= x0) & (b[:, 2] <= x1) & (b[:, 1] >= y0) & (b[:, 3] <= y1)
+    ok |= np.isnan(b[:, 0])  # empty geometries are reported by check_geometries
+    if ok.all():
+        return
+    raw = shapely.bounds(gdf.geometry.to_numpy())[~ok]
+    if gdf.crs.is_geographic and (np.abs(raw) > 1000).any():
+        hint = ("Coordinates look like metres: declare the CRS (e.g. EPSG:25832); GeoJSON and "
+                "CSV without one are read as WGS84 longitude/latitude")
+    elif gdf.crs.is_geographic and ((raw[:, 1] >= x0) & (raw[:, 3] <= x1)).all():
+        hint = "Latitude and longitude look swapped: longitude comes first"
+    else:
+        hint = f"Check the CRS declared ({gdf.crs.to_string()})"
+    raise InputError("sites outside Italy", file=label, rows=_rows(~ok), field="geometry", hint=hint)
+
+
+def flag_outside(sites: gpd.GeoDataFrame, comuni: gpd.GeoDataFrame, *,
+                 min_share: float | None = None) -> gpd.GeoDataFrame:
+    """Add ``inside_metro_share`` (0..1, share of each site's area inside the 55 comuni) and
+    ``outside_metro`` (True below ``min_share``, ``own_sites.min_inside_share`` in the config).
+
+    Both frames in the same metric CRS. A site outside is kept and flagged, not dropped: its
+    criteria are measured on layers that stop at the metropolitan boundary.
+    """
+    if min_share is None:
+        min_share = float(own_sites_params().get("min_inside_share", 0.999))
+    g = sites.geometry.to_numpy()
+    cg = comuni.to_crs(sites.crs).geometry.to_numpy()
+    area = shapely.area(g)
+    inside = np.zeros(len(g))
+    whole, _ = pairs(g, cg, "contains_properly")
+    inside[whole] = area[whole]
+    si, ci = pairs(g, cg)
+    rest = ~np.isin(si, whole)
+    if rest.any():
+        a = shapely.area(shapely.intersection(g[si[rest]], cg[ci[rest]]))
+        inside += np.bincount(si[rest], weights=a, minlength=len(g))
+    out = sites.copy()
+    out["inside_metro_share"] = np.clip(np.divide(inside, area, out=np.zeros(len(g)), where=area > 0), 0, 1)
+    out["outside_metro"] = out["inside_metro_share"] < min_share
+    return out
+
+
+def read_candidates(source: Any, *, crs: str | None = None, id_field: str | None = None,
+                    name_field: str | None = None, wkt_field: str | None = None,
+                    lon_field: str | None = None, lat_field: str | None = None,
+                    fmt: str | None = None, label: str | None = None,
+                    comuni: gpd.GeoDataFrame | None = None,
+                    working_crs: str | None = None) -> gpd.GeoDataFrame:
+    """Read a planner's own sites, ready for :func:`pattogis.criteria.compute_criteria`.
+
+    ``source``: a path, upload bytes, a GeoJSON dict or a GeoDataFrame. Formats: GeoPackage,
+    GeoJSON (RFC 7946 CRS84 lon/lat, or the CRS of a legacy ``crs`` member), a zipped Shapefile
+    (:func:`read_zip`), GeoParquet, CSV with a WKT column or lon/lat columns (``,`` ``;`` or tab
+    separated; decimal comma accepted). The format comes from the first bytes of an upload, from
+    the suffix of a path, or ``fmt``. ``crs``: the CRS of a source that declares none (CSV and
+    GeoJSON default to WGS84 lon/lat); a source that declares one keeps it.
+
+    Returns polygons in the working CRS (EPSG:25832) with ``site_id`` (``id_field``, else the
+    first of ``own_sites.id_columns`` present, else generated ``SITO-001``...; unique, text),
+    ``name`` (``name_field`` or a name-like column, else the id), ``row`` (the site's row in the
+    input, counted from 1), ``from_point`` (a point made into a circle of ``area_ha`` or
+    ``own_sites.point_area_ha``), and with ``comuni`` given, ``inside_metro_share`` and
+    ``outside_metro`` (:func:`flag_outside`). Errors name the file, the rows (from 1) and the field.
+    """
+    params = own_sites_params()
+    label = label or (str(source) if isinstance(source, (str, Path)) else "upload")
+    working_crs = working_crs or config.working_crs()
+    if crs is not None:
+        try:
+            crs = pyproj.CRS.from_user_input(crs).to_string()
+        except pyproj.exceptions.CRSError as e:
+            raise InputError(f"unknown CRS '{crs}'", file=label, field="crs",
+                             hint="e.g. EPSG:25832 or EPSG:4326") from e
+    try:
+        gdf = _read_source(source, label, crs, params, fmt,
+                           {"wkt_field": wkt_field, "lon_field": lon_field, "lat_field": lat_field})
+    except pyproj.exceptions.CRSError as e:  # a crs member naming no known CRS
+        raise InputError(f"the file declares an unknown CRS: {e}", file=label, field="crs") from e
+    if gdf.geometry.name != "geometry":
+        gdf = gdf.rename_geometry("geometry")
+    if len(gdf) == 0:
+        raise InputError("no sites in the file", file=label)
+    if gdf.crs is None:
+        if crs is None:
+            raise InputError("the file declares no CRS", file=label, field="geometry",
+                             hint="Declare it (e.g. --crs EPSG:25832) or add it to the file")
+        gdf = gdf.set_crs(crs)
+    gdf = gdf.reset_index(drop=True)
+    g = gdf.geometry.to_numpy()
+    missing = shapely.is_missing(g) | shapely.is_empty(g)
+    if missing.any():
+        raise InputError("sites with missing or empty geometry", file=label, rows=_rows(missing),
+                         field="geometry")
+    _check_in_italy(gdf, label)
+    gdf = gdf.to_crs(working_crs)
+
+    # Points (CSV lon/lat, point layers) become circles: the criteria measure areas.
+    g = gdf.geometry.to_numpy()
+    pts = shapely.get_type_id(g) == 0
+    gdf["from_point"] = pts
+    if pts.any():
+        area_ha = np.full(len(gdf), float(params.get("point_area_ha", 1.0)))
+        if "area_ha" in gdf.columns:
+            given = _numbers(gdf["area_ha"]).to_numpy(dtype=float)
+            bad = pts & ~(given > 0) & ~np.isnan(given)
+            if bad.any():
+                raise InputError("area_ha must be a positive number", file=label, rows=_rows(bad),
+                                 field="area_ha")
+            area_ha = np.where(np.isnan(given), area_ha, given)
+        # A buffer is a regular polygon of 4 * quad_segs sides: its radius is set so that the
+        # polygon, not the ideal circle, has the area asked for.
+        n = 64
+        radius = np.sqrt(area_ha * 1e4 / (0.5 * n * np.sin(2 * np.pi / n)))
+        g = g.copy()
+        g[pts] = shapely.buffer(g[pts], radius[pts], quad_segs=n // 4)
+        gdf = gdf.set_geometry(g, crs=working_crs)
+    check_geometries(gdf.geometry.to_numpy(), file=label)
+
+    cols = [c for c in gdf.columns if c != "geometry"]
+    idc = _pick(cols, id_field, params.get("id_columns", []), "site id", label)
+    if idc is None:
+        width = max(3, len(str(len(gdf))))
+        ids = pd.Series([f"SITO-{i:0{width}d}" for i in range(1, len(gdf) + 1)])
+    else:
+        ids = gdf[idc].astype(str).str.strip()
+        empty = gdf[idc].isna() | ids.isin(["", "nan", "None"])
+        if empty.any():
+            raise InputError("empty site id", file=label, rows=_rows(empty.to_numpy()), field=idc)
+        dup = ids.duplicated(keep=False)
+        if dup.any():
+            raise InputError(f"site id '{ids[dup].iloc[0]}' is not unique", file=label,
+                             rows=_rows(dup.to_numpy()), field=idc)
+    namec = _pick(cols, name_field, params.get("name_columns", []), "site name", label)
+    names = gdf[namec].astype(str) if namec is not None else ids
+    out = gdf.drop(columns=[c for c in ("site_id", "name", "row") if c in gdf.columns])
+    out.insert(0, "site_id", ids.to_numpy())
+    out.insert(1, "name", names.to_numpy())
+    out.insert(2, "row", np.arange(1, len(gdf) + 1))
+    out = gpd.GeoDataFrame(out, geometry="geometry", crs=working_crs)
+    if comuni is not None:
+        out = flag_outside(out, comuni)
+    return out
+
+
+def _rows(mask: np.ndarray) -> list[int]:
+    """Row numbers counted from 1 (the first feature or data line is row 1)."""
+    return [int(i) + 1 for i in np.flatnonzero(mask)]
+
+
+def check_geometries(g: np.ndarray, *, file: str | None = None) -> None:
+    """Refuse missing, empty, non-polygonal or invalid site geometries, naming every bad row
+    (counted from 1) and, for invalid ones, GEOS's reason for the first."""
+    missing = shapely.is_missing(g) | shapely.is_empty(g)
+    if missing.any():
+        raise InputError("candidates with missing or empty geometry", file=file,
+                         rows=_rows(missing), field="geometry")
+    bad = ~np.isin(shapely.get_type_id(g), POLYGON_TYPES)
+    if bad.any():
+        raise InputError("candidates must be Polygon or MultiPolygon", file=file,
+                         rows=_rows(bad), field="geometry")
+    invalid = ~shapely.is_valid(g)
+    if invalid.any():
+        reason = shapely.is_valid_reason(g[invalid][:1])[0]
+        raise InputError(f"candidates with invalid geometry ({reason})", file=file,
+                         rows=_rows(invalid), field="geometry",
+                         hint="repair them, e.g. with shapely.make_valid, and upload again")
 
 
 def _boundary_segments(polys: np.ndarray) -> np.ndarray:

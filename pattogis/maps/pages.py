@@ -24,7 +24,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 
-from pattogis import config, layers
+from pattogis import analysis, config, layers
 from pattogis.errors import InputError, NotFound
 from pattogis.maps.base import (
     BG_COLOR,
@@ -402,6 +402,32 @@ def _trajectory_svg(t: pd.DataFrame, width: int = 320, height: int = 120) -> str
         "locale.</div>")
 
 
+def _physical_layer(m: folium.Map, comuni_sel: gpd.GeoDataFrame) -> LegendSection:
+    """The physical ledger beside the legal one: sealed surface per comune (ha and share), one
+    marker per comune (at a point inside it), hidden until switched on. Never part of the
+    legal figures."""
+    ph = pd.DataFrame(analysis.physical()["comuni"])
+    g = comuni_sel[["istat", "geometry"]].merge(ph, on="istat")
+    g = g.set_geometry(g.geometry.representative_point())
+    share = g["sealed_share"].to_numpy(dtype=float)
+    cls = quantile_classes(100 * share, YL_OR_RD, decimals=1, unit="%")
+    pops = [table_html([("Superficie sigillata", fmt_ha(r.sealed_ha)),
+                        ("di cui edifici", fmt_ha(r.sealed_buildings_ha)),
+                        ("di cui strade", fmt_ha(r.sealed_roads_ha)),
+                        ("Quota del territorio", fmt_pct(r.sealed_share)),
+                        ("Fonte della stima", esc(r.source))],
+                       title=f"{esc(r.name)} – ledger fisico") for r in g.itertuples()]
+    fc = to_features(g, {"popup": pops, "tip": [f"{esc(n)}: sigillato {fmt_pct(v)}"
+                                                for n, v in zip(g["name"], share, strict=True)],
+                         "_fill": cls.color(100 * share)})
+    src = source_text(["buildings", "roads_edges"])
+    geojson_layer(fc, "Superficie sigillata (ledger fisico)", point_radius=7, key="physical",
+                  show=False, attribution=src, style=_style("#999", "#333", 0.8, 0.9)).add_to(m)
+    return LegendSection("Superficie sigillata (ledger fisico, % del comune)", cls.legend(),
+                         source=src, note="Stima da edifici e strade; separata dal bilancio "
+                         "legale LR 24/2017, che conta solo il consumo fuori dal TU.")
+
+
 def budget_map(proposals: gpd.GeoDataFrame | None = None, *, comune: str | None = None,
                scenario: str = "base", static_url: str | None = None, data_url: str | None = None,
                simplify_m: float = SIMPLIFY_M) -> folium.Map:
@@ -429,7 +455,7 @@ def budget_map(proposals: gpd.GeoDataFrame | None = None, *, comune: str | None 
 
     rem = c["remaining_locale_ha"].to_numpy(dtype=float)
     pos = quantile_classes(rem[rem >= 0], GREENS, decimals=2, unit="ha")
-    fill = np.where(rem < 0, OVERDRAFT, pos.color(np.maximum(rem, 0)))
+    fill = np.where((rem < 0) | c["overrun"].to_numpy(dtype=bool), OVERDRAFT, pos.color(np.maximum(rem, 0)))
     pops = [table_html([
         ("Unione", esc(r.unione)),
         ("Territorio urbanizzato (TU)", fmt_ha(r.tu_ha)),
@@ -440,16 +466,21 @@ def budget_map(proposals: gpd.GeoDataFrame | None = None, *, comune: str | None 
         ("Desigillazione", fmt_ha(r.desealed_ha)),
         ("Esente (art. 6)", fmt_ha(r.exempt_ha)),
         ("<b>Quota locale residua</b>", f"<b>{fmt_ha(r.remaining_locale_ha)}</b>"),
+        ("<b>Sforamento</b>", f"<b style='color:{OVERDRAFT}'>SÌ, {fmt_ha(r.overrun_ha)}"
+         + (f" dal {int(r.overrun_year)}" if pd.notna(r.overrun_year) else "") + "</b>"
+         if r.overrun else "no"),
         ("Proposte nello scenario", str(int(r.n_proposals))),
     ], title=esc(r.name)) for r in c.itertuples()]
-    tips = [f"{esc(n)}: residuo {fmt_ha(v)}" for n, v in zip(c["name"], rem, strict=True)]
+    tips = [f"{esc(n)}: residuo {fmt_ha(v)}" + (" – SFORAMENTO" if o else "")
+            for n, v, o in zip(c["name"], rem, c["overrun"], strict=True)]
     stroke = np.where(c["istat"] == comune, "#000000", "")
     fc = to_features(c, {"popup": pops, "tip": tips, "_fill": fill, "_stroke": stroke},
                      simplify_m=simplify_m)
     geojson_layer(fc, "Quota locale residua per comune", attribution=src_c, highlight=True,
                   key="budget",
                   style=_style("#ccc", "#666", 0.7, 0.7)).add_to(m)
-    items = ([(OVERDRAFT, "< 0 ha (quota superata)")] if (rem < 0).any() else []) + pos.legend()
+    items = ([(OVERDRAFT, "quota superata (sforamento)")] if ((rem < 0) | c["overrun"]).any()
+             else []) + pos.legend()
     legend.append(LegendSection("Quota locale residua (ha)", items, source=src_c,
                                 note="Quota locale = 1% del TU al 1/1/2018 (PTM art. 49); "
                                 "residuo = quota − consumo + desigillazione."))
@@ -499,6 +530,7 @@ def budget_map(proposals: gpd.GeoDataFrame | None = None, *, comune: str | None 
                                 note=f"{len(p)} proposte nello scenario «{scenario}»."
                                 if len(p) else f"Nessuna proposta nello scenario «{scenario}»."))
 
+    legend.append(_physical_layer(m, comuni))  # all comuni: the share reads against the others
     if data_url is not None:
         legend.append(_on_demand_layer(m, "buildings", data_url, show=False))
 
@@ -515,6 +547,9 @@ def budget_map(proposals: gpd.GeoDataFrame | None = None, *, comune: str | None 
                 ("<b>Residuo</b>", f"<b>{fmt_ha(r.remaining_locale_ha)}</b> ({fmt_pct(share)})"),
                 ("Quota disponibile al 2050", fmt_ha(env)),
                 ("Superamento della quota", f"dal {int(over.iloc[0])}" if len(over) else "no")]
+        if r.overrun:
+            rows.append((f"<b style='color:{OVERDRAFT}'>SFORAMENTO</b>",
+                         f"<b style='color:{OVERDRAFT}'>{fmt_ha(r.overrun_ha)} oltre la quota</b>"))
         add_panel(m, table_html(rows, title=f"{esc(r['name'])} – scenario «{esc(scenario)}»")
                   + _trajectory_svg(t))
     else:
