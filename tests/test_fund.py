@@ -167,6 +167,20 @@ def test_graduatoria_partial_last_project_hand_worked():
     json.dumps(r.to_dict())
 
 
+def test_a_residual_below_the_minimum_share_is_not_a_partial_grant():
+    # P13's grant is 229,814.47 and 218,886.83 are left (95%): funded partially with 0.95 as the
+    # minimum share, not with 0.96; then the residual stays unassigned and the list stops.
+    ok = graduatoria(hand(), load_call("bando_2023").with_rules(min_partial_share=0.95))
+    assert ok.table.set_index("project_id").at["P13", "awarded_cents"] == 21888683
+    r = graduatoria(hand(), load_call("bando_2023").with_rules(min_partial_share=0.96))
+    t = r.table.set_index("project_id")
+    assert t.at["P13", "awarded_cents"] == 0 and t.at["P13", "status"] == "non_finanziato"
+    assert "inferiori al 96% del contributo di 229.814,47 €" in t.at["P13", "reason"]
+    assert r.summary["leftover_cents"] == 21888683 and r.summary["n_partial"] == 0
+    assert t.loc[["P14", "P15", "P16"], "awarded_cents"].sum() == 0
+    assert load_call("bando_2023").min_partial_share == 0.1
+
+
 def test_graduatoria_skip_to_next_and_stop():
     sk = graduatoria(hand(), "bando_2023", last_project="skip_to_next").table.set_index("project_id")
     # P13 skipped; P14 (100,000.00) fits in 218,886.83; P15 (120,000) does not in 118,886.83;

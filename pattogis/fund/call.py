@@ -77,6 +77,7 @@ class Call:
     tie_break: tuple[str, ...] = ("applicant_type",)
     applicant_type_priority: tuple[str, ...] = APPLICANT_TYPES
     last_project: str = "partial"
+    min_partial_share: float = 0.0
     optimal: OptimalParams = field(default_factory=OptimalParams)
     source: str = ""
 
@@ -101,6 +102,7 @@ class Call:
                 "tie_break": list(self.tie_break),
                 "applicant_type_priority": list(self.applicant_type_priority),
                 "last_project": self.last_project,
+                "min_partial_share": self.min_partial_share,
             },
             "optimal": self.optimal.to_dict(),
             "source": self.source,
@@ -235,6 +237,10 @@ def call_from_mapping(raw: Mapping[str, Any], *, name: str = "call") -> Call:
     last = rk.get("last_project", "partial")
     if last not in LAST_PROJECT_RULES:
         raise _fail(src, "ranking.last_project", f"must be one of {LAST_PROJECT_RULES}, got {last!r}")
+    min_partial = rk.get("min_partial_share", 0.0)
+    if isinstance(min_partial, bool) or not isinstance(min_partial, int | float) \
+            or not 0 <= min_partial <= 1:
+        raise _fail(src, "ranking.min_partial_share", f"must be a share 0..1, got {min_partial!r}")
     opt_raw = raw.get("optimal") or {}
     if not isinstance(opt_raw, Mapping):
         raise ConfigError(f"{src}: 'optimal' must be a mapping")
@@ -257,6 +263,7 @@ def call_from_mapping(raw: Mapping[str, Any], *, name: str = "call") -> Call:
         tie_break=tie,
         applicant_type_priority=prio,
         last_project=last,
+        min_partial_share=float(min_partial),
         optimal=_optimal_params(opt_raw, src),
         source=src,
     )

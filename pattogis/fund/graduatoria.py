@@ -299,6 +299,13 @@ def graduatoria(projects: pd.DataFrame, call: Call | str = "bando_2023", *,
             continue
         if remaining == 0:
             break
+        if rule == "partial" and remaining < call.min_partial_share * g:
+            # a residual this small is no funding: it stays unassigned and the list stops
+            note[i] = (f"le risorse residue di {eur(remaining)} sono inferiori al "
+                       f"{call.min_partial_share:.0%} del contributo di {eur(g)}: nessun "
+                       f"finanziamento parziale, residuo non assegnato")
+            stopped_at = pos
+            break
         if rule == "partial":
             awarded[i] = remaining
             status[i] = STATUS_PARTIAL
