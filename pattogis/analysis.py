@@ -6,7 +6,6 @@ no analysis logic lives in the CLI verbs or the API endpoints, which both call t
 
 from __future__ import annotations
 
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -14,18 +13,13 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 
-from pattogis import layers, ledger
+from pattogis import ledger, workspace
 from pattogis.errors import InputError, NotFound
 
 
-@cache
-def _base(mtime: float) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
-    return layers.open_layer("comuni"), layers.open_layer("territorio_urbanizzato")
-
-
 def base_layers() -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
-    """(comuni, territorio urbanizzato), cached until the layer set is rebuilt."""
-    return _base(layers.gpkg_path().stat().st_mtime)
+    """(comuni, territorio urbanizzato), read once per layer set (:mod:`pattogis.workspace`)."""
+    return workspace.default().base_layers()
 
 
 def load_proposals(source: str | Path | None = None, *, store: Any = None) -> gpd.GeoDataFrame:
@@ -85,40 +79,29 @@ def ledger_table(scenario: str = "base", proposals: gpd.GeoDataFrame | None = No
 
 def criteria_for(candidates: gpd.GeoDataFrame | str | Path | None = None, *,
                  engine: str = "local") -> gpd.GeoDataFrame:
-    """Raw criteria of candidate sites (the default candidate set when None)."""
-    from pattogis.criteria import CriteriaContext, compute_criteria
-
-    if candidates is None:
-        cand = layers.open_layer("candidates")
-    elif isinstance(candidates, (str, Path)):
+    """Raw criteria of candidate sites (the default candidate set when None, computed once per
+    layer set); the criteria context and road graph are the workspace's, built once."""
+    if isinstance(candidates, (str, Path)):
         from pattogis.criteria import read_candidates
 
-        cand = read_candidates(candidates)
-    else:
-        cand = candidates
-    return compute_criteria(cand, CriteriaContext.from_layers(), engine=engine)
+        candidates = read_candidates(candidates)
+    return workspace.default().criteria(candidates, engine=engine)
 
 
 def score_sites(candidates: gpd.GeoDataFrame | str | Path | None = None, *,
-                profile: str | dict = "unione", method: str | None = None,
-                draws: int = 500, top_k: int = 10, seed: int = 0,
+                profile: str | dict | Any = "unione", method: str | None = None,
+                draws: int | None = None, top_k: int | None = None, seed: int | None = None,
                 crit: gpd.GeoDataFrame | None = None, engine: str = "local") -> gpd.GeoDataFrame:
-    """Score sites: raw criteria, normalised values, contributions, score, rank and the Monte Carlo
-    rank interval (``rank_p5``..``rank_p95``) and probability of being in the top ``top_k``.
-    ``engine``: where the criteria run (``'local'`` or ``'dask'``, same values)."""
-    from pattogis import scoring
-
-    crit = crit if crit is not None else criteria_for(candidates, engine=engine)
-    data = crit.set_index("site_id") if "site_id" in crit.columns else crit
-    scored = scoring.score(data, profile, method=method)
-    raw_cols = [c for c in data.columns if c not in scored.columns and c != "geometry"]
-    out = scored.join(data[raw_cols])
-    if draws > 0:  # the rank interval is asked for; draws=0 skips it (fund demo, quick scoring)
-        mc = scoring.monte_carlo(data, profile, method=method, draws=draws, top_k=top_k, seed=seed)
-        out = out.join(mc.drop(columns=[c for c in mc.columns if c in scored.columns]))
-    out = gpd.GeoDataFrame(out, geometry="geometry", crs=crit.crs) if "geometry" in out else out
-    out.attrs = scored.attrs
-    return out.reset_index().rename(columns={"index": "site_id"})
+    """Score sites against the metropolitan reference (:meth:`Workspace.reference`): raw
+    criteria, normalised values, contributions, score (the same for a site in every call), rank
+    within the sites scored, and the Monte Carlo rank interval (``rank_p5``..``rank_p95``) and
+    probability of being in the top ``top_k``. ``draws``, ``top_k`` and ``seed`` default to the
+    profile's ``monte_carlo`` section (``draws=0`` skips it). ``engine``: where the criteria run
+    (``'local'`` or ``'dask'``, same values)."""
+    if crit is None and candidates is not None:
+        crit = criteria_for(candidates, engine=engine)
+    return workspace.default().score_sites(profile=profile, method=method, draws=draws,
+                                           top_k=top_k, seed=seed, crit=crit, engine=engine)
 
 
 # --- fund ----------------------------------------------------------------------------------------
@@ -133,7 +116,7 @@ def projects_from_sites(scored: gpd.GeoDataFrame, *, n: int = 40, eur_per_m2: fl
     from pattogis.fund import tu_share
 
     comuni, tu = base_layers()
-    ind = layers.open_layer("comuni_indicators")[["istat", "territorial_system", "fragile",
+    ind = workspace.default().layer("comuni_indicators")[["istat", "territorial_system", "fragile",
                                                   "fragility_index", "pop_total"]]
     s = scored.dropna(subset=["score"]).sort_values("score", ascending=False).head(n).copy()
     s = s.drop(columns=[c for c in ("istat", "unione", "comune_name") if c in s.columns])
@@ -176,17 +159,9 @@ def attach_geometry(table: pd.DataFrame, projects: gpd.GeoDataFrame) -> gpd.GeoD
 # --- providers of the map pages ------------------------------------------------------------------
 
 
-def unione_sites(unione: str, *, profile: str | dict = "unione", draws: int = 300) -> gpd.GeoDataFrame:
+def unione_sites(unione: str, *, profile: str | dict = "unione", draws: int | None = None) -> gpd.GeoDataFrame:
     """Scored candidate sites of one Unione (or 'Comune di X' for comuni in no Unione)."""
-    comuni, _ = base_layers()
-    members = comuni.loc[ledger.unione_label(comuni) == unione, "istat"]
-    if members.empty:
-        raise NotFound(f"unknown Unione '{unione}'; known: {', '.join(sorted(set(ledger.unione_label(comuni))))}")
-    cand = layers.open_layer("candidates")
-    cand = cand[cand["comune_istat"].isin(members)]
-    if cand.empty:
-        raise NotFound(f"no candidate sites in '{unione}'")
-    return score_sites(cand, profile=profile, draws=draws)
+    return score_sites(workspace.default().unione_candidates(unione), profile=profile, draws=draws)
 
 
 def fund_geo(call: str | Path = "bando_2023", mode: str = "graduatoria",

@@ -189,7 +189,8 @@ def parser() -> argparse.ArgumentParser:
     sc.add_argument("--candidates", help="polygon file (default: the built candidate set)")
     sc.add_argument("--profile", default="unione")
     sc.add_argument("--method", choices=["wsum", "topsis"])
-    sc.add_argument("--draws", type=int, default=500, help="Monte Carlo weight draws")
+    sc.add_argument("--draws", type=int, default=None,
+                    help="Monte Carlo weight draws (default: the profile's monte_carlo.draws)")
     sc.add_argument("--out", help="output file (.gpkg, .geojson, .csv)")
     sc.add_argument("--top", type=int, default=20)
     sc.add_argument("--engine", choices=["local", "dask"], default="local",

@@ -1,0 +1,349 @@
+"""Scoring methods: weighted sum and TOPSIS with per-criterion contributions, exclusions and
+missing-data handling (formulas: the :mod:`pattogis.scoring` docstring)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pattogis.errors import InputError
+from pattogis.scoring.normalise import DIRECTIONS, Reference, normalise
+from pattogis.scoring.profiles import _OPS, METHODS, Profile, load_profile
+
+_TIE_DECIMALS = 12  # scores equal to 12 decimals are ties (float noise must not split them)
+
+
+@dataclass
+class _Prepared:
+    """Arrays are criteria-major, shape (k, n): each criterion is one contiguous row."""
+
+    profile: Profile
+    norm: np.ndarray  # (k, n) normalised, NaN where missing or excluded
+    present: np.ndarray  # (k, n) bool: value usable for the score (eligible and not NaN)
+    missing: pd.Categorical  # (n,) comma string of missing weighted criteria
+    missing_weight: np.ndarray  # (n,) share of profile weight missing
+    excluded: np.ndarray  # (n,) bool
+    reason: pd.Categorical  # (n,) Italian reasons joined by "; ", "" if eligible
+    reference: Reference | None = None  # normalised against it (fixed ideals) or within the set
+
+
+def _numeric_columns(data: pd.DataFrame, names: Iterable[str], src: str) -> dict[str, np.ndarray]:
+    names = list(dict.fromkeys(names))
+    absent = [c for c in names if c not in data.columns]
+    if absent:
+        raise InputError(
+            f"criteria table lacks column{'s' if len(absent) > 1 else ''} {', '.join(absent)}"
+            f" needed by {src}",
+            field=absent[0],
+            hint=f"columns present: {', '.join(map(str, data.columns))}",
+        )
+    out: dict[str, np.ndarray] = {}
+    for c in names:
+        s = data[c]
+        if isinstance(s.dtype, np.dtype) and s.dtype.kind == "f":
+            arr = s.to_numpy(dtype=float)  # fast path: already float, NaN = missing
+            bad = np.isinf(arr)
+        else:
+            num = pd.to_numeric(s, errors="coerce")
+            bad = num.isna().to_numpy() & s.notna().to_numpy()
+            if s.dtype == bool:
+                bad[:] = True  # a boolean is not a measurement
+            arr = num.to_numpy(dtype=float, na_value=np.nan)
+            bad |= np.isinf(arr)
+        if bad.any():
+            rows = np.flatnonzero(bad).tolist()
+            raise InputError(
+                f"criterion '{c}' must be a finite number or empty (NaN for missing)",
+                rows=rows,
+                field=c,
+                hint=f"rows are 0-based positions; first bad value {s.iloc[rows[0]]!r}"
+                f" at site {data.index[rows[0]]!r}",
+            )
+        out[c] = arr
+    return out
+
+
+def _pattern_strings(bits: np.ndarray, render: Any) -> pd.Categorical:
+    """Per-row bit patterns -> categorical of strings, ``render(pattern)`` once per pattern."""
+    inv, uniq = pd.factorize(bits, sort=True)  # hashing: O(n), few distinct patterns
+    labels = [render(int(u)) for u in uniq]
+    cats, codes = np.unique(np.array(labels, dtype=object), return_inverse=True)
+    return pd.Categorical.from_codes(codes.reshape(-1)[inv], categories=cats.tolist())
+
+
+def _prepare(
+    data: pd.DataFrame,
+    p: Profile,
+    norm_out: np.ndarray | None = None,
+    reference: Reference | None = None,
+) -> _Prepared:
+    """Checks, exclusions, missing data and normalisation; ``norm_out`` (k, n) receives the
+    normalised values when given (score() hands a slice of its output block). With
+    ``reference`` every criterion is normalised against the reference's values."""
+    if reference is not None:
+        lacking = [c for c in p.names if reference.of(c) is None]
+        if lacking:
+            raise InputError(
+                f"the reference '{reference.source}' has no values for {', '.join(lacking)}",
+                field=lacking[0],
+                hint="build the reference from a criteria table holding every profile criterion",
+            )
+    k = len(p.criteria)
+    n = len(data)
+    cols = _numeric_columns(data, p.names + [e.field for e in p.exclusions], p.source)
+    raw = np.stack([cols[c] for c in p.names]) if k else np.empty((0, n))
+    w = p.weights
+
+    # Hard exclusions, one bit per rule (and one more per rule for "cannot be checked").
+    nbits = 2 * len(p.exclusions)
+    excl_bits = np.zeros(n, dtype=np.int64)
+    for i, e in enumerate(p.exclusions):
+        v = cols[e.field]
+        with np.errstate(invalid="ignore"):
+            hit = _OPS[e.op](v, e.value) & ~np.isnan(v)
+        excl_bits |= hit.astype(np.int64) << (2 * i)
+        if e.if_missing == "exclude":
+            excl_bits |= np.isnan(v).astype(np.int64) << (2 * i + 1)
+
+    # Missing weighted criteria, one bit per criterion (weight-0 criteria cannot change a score).
+    miss = np.isnan(raw) & (w > 0)[:, None]
+    miss_bits = np.zeros(n, dtype=np.int64)
+    for j in range(k):
+        miss_bits |= miss[j].astype(np.int64) << j
+    missing_weight = w @ miss
+
+    def names_of(bits: int) -> list[int]:
+        return [j for j in range(k) if bits >> j & 1]
+
+    missing_str = _pattern_strings(miss_bits, lambda b: ",".join(p.names[j] for j in names_of(b)))
+
+    # Missing-data exclusions depend only on the pattern of missing criteria.
+    def miss_excluded(b: int) -> str:
+        if b == 0:
+            return ""
+        labels = ", ".join(p.criteria[j].label_it for j in names_of(b))
+        share = float(sum(w[j] for j in names_of(b)))
+        if share >= 1.0 - 1e-12:
+            return f"Nessun criterio disponibile per il calcolo del punteggio ({labels})"
+        if p.missing_policy == "exclude":
+            return f"Dati mancanti: {labels}"
+        if p.max_missing_weight is not None and share > p.max_missing_weight:
+            return (
+                f"Dati mancanti per il {share:.0%} del peso (limite {p.max_missing_weight:.0%}):"
+                f" {labels}"
+            )
+        return ""
+
+    def render(code: int) -> str:
+        parts = []
+        for i, e in enumerate(p.exclusions):
+            if code >> (2 * i) & 1:
+                parts.append(e.reason_it)
+            if code >> (2 * i + 1) & 1:
+                parts.append(f"Dato mancante, non verificabile: {e.reason_it}")
+        m = miss_excluded(code >> nbits)
+        if m:
+            parts.append(m)
+        return "; ".join(parts)
+
+    # One combined code per row -> one reason string per distinct combination.
+    reason = _pattern_strings(excl_bits | (miss_bits << nbits), render)
+    excluded = np.asarray(reason != "")
+    eligible = ~excluded
+
+    norm = np.empty((k, n)) if norm_out is None else norm_out
+    for j, c in enumerate(p.criteria):
+        norm[j] = normalise(
+            raw[j],
+            c.normalise,
+            c.direction if c.direction in DIRECTIONS else "max",
+            target=c.target,
+            tolerance=c.tolerance,
+            among=eligible,
+            reference=None if reference is None else reference.of(c.name),
+        )
+    if p.missing_policy == "worst":
+        # Explicitly pessimistic: a missing weighted value counts as the worst possible (0);
+        # the site still lists it in `missing`.
+        norm[miss & eligible] = 0.0
+    present = ~np.isnan(norm)
+    return _Prepared(p, norm, present, missing_str, missing_weight, excluded, reason, reference)
+
+
+def _ranks_desc(scores: np.ndarray) -> np.ndarray:
+    """Competition ranks (1 = best, ties share the lowest) along the last axis; NaN ranks last.
+
+    Works on a 1-D vector or on a (draws, sites) block, sorting each row (contiguous memory).
+    """
+    key = np.round(scores, _TIE_DECIMALS)
+    np.negative(key, out=key)
+    key[np.isnan(key)] = np.inf
+    # tied entries all get the group's first position below, so an unstable (SIMD) sort is safe
+    order = np.argsort(key, axis=-1)
+    srt = np.sort(key, axis=-1)  # = key in `order`, faster than gathering
+    del key
+    m = srt.shape[-1]
+    new = np.ones(srt.shape, dtype=bool)
+    np.not_equal(srt[..., 1:], srt[..., :-1], out=new[..., 1:])
+    del srt
+    pos = np.where(new, np.arange(1, m + 1, dtype=np.int32), np.int32(0))
+    del new
+    np.maximum.accumulate(pos, axis=-1, out=pos)
+    ranks = np.empty(pos.shape, dtype=np.int32)
+    np.put_along_axis(ranks, order, pos, axis=-1)
+    return ranks
+
+
+def _ideals(prep: _Prepared) -> tuple[np.ndarray, np.ndarray]:
+    """TOPSIS ideal and anti-ideal per criterion: max / min normalised value over the eligible
+    sites, or, against a reference, the best and worst values a site can have (1 and 0), so a
+    site's closeness does not depend on the other sites scored."""
+    has = prep.present.any(axis=1)
+    if prep.reference is not None:
+        return np.where(has, 1.0, np.nan), np.where(has, 0.0, np.nan)
+    best = np.max(prep.norm, axis=1, where=prep.present, initial=-np.inf)
+    worst = np.min(prep.norm, axis=1, where=prep.present, initial=np.inf)
+    return np.where(has, best, np.nan), np.where(has, worst, np.nan)
+
+
+@dataclass
+class _Scores:
+    total: np.ndarray  # (n,)
+    contrib: np.ndarray  # (k, n)
+    extra: dict[str, np.ndarray]  # TOPSIS terms: d_pos, d_neg (n,), dpos, dneg (k, n)
+
+
+def _score_arrays(prep: _Prepared, method: str, out: np.ndarray | None = None) -> _Scores:
+    """Scores and per-criterion terms. ``out``, when given, is the (rows, n) block that receives
+    contrib (k rows) and, for TOPSIS, d_pos, d_neg, dpos (k), dneg (k), in that order."""
+    k, n = prep.norm.shape
+    if out is None:
+        out = np.empty((k if method == "wsum" else 3 * k + 2, n))
+    w = prep.profile.weights[:, None]
+    # Per-site weights: the weights of the criteria present, rescaled to sum 1 (renormalise).
+    w_site = (prep.present * w).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        w_eff = np.where(prep.present, w / w_site, np.nan)
+    contrib = out[:k]
+    if method == "wsum":
+        np.multiply(w_eff, prep.norm, out=contrib)
+        total = np.sum(contrib, axis=0, where=prep.present)
+        return _Scores(total, contrib, {})
+    best, worst = _ideals(prep)
+    # in place, into the output block: at 1M sites each (k, n) array is 96 MB
+    d_pos, d_neg = out[k], out[k + 1]
+    dpos, dneg = out[k + 2 : 2 * k + 2], out[2 * k + 2 : 3 * k + 2]
+    np.subtract(prep.norm, best[:, None], out=dpos)
+    dpos *= w_eff
+    dpos **= 2
+    np.subtract(prep.norm, worst[:, None], out=dneg)
+    dneg *= w_eff
+    dneg **= 2
+    np.sum(dpos, axis=0, where=prep.present, out=d_pos)
+    np.sqrt(d_pos, out=d_pos)
+    np.sum(dneg, axis=0, where=prep.present, out=d_neg)
+    np.sqrt(d_neg, out=d_neg)
+    den = d_pos + d_neg
+    with np.errstate(invalid="ignore", divide="ignore"):
+        closeness = np.where(den > 0, d_neg / den, 1.0)
+        # contrib_j = closeness * dneg_j / d_neg**2 (share of the squared distance from the
+        # anti-ideal); where d_neg = 0 the score (0, or 1 if d_pos = 0 too) is shared by weight
+        factor = np.where(d_neg > 0, closeness / d_neg**2, 0.0)
+    np.multiply(dneg, factor, out=contrib)
+    flat = np.flatnonzero(d_neg == 0)
+    if flat.size:
+        contrib[:, flat] = closeness[flat] * w_eff[:, flat]
+    # the score as the exact sum of its parts (as for wsum)
+    total = np.where(prep.present.any(axis=0), np.sum(contrib, axis=0, where=prep.present), np.nan)
+    return _Scores(total, contrib, {"d_pos": d_pos, "d_neg": d_neg, "dpos": dpos, "dneg": dneg})
+
+
+def score(
+    data: pd.DataFrame,
+    profile: str | Mapping[str, Any] | Profile,
+    *,
+    method: str | None = None,
+    reference: Reference | None = None,
+) -> pd.DataFrame:
+    """Score candidate sites with a weight profile.
+
+    ``reference``: normalise against these fixed values (:class:`Reference`, e.g.
+    :meth:`pattogis.workspace.Workspace.reference`, the metropolitan candidate set), so a site's
+    ``score``, ``norm_*`` and ``contrib_*`` depend on that site alone and mean the same in every
+    call; None normalises within the set scored (bounds from its eligible sites). ``rank`` is
+    always the rank within the set scored.
+
+    ``data``: one row per site, index = site id, columns = raw criteria (see
+    :func:`known_criteria`, NaN = missing); a GeoDataFrame keeps its geometry and CRS in the output.
+    ``method`` overrides the profile's (``wsum`` | ``topsis``).
+
+    Returns a frame with the same index and columns ``score`` (0..1, NaN if excluded), ``rank``
+    (Int64, 1 = best, ties share the lowest rank, NA if excluded), ``excluded``,
+    ``exclusion_reason`` (Italian, "; "-joined, "" if eligible), ``missing`` (comma string of the
+    weighted criteria that were NaN, "" if none), ``missing_weight`` (their share of the weight),
+    then ``norm_<crit>`` and ``contrib_<crit>`` for every criterion (NaN where missing or
+    excluded); TOPSIS adds ``d_pos``, ``d_neg``, ``dpos_<crit>`` and ``dneg_<crit>``. The two
+    string columns are categoricals (few distinct values). See the module docstring for the
+    formulas. ``out.attrs`` holds the profile (``to_dict()``) and the method.
+    """
+    p = load_profile(profile)
+    method = _check_method(method or p.method)
+    names = p.names
+    k, n = len(names), len(data)
+    # One (rows, n) block receives every per-criterion array in place and becomes the frame's
+    # float block without copies (strided per-column copies dominated at 1M sites otherwise).
+    colnames = [f"norm_{c}" for c in names] + [f"contrib_{c}" for c in names]
+    if method == "topsis":
+        colnames += ["d_pos", "d_neg"] + [f"dpos_{c}" for c in names] + [f"dneg_{c}" for c in names]
+    block = np.empty((len(colnames), n))
+    prep = _prepare(data, p, norm_out=block[:k], reference=reference)
+    sc = _score_arrays(prep, method, out=block[k:])
+    excl = prep.excluded
+    total = np.where(excl, np.nan, sc.total)
+    if method == "topsis":
+        block[2 * k : 2 * k + 2, excl] = np.nan  # d_pos, d_neg of excluded sites
+    ranks = _ranks_desc(total)
+    rank = pd.array(ranks, dtype="Int64")
+    rank[excl] = pd.NA
+
+    head = pd.DataFrame(
+        {
+            "score": total,
+            "rank": rank,
+            "excluded": excl,
+            "exclusion_reason": prep.reason,
+            "missing": prep.missing,
+            "missing_weight": prep.missing_weight,
+        },
+        index=data.index,
+    )
+    body = pd.DataFrame(block.T, index=data.index, columns=colnames, copy=False)
+    out = pd.concat([head, body], axis=1)
+    out = _keep_geometry(data, out)
+    out.attrs["profile"] = p.to_dict()
+    out.attrs["method"] = method
+    out.attrs["reference"] = "within the set scored" if reference is None else reference.source
+    return out
+
+
+def _check_method(method: str) -> str:
+    if method not in METHODS:
+        raise InputError(
+            f"unknown scoring method {method!r}; use one of {', '.join(METHODS)}", field="method"
+        )
+    return method
+
+
+def _keep_geometry(data: pd.DataFrame, out: pd.DataFrame) -> pd.DataFrame:
+    geom = getattr(data, "_geometry_column_name", None)
+    if geom is None or geom not in data.columns:
+        return out
+    import geopandas as gpd  # only when the caller already works with geometries
+
+    out[geom] = data[geom].to_numpy()
+    return gpd.GeoDataFrame(out, geometry=geom, crs=data.crs)
+
