@@ -126,8 +126,8 @@ def diff_to_reference(res: pd.DataFrame, path: Path) -> dict[str, Any]:
 
 
 def main() -> None:
+    from _common import case, interleaved, summary_row, write_result
     from bench_criteria import compare, peer, synthetic_sites
-    from run_all import case, interleaved, summary_row, write_result
 
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
