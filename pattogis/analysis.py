@@ -15,6 +15,7 @@ import pandas as pd
 
 from pattogis import ledger, workspace
 from pattogis.errors import InputError, NotFound
+from pattogis.settings import get_settings
 
 
 def base_layers() -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
@@ -142,12 +143,13 @@ def projects_from_sites(scored: gpd.GeoDataFrame, *, n: int = 40, eur_per_m2: fl
     return proj
 
 
-def fund(call: str | Path = "bando_2023", projects: gpd.GeoDataFrame | str | Path | None = None,
+def fund(call: str | Path | None = None, projects: gpd.GeoDataFrame | str | Path | None = None,
          mode: str = "graduatoria", **kw: Any) -> Any:
-    """Run a fund call on applications (a file or table) in graduatoria, optimal or compare mode."""
+    """Run a fund call on applications (a file or table) in graduatoria, optimal or compare mode;
+    ``call`` defaults to the settings' ``default_call`` (``PATTOGIS_DEFAULT_CALL``)."""
     from pattogis import fund as F
 
-    return F.run(call, projects, mode, **kw)
+    return F.run(call or get_settings().default_call, projects, mode, **kw)
 
 
 def attach_geometry(table: pd.DataFrame, projects: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
@@ -164,7 +166,7 @@ def unione_sites(unione: str, *, profile: str | dict = "unione", draws: int | No
     return score_sites(workspace.default().unione_candidates(unione), profile=profile, draws=draws)
 
 
-def fund_geo(call: str | Path = "bando_2023", mode: str = "graduatoria",
+def fund_geo(call: str | Path | None = None, mode: str = "graduatoria",
              projects: gpd.GeoDataFrame | None = None) -> gpd.GeoDataFrame:
     """A fund result with the project polygons, for the fund map. Without ``projects`` it uses the
     demonstration applications of :func:`projects_from_sites` (labelled so)."""

@@ -198,7 +198,8 @@ def parser() -> argparse.ArgumentParser:
     sc.set_defaults(func=cmd_score)
 
     fu = sub.add_parser("fund", help="allocate the Fondo perequativo")
-    fu.add_argument("--call", default="bando_2023", help="call name or YAML file")
+    fu.add_argument("--call", default=None,
+                    help="call name or YAML file (default: $PATTOGIS_DEFAULT_CALL, bando_2023)")
     fu.add_argument("--projects", required=True, help="applications file (CSV, GPKG, GeoJSON)")
     fu.add_argument("--mode", default="graduatoria", choices=["graduatoria", "optimal", "compare"])
     fu.add_argument("--json", action="store_true")
