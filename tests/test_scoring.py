@@ -652,3 +652,34 @@ def test_profile_schema_is_typed():
                                   monte_carlo={"draws": 7, "top_k": 2, "seed": 5}))
     mc = scoring.monte_carlo(small_frame().rename(columns={"rail_distance_m": "area_ha"}), p)
     assert (mc.attrs["draws"], mc.attrs["top_k"], mc.attrs["seed"]) == (7, 2, 5)
+
+
+@pytest.mark.parametrize("method", ["wsum", "topsis"])
+def test_score_only_equals_the_explained_score_to_the_bit(method):
+    """explain=False skips the per-criterion columns, not a single bit of the score or rank."""
+    rng = np.random.default_rng(5)
+    df = reference_frame(70_000, seed=9)  # more than one block of sites
+    df.loc[df.index[rng.random(len(df)) < 0.1], "rail_distance_m"] = np.nan
+    p = prof({"share_inside_tu": (3, "max"), "land_take_ha": (3, "min"),
+              "rail_distance_m": (2, "min", "rank")},
+             exclusions=[{"rule": "land_take_ha > 4.9", "reason_it": "Troppo suolo"}])
+    full = scoring.score(df, p, method=method)
+    fast = scoring.score(df, p, method=method, explain=False)
+    assert list(fast.columns) == list(full.columns[:6])
+    assert np.array_equal(full["score"].to_numpy(), fast["score"].to_numpy(), equal_nan=True)
+    assert full["rank"].equals(fast["rank"]) and full["exclusion_reason"].equals(
+        fast["exclusion_reason"])
+
+
+def test_ranks_by_packed_keys_equal_ranks_by_argsort():
+    rng = np.random.default_rng(2)
+    s = np.round(rng.random((3, 5000)), 3)  # many ties
+    s[0, ::7] = np.nan
+    from pattogis.scoring.methods import _ranks_desc
+
+    got = _ranks_desc(s)
+    for row, r in zip(s, got, strict=True):
+        want = pd.Series(-np.round(row, 12)).rank(method="min", na_option="bottom").to_numpy()
+        np.testing.assert_array_equal(r, want)
+    # outside [0, 1] the argsort path gives the same convention
+    np.testing.assert_array_equal(_ranks_desc(np.array([5.0, -2.0, 5.0, np.nan])), [1, 3, 1, 4])

@@ -98,7 +98,7 @@ def monte_carlo(
 
     prep = _prepare(data, p, reference=reference)
     elig = ~prep.excluded
-    det_total = np.where(prep.excluded, np.nan, _score_arrays(prep, method).total)
+    det_total = np.where(prep.excluded, np.nan, _score_arrays(prep, method, explain=False).total)
     det_rank = pd.array(_ranks_desc(det_total), dtype="Int64")
     det_rank[prep.excluded] = pd.NA
     nm = prep.norm[:, elig]  # (k, m)
