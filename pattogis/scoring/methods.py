@@ -163,7 +163,7 @@ def _prepare(
     norm = np.empty((k, n)) if norm_out is None else norm_out
     all_eligible = bool(eligible.all())
     for j, c in enumerate(p.criteria):
-        norm[j] = normalise(
+        normalise(
             cols[c.name],
             c.normalise,
             c.direction if c.direction in DIRECTIONS else "max",
@@ -171,6 +171,7 @@ def _prepare(
             tolerance=c.tolerance,
             among=None if all_eligible else eligible,
             reference=None if reference is None else reference.of(c.name),
+            out=norm[j],
         )
     if p.missing_policy == "worst":
         # Explicitly pessimistic: a missing weighted value counts as the worst possible (0);
@@ -194,8 +195,9 @@ def _ranks_desc(scores: np.ndarray) -> np.ndarray:
     """
     scores = np.asarray(scores, dtype=float)
     m = scores.shape[-1]
-    fin = scores[~np.isnan(scores)]
-    if m < 2**_PACK_BITS and (fin.size == 0 or (fin.min() >= 0.0 and fin.max() <= 1.0)):
+    flat = scores.ravel()
+    lo, hi = (np.fmin.reduce(flat), np.fmax.reduce(flat)) if flat.size else (0.0, 0.0)
+    if m < 2**_PACK_BITS and ((np.isnan(lo) and np.isnan(hi)) or (lo >= 0.0 and hi <= 1.0)):
         # rint(x * 1e12) is exactly what np.round(x, 12) rounds to before dividing back
         q = np.rint(scores * _QUANTUM)
         np.subtract(_QUANTUM, q, out=q)  # descending
@@ -353,7 +355,7 @@ def _score_block(norm: np.ndarray, present: np.ndarray, w: np.ndarray, method: s
         if flat.size:
             c[flat] = closeness[flat] * np.broadcast_to(w_eff(j), (n,))[flat]
         add(total, j, c)  # the score as the exact sum of its parts (as for wsum)
-    return np.where(present.any(axis=0), total, np.nan)
+    return total if all_present else np.where(present.any(axis=0), total, np.nan)
 
 
 def score(

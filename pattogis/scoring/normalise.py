@@ -91,39 +91,54 @@ def _ref_values(reference: Any) -> np.ndarray:
     return r if np.all(r[:-1] <= r[1:]) else np.sort(r)
 
 
-def minmax(x: Any, direction: str = "max", *, among: Any = None, reference: Any = None) -> np.ndarray:
+def minmax(x: Any, direction: str = "max", *, among: Any = None, reference: Any = None,
+           out: np.ndarray | None = None) -> np.ndarray:
     """Min-max normalisation to [0, 1], 1 = best.
 
     ``max``: (x - min) / (max - min); ``min``: (max - x) / (max - min). Min and max are taken over
     the non-NaN entries selected by ``among`` (all by default), or over ``reference`` (values of
     a fixed reference set; results clipped to [0, 1]) when given; entries outside ``among`` and NaN
-    entries come back NaN. A constant column gives 1 everywhere (pymcdm's convention).
+    entries come back NaN. A constant column gives 1 everywhere (pymcdm's convention). ``out``:
+    an array of x's shape to write the result into (no copy at 1M sites).
     """
     _check_direction(direction)
     x = _as_float(x)
     ref = _reference(x, among)
+    all_ref = bool(ref.all())
     if reference is not None:
         r = _ref_values(reference)
         if r.size == 0:
-            return np.full(x.shape, np.nan)
+            return _filled(out, x.shape)
         lo, hi = float(r[0]), float(r[-1])
     else:
         if not ref.any():
-            return np.full(x.shape, np.nan)
-        if ref.all():  # plain reductions are SIMD; masked ones are not (hot path at 1M sites)
+            return _filled(out, x.shape)
+        if all_ref:  # plain reductions are SIMD; masked ones are not (hot path at 1M sites)
             lo, hi = float(x.min()), float(x.max())
         else:  # masked reductions: no copies of the selected entries
             lo = float(np.min(x, where=ref, initial=np.inf))
             hi = float(np.max(x, where=ref, initial=-np.inf))
+    if out is None:
+        out = np.empty(x.shape)
     if lo == hi:
-        out = np.ones(x.shape)
+        out[...] = 1.0
     elif direction == "max":
-        out = (x - lo) / (hi - lo)
+        np.subtract(x, lo, out=out)
+        out /= hi - lo
     else:
-        out = (hi - x) / (hi - lo)
+        np.subtract(hi, x, out=out)
+        out /= hi - lo
     if reference is not None:
         np.clip(out, 0.0, 1.0, out=out)
-    np.copyto(out, np.nan, where=~ref)
+    if not all_ref:
+        np.copyto(out, np.nan, where=~ref)
+    return out
+
+
+def _filled(out: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
+    if out is None:
+        return np.full(shape, np.nan)
+    out[...] = np.nan
     return out
 
 
@@ -229,16 +244,25 @@ def normalise(
     tolerance: float | None = None,
     among: Any = None,
     reference: Any = None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Normalise one criterion with ``method`` in {minmax, rank, target}; see the functions.
     ``reference``: values of a fixed reference set (see :class:`Reference`), or None (within the
     set)."""
     if method == "minmax":
-        return minmax(x, direction, among=among, reference=reference)
+        return minmax(x, direction, among=among, reference=reference, out=out)
     if method == "rank":
-        return rank_normalise(x, direction, among=among, reference=reference)
+        res = rank_normalise(x, direction, among=among, reference=reference)
+        if out is None:
+            return res
+        out[...] = res
+        return out
     if method == "target":
         if target is None:
             raise ValueError("target normalisation needs a target value or range")
-        return target_normalise(x, target, tolerance, among=among, reference=reference)
+        res = target_normalise(x, target, tolerance, among=among, reference=reference)
+        if out is None:
+            return res
+        out[...] = res
+        return out
     raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got {method!r}")
