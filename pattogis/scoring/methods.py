@@ -296,23 +296,26 @@ def _score_block(norm: np.ndarray, present: np.ndarray, w: np.ndarray, method: s
         w_site: float | np.ndarray = 0.0
         for j in range(k):
             w_site += w[j]
+        w_rows = [w[j] / w_site for j in range(k)]
     else:
         w_site = np.zeros(n)
         for j in range(k):
-            w_site += np.where(present[j], w[j], 0.0)
+            np.add(w_site, w[j], out=w_site, where=present[j])
+        w_eff_block = np.empty((k, n))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            for j in range(k):
+                np.divide(w[j], w_site, out=w_eff_block[j])
+        np.copyto(w_eff_block, np.nan, where=~present)
 
     def w_eff(j: int) -> float | np.ndarray:
-        if all_present:
-            return w[j] / w_site
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(present[j], w[j] / w_site, np.nan)
+        return w_rows[j] if all_present else w_eff_block[j]
 
     def add(acc: np.ndarray, j: int, term: np.ndarray) -> None:
         # the sum over the criteria present (a missing term is NaN and is skipped)
         if all_present:
             acc += term
         else:
-            acc += np.where(present[j], term, 0.0)
+            np.add(acc, term, out=acc, where=present[j])
 
     total = np.zeros(n)
     if method == "wsum":
