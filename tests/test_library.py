@@ -181,3 +181,23 @@ def test_scoring_package_imports_nothing_from_the_faces():
                                                 "pattogis.fund", "pattogis.cli"))}
         assert not bad, (f.name, bad)
     assert "pattogis.scoring" in sys.modules
+
+
+def test_a_profiles_monte_carlo_section_is_what_the_faces_use():
+    """analysis.score_sites used to force 500 draws, top 10, seed 0 over every profile: now the
+    profile's own monte_carlo section is the default (draws=7: p_top_k in sevenths; top_k=1)."""
+    from pattogis.workspace import score_table
+
+    rng = np.random.default_rng(1)
+    crit = pd.DataFrame({"site_id": [f"S{i}" for i in range(30)],
+                         "fragility": rng.random(30), "area_ha": rng.random(30)})
+    prof = {"name": "p", "criteria": {"fragility": {"weight": 1}, "area_ha": {"weight": 1,
+                                                                               "direction": "min"}},
+            "monte_carlo": {"draws": 7, "top_k": 1, "seed": 3, "concentration": 5}}
+    out = score_table(crit, prof)
+    sevenths = out["p_top_k"].to_numpy() * 7
+    np.testing.assert_allclose(sevenths, np.round(sevenths), atol=1e-9)
+    assert out["p_top_k"].sum() == pytest.approx(1.0)  # top 1: one site per draw
+    again = score_table(crit, prof)
+    assert out["rank_p95"].equals(again["rank_p95"])  # the profile's seed: reproducible
+    assert "rank_p5" not in score_table(crit, prof, draws=0).columns
