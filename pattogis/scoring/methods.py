@@ -233,6 +233,11 @@ def _ideals(prep: _Prepared) -> tuple[np.ndarray, np.ndarray]:
     """TOPSIS ideal and anti-ideal per criterion: max / min normalised value over the eligible
     sites, or, against a reference, the best and worst values a site can have (1 and 0), so a
     site's closeness does not depend on the other sites scored."""
+    k, n = prep.norm.shape
+    if n and prep.present.all():  # nothing masked: plain (SIMD) reductions, the same values
+        if prep.reference is not None:
+            return np.ones(k), np.zeros(k)
+        return prep.norm.max(axis=1), prep.norm.min(axis=1)
     has = prep.present.any(axis=1)
     if prep.reference is not None:
         return np.where(has, 1.0, np.nan), np.where(has, 0.0, np.nan)
