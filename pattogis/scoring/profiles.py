@@ -79,11 +79,11 @@ def _target(v: Any) -> Any:
     if v is None:
         return v
     if isinstance(v, int | float) and not isinstance(v, bool):
-        return (v, v)
+        return [v, v]
     if isinstance(v, list | tuple) and len(v) == 2:
         for x in v:
             _number(x)
-        return tuple(v)
+        return list(v)
     raise ValueError(f"must be a number or [low, high], got {v!r}")
 
 
@@ -105,11 +105,14 @@ class CriterionSpec(BaseModel):
         "target normalisation",
     )
     normalise: Literal["minmax", "rank", "target"] = "minmax"
-    target: Annotated[tuple[Number, Number] | None, BeforeValidator(_target)] = Field(
-        None, description="target value or [low, high], in the criterion's unit (target only)"
-    )
-    tolerance: Number | None = Field(
-        None, gt=0, description="distance from the target at which the value reaches 0 (same "
+    # a list of two in the schema (OpenAPI 3.0 has no tuples); a single number is accepted too
+    target: Annotated[
+        Annotated[list[Number], Field(min_length=2, max_length=2)] | None,
+        BeforeValidator(_target),
+    ] = Field(None, description="target value or [low, high], in the criterion's unit "
+              "(target only)")
+    tolerance: Annotated[float, Field(gt=0), BeforeValidator(_number)] | None = Field(
+        None, description="distance from the target at which the value reaches 0 (same "
         "unit; target only; default: the farthest reference site gets 0)",
     )
     label_it: Annotated[str, Field(min_length=1)] | None = None
@@ -117,7 +120,7 @@ class CriterionSpec(BaseModel):
 
     @field_validator("target")
     @classmethod
-    def _ordered(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+    def _ordered(cls, v: list[float] | None) -> list[float] | None:
         if v is not None and v[0] > v[1]:
             raise ValueError(f"target range low {v[0]} is above high {v[1]}")
         return v
@@ -155,9 +158,8 @@ class MissingSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     policy: Literal["renormalise", "exclude", "worst"] = "renormalise"
-    max_missing_weight: Number | None = Field(
-        None, ge=0, lt=1, description="renormalise only: exclude a site missing more weight"
-    )
+    max_missing_weight: Annotated[float, Field(ge=0, lt=1), BeforeValidator(_number)] | None = (
+        Field(None, description="renormalise only: exclude a site missing more weight"))
 
     @model_validator(mode="after")
     def _only_renormalise(self) -> MissingSpec:
