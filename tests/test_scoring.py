@@ -683,3 +683,22 @@ def test_ranks_by_packed_keys_equal_ranks_by_argsort():
         np.testing.assert_array_equal(r, want)
     # outside [0, 1] the argsort path gives the same convention
     np.testing.assert_array_equal(_ranks_desc(np.array([5.0, -2.0, 5.0, np.nan])), [1, 3, 1, 4])
+
+
+@pytest.mark.parametrize("method", ["wsum", "topsis"])
+@pytest.mark.parametrize("with_reference", [False, True])
+def test_blockwise_minmax_scores_equal_the_explained_ones(method, with_reference):
+    """Min-max profiles score block by block without the normalised table: the same bits, with
+    missing data, an exclusion, a constant criterion and values beyond the reference."""
+    df = reference_frame(70_000, seed=4)
+    df.loc[df.index[::13], "land_take_ha"] = np.nan
+    df["fragility"] = 0.5  # constant: every site gets 1
+    df.iloc[:50, 0] = 7.0  # share_inside_tu beyond any reference value: clipped
+    p = prof({"share_inside_tu": (3, "max"), "land_take_ha": (3, "min"), "fragility": (1, "max")},
+             exclusions=[{"rule": "rail_distance_m > 7900", "reason_it": "Lontano"}])
+    ref = scoring.Reference.from_frame(reference_frame(), source="m") if with_reference else None
+    full = scoring.score(df, p, method=method, reference=ref)
+    fast = scoring.score(df, p, method=method, reference=ref, explain=False)
+    assert full["excluded"].any() and full["missing"].ne("").any()
+    assert np.array_equal(full["score"].to_numpy(), fast["score"].to_numpy(), equal_nan=True)
+    assert full["rank"].equals(fast["rank"])

@@ -29,6 +29,7 @@ class _Prepared:
     excluded: np.ndarray  # (n,) bool
     reason: pd.Categorical  # (n,) Italian reasons joined by "; ", "" if eligible
     reference: Reference | None = None  # normalised against it (fixed ideals) or within the set
+    raw: dict[str, np.ndarray] | None = None  # the raw columns, when norm is left to the blocks
 
 
 def _numeric_columns(data: pd.DataFrame, names: Iterable[str], src: str) -> dict[str, np.ndarray]:
@@ -83,6 +84,8 @@ def _prepare(
     p: Profile,
     norm_out: np.ndarray | None = None,
     reference: Reference | None = None,
+    *,
+    normalise_rows: bool = True,
 ) -> _Prepared:
     """Checks, exclusions, missing data and normalisation; ``norm_out`` (k, n) receives the
     normalised values when given (score() hands a slice of its output block). With
@@ -160,6 +163,10 @@ def _prepare(
     excluded = np.asarray(reason != "")
     eligible = ~excluded
 
+    if not normalise_rows:  # _fused_scores normalises block by block
+        empty = np.empty((k, 0))
+        return _Prepared(p, empty, empty.astype(bool), missing_str, missing_weight, excluded,
+                         reason, reference, raw=cols)
     norm = np.empty((k, n)) if norm_out is None else norm_out
     all_eligible = bool(eligible.all())
     for j, c in enumerate(p.criteria):
@@ -366,6 +373,73 @@ def _score_block(norm: np.ndarray, present: np.ndarray, w: np.ndarray, method: s
     return total if all_present else np.where(present.any(axis=0), total, np.nan)
 
 
+def _fusable(p: Profile) -> bool:
+    """Profiles whose scores :func:`_fused_scores` computes: min-max criteria only, no 'worst'."""
+    return p.missing_policy != "worst" and all(c.normalise == "minmax" for c in p.criteria)
+
+
+def _fused_scores(prep: _Prepared, method: str) -> np.ndarray:
+    """The scores alone, min-max normalising each block of sites as it is scored: the (k, n)
+    normalised and presence arrays are never built (at 1M sites they are 108 MB written and read
+    back). The same operations on the same values as :func:`minmax` then :func:`_score_arrays`,
+    so the same bits; the ideals follow from the bounds (a min-max row's largest value is
+    exactly 1 and its smallest exactly 0, or 1 for a constant row)."""
+    p, raw, eligible = prep.profile, prep.raw, ~prep.excluded
+    assert raw is not None
+    k, n = len(p.criteria), prep.excluded.size
+    all_eligible = bool(eligible.all())
+    spec = []  # per criterion: x, ref mask or None (all usable), lo, hi, direction, has
+    best, worst = np.full(k, np.nan), np.full(k, np.nan)
+    for j, c in enumerate(p.criteria):
+        x = raw[c.name]
+        ok = ~np.isnan(x)
+        ref = ok if all_eligible else ok & eligible
+        r = None if prep.reference is None else prep.reference.of(c.name)
+        if r is not None:
+            has, lo, hi = r.size > 0 and bool(ref.any()), float(r[0]) if r.size else 0.0, (
+                float(r[-1]) if r.size else 0.0)
+        elif not ref.any():
+            has, lo, hi = False, 0.0, 0.0
+        elif ref.all():
+            has, lo, hi = True, float(x.min()), float(x.max())
+        else:
+            has = True
+            lo = float(np.min(x, where=ref, initial=np.inf))
+            hi = float(np.max(x, where=ref, initial=-np.inf))
+        if has:
+            if prep.reference is not None:
+                best[j], worst[j] = 1.0, 0.0
+            else:
+                best[j], worst[j] = (1.0, 1.0) if lo == hi else (1.0, 0.0)
+        usable = has and (r is None or r.size > 0)
+        spec.append((x, None if bool(ref.all()) else ref, lo, hi, c.direction, usable))
+    w = p.weights
+    total = np.empty(n)
+    for s in range(0, n, _CHUNK):
+        e = min(n, s + _CHUNK)
+        norm = np.empty((k, e - s))
+        for j, (x, ref, lo, hi, direction, usable) in enumerate(spec):
+            row = norm[j]
+            if not usable:
+                row[...] = np.nan
+                continue
+            if lo == hi:
+                row[...] = 1.0
+            elif direction == "min":
+                np.subtract(hi, x[s:e], out=row)
+                row /= hi - lo
+            else:
+                np.subtract(x[s:e], lo, out=row)
+                row /= hi - lo
+            if prep.reference is not None:
+                np.clip(row, 0.0, 1.0, out=row)
+            if ref is not None:
+                np.copyto(row, np.nan, where=~ref[s:e])
+        present = ~np.isnan(norm)
+        total[s:e] = _score_block(norm, present, w, method, best, worst, None)
+    return total
+
+
 def score(
     data: pd.DataFrame,
     profile: str | Mapping[str, Any] | Profile,
@@ -410,9 +484,14 @@ def score(
         colnames += ["d_pos", "d_neg"] + [f"dpos_{c}" for c in names] + [f"dneg_{c}" for c in names]
     if not explain:
         colnames = colnames[:k]  # the normalised values are needed; they are not returned
-    block = np.empty((len(colnames), n))
-    prep = _prepare(data, p, norm_out=block[:k], reference=reference)
-    sc = _score_arrays(prep, method, out=block[k:] if explain else None, explain=explain)
+    if not explain and _fusable(p):
+        block = np.empty((0, n))
+        prep = _prepare(data, p, reference=reference, normalise_rows=False)
+        sc = _Scores(_fused_scores(prep, method), block, {})
+    else:
+        block = np.empty((len(colnames), n))
+        prep = _prepare(data, p, norm_out=block[:k], reference=reference)
+        sc = _score_arrays(prep, method, out=block[k:] if explain else None, explain=explain)
     excl = prep.excluded
     total = np.where(excl, np.nan, sc.total)
     if method == "topsis" and explain:
@@ -421,17 +500,14 @@ def score(
     rank = pd.array(ranks, dtype="Int64")
     rank[excl] = pd.NA
 
-    head = pd.DataFrame(
-        {
-            "score": total,
-            "rank": rank,
-            "excluded": excl,
-            "exclusion_reason": prep.reason,
-            "missing": prep.missing,
-            "missing_weight": prep.missing_weight,
-        },
-        index=data.index,
-    )
+    # Column by column: the dict constructor would stack the two float columns into one block
+    # (a copy of both at 1M sites); inserted columns keep their own arrays.
+    head = pd.DataFrame({"score": total}, index=data.index, copy=False)
+    head["rank"] = rank
+    head["excluded"] = excl
+    head["exclusion_reason"] = prep.reason
+    head["missing"] = prep.missing
+    head["missing_weight"] = prep.missing_weight
     if explain:
         body = pd.DataFrame(block.T, index=data.index, columns=colnames, copy=False)
         out = pd.concat([head, body], axis=1)
