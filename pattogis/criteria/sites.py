@@ -159,8 +159,11 @@ class Sites:
         c = shapely.centroid(self.geoms)
         if self.params.get("origin", "centroid") == "point_on_surface":
             return shapely.point_on_surface(self.geoms)
-        inside = shapely.contains(self.geoms, c)
-        return np.where(inside, c, shapely.point_on_surface(self.geoms))
+        out = c.copy()
+        outside = ~shapely.contains(self.geoms, c)
+        # only where the centroid falls outside (concave sites): a few % of them
+        out[outside] = shapely.point_on_surface(self.geoms[outside])
+        return out
 
     @cached_property
     def origin_xy(self) -> np.ndarray:
