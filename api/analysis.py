@@ -7,7 +7,6 @@ API collections (``ledger_comuni``, ``site_scores``) so QGIS reads them like any
 from __future__ import annotations
 
 import json
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -19,9 +18,11 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, ValidationError
 from starlette.datastructures import UploadFile
 
-from pattogis import analysis, layers
+from pattogis import analysis, layers, workspace
 from pattogis.collections import Collection, CollectionRegistry
 from pattogis.errors import ConfigError, InputError
+from pattogis.scoring import ProfileSpec
+from pattogis.settings import get_settings
 
 
 def _jsonable(obj: Any) -> Any:
@@ -54,21 +55,17 @@ def _records(df: pd.DataFrame) -> list[dict]:
     return _jsonable(json.loads(df.to_json(orient="records", default_handler=str)))
 
 
-@lru_cache(maxsize=4)
-def _criteria(version: float) -> Any:
-    return analysis.criteria_for(None)
-
-
 def default_criteria() -> Any:
-    """Criteria of the default candidates, cached until the layer set changes."""
-    return _criteria(layers.gpkg_path().stat().st_mtime)
+    """Criteria of the default candidates, cached by the workspace until the layer set changes."""
+    return workspace.default().criteria()
 
 
 class ScoreRequest(BaseModel):
-    profile: dict[str, Any] | str = Field("unione", description="profile name or a posted profile "
-                                          "(criteria with weights, directions, normalisation)")
+    profile: ProfileSpec | str = Field("unione", description="profile name or a posted profile "
+                                       "(criteria with weights, directions, normalisation)")
     method: str | None = Field(None, description="wsum or topsis (default: the profile's)")
-    draws: int = Field(200, ge=0, le=5000, description="Monte Carlo weight draws")
+    draws: int | None = Field(None, ge=0, le=5000, description="Monte Carlo weight draws "
+                              "(default: the profile's monte_carlo.draws; 0 skips)")
     top: int = Field(50, ge=1, le=100_000, description="sites returned, best first")
     sites: dict[str, Any] | None = Field(
         None, description="your own sites: a GeoJSON FeatureCollection of polygons or points "
@@ -91,11 +88,11 @@ class ScoreRequest(BaseModel):
 
 class CompareRequest(BaseModel):
     site_ids: list[str] = Field(..., min_length=1, max_length=50)
-    profile: dict[str, Any] | str = "unione"
+    profile: ProfileSpec | str = "unione"
 
 
 class FundRequest(BaseModel):
-    call: str = "bando_2023"
+    call: str | None = Field(None, description="call id (default: the server's PATTOGIS_DEFAULT_CALL)")
     mode: str = Field("graduatoria", description="graduatoria, optimal or compare")
     projects: list[dict[str, Any]] | None = Field(
         None, description="applications, each with its site as 'wkt' and 'epsg' (eligibility is "
@@ -103,7 +100,7 @@ class FundRequest(BaseModel):
                           "best-scored sites. To upload a file use POST /fund/runs")
 
 
-def _profile(profile: dict[str, Any] | str) -> Any:
+def _profile(profile: ProfileSpec | str) -> Any:
     """A profile posted by a client: its mistakes are the client's (422), not the server's."""
     from pattogis import config, scoring
 
@@ -206,7 +203,7 @@ def _register_results(registry: CollectionRegistry, get_store: Any) -> None:
         attribution=layers.attribution(["comuni", "territorio_urbanizzato"]) if layers.exists() else ""))
     registry.add(Collection(
         id="site_scores", title="Punteggi dei siti candidati (profilo Unione)",
-        provider=lambda: analysis.score_sites(crit=default_criteria(), profile="unione", draws=200),
+        provider=lambda: analysis.score_sites(crit=default_criteria(), profile="unione"),
         description="Scores, contributions and rank intervals of the default candidate sites",
         version=version))
 
@@ -312,7 +309,7 @@ def analysis_router(registry: CollectionRegistry, get_store: Any) -> APIRouter:
         from pattogis import scoring
 
         crit = default_criteria().set_index("site_id")
-        scored = scoring.score(crit, _profile(req.profile))
+        scored = scoring.score(crit, _profile(req.profile), reference=workspace.default().reference())
         table = scoring.compare(crit, scored, req.site_ids)
         return JSONResponse({"comparison": _records(table.reset_index())})
 
@@ -326,6 +323,7 @@ def analysis_router(registry: CollectionRegistry, get_store: Any) -> APIRouter:
         from pattogis import config
         from pattogis.fund import load_call
 
+        req.call = req.call or get_settings().default_call
         if req.call not in config.list_calls():  # by name only, never a server path
             raise InputError(f"unknown call '{req.call}'", field="call",
                              hint=f"One of: {', '.join(config.list_calls())}")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -23,6 +22,7 @@ from api.errors import document_errors, install
 from api.features import features_router
 from pattogis.collections import CollectionRegistry
 from pattogis.collections import registry as default_registry
+from pattogis.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +82,7 @@ def _maps(ctx: AppContext) -> APIRouter:
         proposals=lambda scenario: ctx.get_store().list(role="metro", scenario=scenario),
         sites=lambda unione: analysis.unione_sites(unione),
         fund=lambda call, demo=False: analysis.fund_geo(
-            call or "bando_2023", projects=ctx.fund_runs.get(call or "bando_2023"),
-            demo=demo),
+            call, projects=ctx.fund_runs.get(call or get_settings().default_call), demo=demo),
     )
 
 
@@ -273,4 +272,4 @@ def _serve_openapi_30(app: FastAPI) -> None:
 
 #: The app for ``uvicorn api.app:app`` (default registry: the built layer set);
 #: ``PATTOGIS_API_WARM=1`` loads every collection into the cache at start-up.
-app = create_app(warm=os.environ.get("PATTOGIS_API_WARM", "0") not in ("", "0"))
+app = create_app(warm=get_settings().api_warm)

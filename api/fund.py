@@ -32,6 +32,7 @@ from starlette.concurrency import run_in_threadpool
 from pattogis import analysis, config
 from pattogis.errors import InputError, NotFound, PermissionDenied
 from pattogis.fund import MODES, export
+from pattogis.settings import get_settings
 from pattogis.store import KeyRing, Role
 
 UPLOAD_SUFFIXES = (".csv", ".gpkg", ".geojson", ".json", ".zip", ".parquet", ".geoparquet")
@@ -94,10 +95,12 @@ def fund_router(runs: MutableMapping[str, gpd.GeoDataFrame], *,
         role: Metro,
         file: Annotated[UploadFile, File(description="applications: CSV (wkt, epsg), GPKG, "
                                                      "GeoJSON, zipped SHP, GeoParquet")],
-        call: Annotated[str, Query(description="call id")] = "bando_2023",
+        call: Annotated[str | None, Query(description="call id (default: the server's "
+                                                       "PATTOGIS_DEFAULT_CALL)")] = None,
         mode: Annotated[str, Query(description="graduatoria, optimal or compare")] = "graduatoria",
         format: Annotated[str, Query(description="json, csv, xlsx, gpkg, html or pdf")] = "json",
     ) -> Response:
+        call = call or get_settings().default_call
         known_call(call)
         if mode not in MODES:
             raise InputError(f"unknown fund mode '{mode}'", field="mode",

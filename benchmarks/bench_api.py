@@ -200,7 +200,7 @@ def main() -> None:
     }]
 
     try:
-        from run_all import write_result
+        from _common import write_result
     except ImportError:  # run_all.py absent: write the same shape here
         import json
 

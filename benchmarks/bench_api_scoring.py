@@ -29,7 +29,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(HERE))
 
-from run_all import case, summary_row, write_result  # noqa: E402
+from _common import case, summary_row, write_result  # noqa: E402
 
 CRITERIA = ["land_take_ha", "share_inside_tu", "rail_distance_m", "bus_access", "fragility",
             "compactness"]

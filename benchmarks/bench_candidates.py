@@ -48,6 +48,7 @@ column, to show an optimisation left the values alone.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -66,7 +67,7 @@ sys.path.insert(0, str(HERE))
 from pattogis import layers, scoring  # noqa: E402
 from pattogis.criteria import CriteriaContext, compute_criteria, names  # noqa: E402
 
-TARGET_S = 20.0
+TARGET_S = 10.0  # issue 16 (issue 4 asked for 20 s)
 # The unione profile: the fondo profile excludes every site not wholly inside the TU (99% of
 # random sites), which would leave the scoring and Monte Carlo almost nothing to do.
 PROFILE = "unione"
@@ -76,6 +77,7 @@ SEED = 4
 def pipeline(sites: gpd.GeoDataFrame, draws: int) -> tuple[dict[str, float], pd.DataFrame]:
     """One run from scratch: seconds per stage and the criteria frame."""
     t: dict[str, float] = {}
+    cpu = time.process_time()  # CPU seconds too: on a shared machine wall time waits for others
     s = time.perf_counter()
     ctx = CriteriaContext.from_layers()
     t["context"] = time.perf_counter() - s
@@ -91,6 +93,7 @@ def pipeline(sites: gpd.GeoDataFrame, draws: int) -> tuple[dict[str, float], pd.
         scoring.score(data, PROFILE, method=m)
         t[f"score_{m}"] = time.perf_counter() - s
     t["end_to_end"] = t["context"] + t["criteria_total"] + t["score_wsum"] + t["score_topsis"]
+    t["end_to_end_cpu"] = time.process_time() - cpu
     s = time.perf_counter()
     scoring.monte_carlo(data, PROFILE, draws=draws, seed=SEED)
     t["monte_carlo"] = time.perf_counter() - s
@@ -126,8 +129,8 @@ def diff_to_reference(res: pd.DataFrame, path: Path) -> dict[str, Any]:
 
 
 def main() -> None:
+    from _common import case, interleaved, summary_row, write_result
     from bench_criteria import compare, peer, synthetic_sites
-    from run_all import case, interleaved, summary_row, write_result
 
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -237,7 +240,8 @@ def main() -> None:
             summary_row(f"{n // 1000}k candidates, criteria + score, end to end", round(e2e, 3),
                         "s", target=f"< {TARGET_S:.0f} s" if full else None,
                         met=(e2e < TARGET_S) if full else None,
-                        note=f"median of {runs}; context {median['context']:.2f} s, criteria "
+                        note=f"median of {runs}; CPU {median['end_to_end_cpu']:.2f} s, load "
+                             f"{os.getloadavg()[0]:.1f}; context {median['context']:.2f} s, criteria "
                              f"{median['criteria_total']:.2f} s, wsum "
                              f"{median['score_wsum']:.2f} s, topsis "
                              f"{median['score_topsis']:.2f} s; Monte Carlo not included"),

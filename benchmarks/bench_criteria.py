@@ -25,7 +25,6 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +38,12 @@ from scipy.spatial import cKDTree
 from shapely import affinity
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import interleaved, med  # noqa: E402
 
 from pattogis import layers  # noqa: E402
 from pattogis.criteria import CriteriaContext, compute_criteria, names  # noqa: E402
-from pattogis.criteria.network import quantise  # noqa: E402
 from pattogis.io import atomic_write_text  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "criteria.json"
@@ -147,7 +148,7 @@ def _peer_rail(s: gpd.GeoDataFrame, ctx: CriteriaContext) -> np.ndarray:
     src = []
     for k in np.flatnonzero(d_st <= thr):
         # The station link as pattogis stores it (a multiple of 2**-10 m): the same graph.
-        gx.add_edge(("s", int(k)), int(i_st[k]), weight=float(quantise(d_st[k])))
+        gx.add_edge(("s", int(k)), int(i_st[k]), weight=float(d_st[k]))
         src.append(("s", int(k)))
     dist = nx.multi_source_dijkstra_path_length(gx, src)
     o = shapely.get_coordinates(_origins(s.geometry.to_numpy()))
@@ -159,21 +160,6 @@ def _peer_rail(s: gpd.GeoDataFrame, ctx: CriteriaContext) -> np.ndarray:
     d_all = cKDTree(st).query(o)[0] * detour
     return np.where(np.isfinite(d_net), np.minimum(d_net, d_out), d_all)
 
-
-def interleaved(fns: dict[str, Callable[[], Any]], runs: int) -> tuple[dict[str, list[float]],
-                                                                        dict[str, Any]]:
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    last: dict[str, Any] = {}
-    for _ in range(runs):
-        for k, f in fns.items():
-            t = time.perf_counter()
-            last[k] = f()
-            times[k].append(time.perf_counter() - t)
-    return times, last
-
-
-def med(x: list[float]) -> float:
-    return float(np.median(x))
 
 
 def compare(ours: pd.DataFrame, theirs: pd.DataFrame) -> dict[str, Any]:

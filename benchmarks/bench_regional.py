@@ -235,7 +235,7 @@ def frames_equal(a: pd.DataFrame, b: pd.DataFrame) -> bool:
 
 
 def main() -> None:
-    from run_all import case, interleaved, summary_row, write_result
+    from _common import case, interleaved, summary_row, write_result
 
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)

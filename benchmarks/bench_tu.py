@@ -36,8 +36,8 @@ TARGET_S = 60.0
 
 
 def main() -> None:
+    from _common import case, interleaved, summary_row, write_result
     from bench_regional import tu_equal
-    from run_all import case, interleaved, summary_row, write_result
 
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)

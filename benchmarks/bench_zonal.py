@@ -43,6 +43,9 @@ import shapely
 from shapely import affinity
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import interleaved, med  # noqa: E402
 
 from pattogis.criteria.zonal import zonal_stats  # noqa: E402
 from pattogis.io import atomic_write_text  # noqa: E402
@@ -134,17 +137,6 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - t, r
 
 
-def interleaved(fns: dict[str, Callable[[], Any]], runs: int) -> tuple[dict[str, list[float]],
-                                                                        dict[str, Any]]:
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    last: dict[str, Any] = {}
-    for _ in range(runs):
-        for k, f in fns.items():
-            dt, last[k] = timed(f)
-            times[k].append(dt)
-    return times, last
-
-
 def accuracy(means: np.ndarray, ref: np.ndarray, area: np.ndarray) -> dict[str, Any]:
     ok = np.isfinite(ref)
     got = np.isfinite(means) & ok
@@ -167,9 +159,6 @@ def rs_direct(path: Path, gdf: gpd.GeoDataFrame) -> pd.DataFrame:
 
     return pd.DataFrame(rzs(gdf.geometry.to_numpy(), str(path), stats=OPS, nodata=ND))
 
-
-def med(x: list[float]) -> float:
-    return float(np.median(x))
 
 
 def synthetic(tmp: Path, n_cells: int, n_polys: int, runs: int, n_ref: int,

@@ -6,7 +6,6 @@ no analysis logic lives in the CLI verbs or the API endpoints, which both call t
 
 from __future__ import annotations
 
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -14,18 +13,14 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 
-from pattogis import layers, ledger
+from pattogis import layers, ledger, workspace
 from pattogis.errors import InputError, NotFound
-
-
-@cache
-def _base(mtime: float) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
-    return layers.open_layer("comuni"), layers.open_layer("territorio_urbanizzato")
+from pattogis.settings import get_settings
 
 
 def base_layers() -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
-    """(comuni, territorio urbanizzato), cached until the layer set is rebuilt."""
-    return _base(layers.gpkg_path().stat().st_mtime)
+    """(comuni, territorio urbanizzato), read once per layer set (:mod:`pattogis.workspace`)."""
+    return workspace.default().base_layers()
 
 
 def load_proposals(source: str | Path | None = None, *, store: Any = None) -> gpd.GeoDataFrame:
@@ -135,8 +130,7 @@ def monitoring(*, comune: str | None = None, proposals: gpd.GeoDataFrame | None 
             "ledger": status.to_dict(orient="records")}
 
 
-@cache
-def _physical(mtime: float) -> pd.DataFrame:
+def _physical_ledger() -> pd.DataFrame:
     edges = layers.open_layer("roads_edges", columns=["u", "v", "highway"]) if layers.has_layer("roads_edges") else None
     return ledger.physical_ledger(layers.open_layer("comuni"),
                                   layers.open_layer("buildings", columns=["comune_istat", "area_m2"]),
@@ -146,7 +140,7 @@ def _physical(mtime: float) -> pd.DataFrame:
 def physical(*, comune: str | None = None, proposals: gpd.GeoDataFrame | None = None) -> dict[str, Any]:
     """The physical ledger (sealed surface per comune, ha; never mixed with the legal one), with
     the sealed surface inside each proposal when proposals are given."""
-    t = _physical(layers.gpkg_path().stat().st_mtime)
+    t = workspace.default().cached("physical_ledger", _physical_ledger)
     if comune:
         comune = resolve_comune(comune)
         t = t[t["istat"] == comune]
@@ -171,17 +165,10 @@ def ledger_table(scenario: str = "base", proposals: gpd.GeoDataFrame | None = No
 # --- scoring -------------------------------------------------------------------------------------
 
 
-@cache
-def _context(mtime: float) -> Any:
-    from pattogis.criteria import CriteriaContext
-
-    return CriteriaContext.from_layers()
-
-
 def criteria_context() -> Any:
-    """The criteria context of the built layers (road graph, rasters...), cached until the layer
-    set is rebuilt, so scoring an upload does not reread the layers."""
-    return _context(layers.gpkg_path().stat().st_mtime)
+    """The criteria context of the built layers (road graph, rasters...), built once per layer
+    set by the workspace, so scoring an upload does not reread the layers."""
+    return workspace.default().context()
 
 
 def read_own_sites(source: Any, **options: Any) -> gpd.GeoDataFrame:
@@ -195,40 +182,29 @@ def read_own_sites(source: Any, **options: Any) -> gpd.GeoDataFrame:
 
 def criteria_for(candidates: gpd.GeoDataFrame | str | Path | bytes | dict | None = None, *,
                  engine: str = "local", **read_options: Any) -> gpd.GeoDataFrame:
-    """Raw criteria of candidate sites (the default candidate set when None; a file, upload bytes
-    or a GeoJSON dict is read with :func:`read_own_sites` and ``read_options``)."""
-    from pattogis.criteria import compute_criteria
-
-    if candidates is None:
-        cand = layers.open_layer("candidates")
-    elif isinstance(candidates, (str, Path, bytes, bytearray, dict)):
-        cand = read_own_sites(candidates, **read_options)
-    else:
-        cand = candidates
-    return compute_criteria(cand, criteria_context(), engine=engine)
+    """Raw criteria of candidate sites: the default candidate set when None (computed once per
+    layer set); a file, upload bytes or a GeoJSON dict is read with :func:`read_own_sites` and
+    ``read_options``. The criteria context and road graph are the workspace's, built once."""
+    if isinstance(candidates, (str, Path, bytes, bytearray, dict)):
+        candidates = read_own_sites(candidates, **read_options)
+    return workspace.default().criteria(candidates, engine=engine)
 
 
 def score_sites(candidates: gpd.GeoDataFrame | str | Path | bytes | dict | None = None, *,
-                profile: str | dict = "unione", method: str | None = None,
-                draws: int = 500, top_k: int = 10, seed: int = 0,
+                profile: str | dict | Any = "unione", method: str | None = None,
+                draws: int | None = None, top_k: int | None = None, seed: int | None = None,
                 crit: gpd.GeoDataFrame | None = None, engine: str = "local",
                 **read_options: Any) -> gpd.GeoDataFrame:
-    """Score sites: raw criteria, normalised values, contributions, score, rank and the Monte Carlo
-    rank interval (``rank_p5``..``rank_p95``) and probability of being in the top ``top_k``.
-    ``engine``: where the criteria run (``'local'`` or ``'dask'``, same values)."""
-    from pattogis import scoring
-
-    crit = crit if crit is not None else criteria_for(candidates, engine=engine, **read_options)
-    data = crit.set_index("site_id") if "site_id" in crit.columns else crit
-    scored = scoring.score(data, profile, method=method)
-    raw_cols = [c for c in data.columns if c not in scored.columns and c != "geometry"]
-    out = scored.join(data[raw_cols])
-    if draws > 0:  # the rank interval is asked for; draws=0 skips it (fund demo, quick scoring)
-        mc = scoring.monte_carlo(data, profile, method=method, draws=draws, top_k=top_k, seed=seed)
-        out = out.join(mc.drop(columns=[c for c in mc.columns if c in scored.columns]))
-    out = gpd.GeoDataFrame(out, geometry="geometry", crs=crit.crs) if "geometry" in out else out
-    out.attrs = scored.attrs
-    return out.reset_index().rename(columns={"index": "site_id"})
+    """Score sites against the metropolitan reference (:meth:`Workspace.reference`): raw
+    criteria, normalised values, contributions, score (the same for a site in every call), rank
+    within the sites scored, and the Monte Carlo rank interval (``rank_p5``..``rank_p95``) and
+    probability of being in the top ``top_k``. ``draws``, ``top_k`` and ``seed`` default to the
+    profile's ``monte_carlo`` section (``draws=0`` skips it). ``engine``: where the criteria run
+    (``'local'`` or ``'dask'``, same values)."""
+    if crit is None and candidates is not None:
+        crit = criteria_for(candidates, engine=engine, **read_options)
+    return workspace.default().score_sites(profile=profile, method=method, draws=draws,
+                                           top_k=top_k, seed=seed, crit=crit, engine=engine)
 
 
 # --- fund ----------------------------------------------------------------------------------------
@@ -243,7 +219,7 @@ def projects_from_sites(scored: gpd.GeoDataFrame, *, n: int = 40, eur_per_m2: fl
     from pattogis.fund import tu_share
 
     comuni, tu = base_layers()
-    ind = layers.open_layer("comuni_indicators")[["istat", "territorial_system", "fragile",
+    ind = workspace.default().layer("comuni_indicators")[["istat", "territorial_system", "fragile",
                                                   "fragility_index", "pop_total"]]
     s = scored.dropna(subset=["score"]).sort_values("score", ascending=False).head(n).copy()
     s = s.drop(columns=[c for c in ("istat", "unione", "comune_name") if c in s.columns])
@@ -269,16 +245,12 @@ def projects_from_sites(scored: gpd.GeoDataFrame, *, n: int = 40, eur_per_m2: fl
     return proj
 
 
-@cache
-def _territory(mtime: float) -> Any:
+def fund_territory() -> Any:
+    """The territory the fund decides on (comuni with indicators, TU), built once per layer set
+    by the workspace."""
     from pattogis.fund import Territory
 
-    return Territory.from_layers()
-
-
-def fund_territory() -> Any:
-    """The territory the fund decides on (comuni with indicators, TU), cached per layer set."""
-    return _territory(layers.gpkg_path().stat().st_mtime)
+    return workspace.default().cached("fund_territory", Territory.from_layers)
 
 
 def read_applications(path: str | Path, *, label: str | None = None) -> gpd.GeoDataFrame:
@@ -289,13 +261,15 @@ def read_applications(path: str | Path, *, label: str | None = None) -> gpd.GeoD
     return projects_from_table(path, territory=fund_territory(), label=label)
 
 
-def fund(call: str | Path = "bando_2023", projects: gpd.GeoDataFrame | str | Path | None = None,
+def fund(call: str | Path | None = None, projects: gpd.GeoDataFrame | str | Path | None = None,
          mode: str = "graduatoria", *, label: str | None = None, **kw: Any) -> Any:
     """Run a fund call on applications (a file or table) in graduatoria, optimal or compare mode;
-    eligibility is decided from the built territory (site polygons against comuni and TU)."""
+    eligibility is decided from the built territory (site polygons against comuni and TU).
+    ``call`` defaults to the settings' ``default_call`` (``PATTOGIS_DEFAULT_CALL``)."""
     from pattogis import fund as F
 
-    return F.run(call, projects, mode, territory=fund_territory(), label=label, **kw)
+    return F.run(call or get_settings().default_call, projects, mode, territory=fund_territory(),
+                 label=label, **kw)
 
 
 def attach_geometry(table: pd.DataFrame, projects: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
@@ -310,20 +284,12 @@ def attach_geometry(table: pd.DataFrame, projects: gpd.GeoDataFrame) -> gpd.GeoD
 # --- providers of the map pages ------------------------------------------------------------------
 
 
-def unione_sites(unione: str, *, profile: str | dict = "unione", draws: int = 300) -> gpd.GeoDataFrame:
+def unione_sites(unione: str, *, profile: str | dict = "unione", draws: int | None = None) -> gpd.GeoDataFrame:
     """Scored candidate sites of one Unione (or 'Comune di X' for comuni in no Unione)."""
-    comuni, _ = base_layers()
-    members = comuni.loc[ledger.unione_label(comuni) == unione, "istat"]
-    if members.empty:
-        raise NotFound(f"unknown Unione '{unione}'; known: {', '.join(sorted(set(ledger.unione_label(comuni))))}")
-    cand = layers.open_layer("candidates")
-    cand = cand[cand["comune_istat"].isin(members)]
-    if cand.empty:
-        raise NotFound(f"no candidate sites in '{unione}'")
-    return score_sites(cand, profile=profile, draws=draws)
+    return score_sites(workspace.default().unione_candidates(unione), profile=profile, draws=draws)
 
 
-def fund_geo(call: str | Path = "bando_2023", mode: str = "graduatoria",
+def fund_geo(call: str | Path | None = None, mode: str = "graduatoria",
              projects: gpd.GeoDataFrame | str | Path | None = None, *,
              demo: bool = False) -> gpd.GeoDataFrame:
     """A fund result with the project polygons, for the fund map: the given applications (a

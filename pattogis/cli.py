@@ -443,7 +443,8 @@ def parser() -> argparse.ArgumentParser:
     sc.add_argument("--json", action="store_true", help="every site with criteria, contributions "
                     "and the Italian reason, as JSON")
     sc.add_argument("--method", choices=["wsum", "topsis"])
-    sc.add_argument("--draws", type=int, default=500, help="Monte Carlo weight draws")
+    sc.add_argument("--draws", type=int, default=None,
+                    help="Monte Carlo weight draws (default: the profile's monte_carlo.draws)")
     sc.add_argument("--out", help="output file (.gpkg, .geojson, .csv)")
     sc.add_argument("--top", type=int, default=20)
     sc.add_argument("--engine", choices=["local", "dask"], default="local",
@@ -457,7 +458,8 @@ def parser() -> argparse.ArgumentParser:
     sh.add_argument("--out", required=True, help="output file, .html (for print) or .pdf")
     sh.add_argument("--scenario", help="scenario (comune; default: the one of --proposals, else base)")
     sh.add_argument("--proposals", help="proposals file (comune; default: the proposals store)")
-    sh.add_argument("--draws", type=int, default=500, help="Monte Carlo weight draws (site)")
+    sh.add_argument("--draws", type=int, default=None,
+                    help="Monte Carlo weight draws (site; default: the profile's)")
     _site_args(sh)
     sh.set_defaults(func=cmd_scheda)
 
@@ -467,14 +469,16 @@ def parser() -> argparse.ArgumentParser:
     ex.add_argument("--comune", help="ledger of one comune (ISTAT code or name)")
     ex.add_argument("--scenario", help="ledger scenario (default: the one of --proposals, else base)")
     ex.add_argument("--proposals", help="proposals file (default: the proposals store)")
-    ex.add_argument("--draws", type=int, default=500, help="Monte Carlo weight draws (scores)")
+    ex.add_argument("--draws", type=int, default=None,
+                    help="Monte Carlo weight draws (scores; default: the profile's)")
     _site_args(ex)
     ex.set_defaults(func=cmd_export)
 
     fu = sub.add_parser("fund", help="allocate the Fondo perequativo")
     fu.add_argument("action", nargs="?", default="run", choices=["run", "template"],
                     help="run the call (default) or write an empty applications template")
-    fu.add_argument("--call", default="bando_2023", help="call name or YAML file")
+    fu.add_argument("--call", default=None,
+                    help="call name or YAML file (default: $PATTOGIS_DEFAULT_CALL, bando_2023)")
     fu.add_argument("--projects", help="applications file with site polygons (CSV with wkt/epsg, "
                                        "GPKG, GeoJSON, zipped SHP, GeoParquet)")
     fu.add_argument("--out", action="append", help="write the graduatoria: .csv .xlsx .gpkg "
@@ -491,7 +495,8 @@ def parser() -> argparse.ArgumentParser:
     mp.add_argument("--projects", help="fund page: the applications file to allocate")
     mp.add_argument("--demo", action="store_true",
                     help="fund page without --projects: the demonstration set (labelled so)")
-    mp.add_argument("--call", default="bando_2023", help="fund page: the call")
+    mp.add_argument("--call", default=None,
+                    help="fund page: the call (default: $PATTOGIS_DEFAULT_CALL, bando_2023)")
     mp.set_defaults(func=cmd_maps)
 
     k = sub.add_parser("keys", help="API keys for the proposals store")

@@ -2,26 +2,31 @@
 
 All of it lives in versioned YAML files under ``pattogis/config/``. A user overrides any file by
 placing one of the same relative name in ``$PATTOGIS_CONFIG_DIR``. Files are loaded and checked
-here, in one place; the rest of the code asks this module.
+here, in one place; the rest of the code asks this module. The files with a schema below
+(:data:`SCHEMAS`: settings, law, TU, criteria, fragility; the weight profiles in
+:mod:`pattogis.scoring.profiles`) are validated by a pydantic model when loaded, and a mistake
+is a :class:`ConfigError` naming the file and the key (``law.yaml: key 'pools.locale.share'``).
+Keys a schema does not name are kept (other parts of the code may read them).
 """
 
 from __future__ import annotations
 
-import os
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pattogis.errors import ConfigError
+from pattogis.settings import get_settings
 
 PACKAGE_CONFIG = Path(__file__).parent / "config"
 
 
 def override_dir() -> Path | None:
-    d = os.environ.get("PATTOGIS_CONFIG_DIR")
-    return Path(d) if d else None
+    """``$PATTOGIS_CONFIG_DIR`` (:mod:`pattogis.settings`), or None."""
+    return get_settings().config_dir
 
 
 def config_path(name: str) -> Path:
@@ -50,9 +55,151 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+# --- schemas of the config files ---------------------------------------------------------------
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+Share = Field(ge=0, le=1)
+
+
+class FileSettingsModel(_Model):
+    """``settings.yaml``: defaults of paths and the working CRS."""
+
+    crs: str = Field(min_length=1)
+    layers_dir: str = Field(min_length=1)
+    geopackage: str = Field(min_length=1, pattern=r"\.gpkg$")
+    raw_dir_default: str
+    province_istat: str = Field(pattern=r"^\d{3}$")
+    province_bbox_lonlat: tuple[float, float, float, float]
+    bbox_margin_km: float = Field(ge=0)
+    raster_tile: int = Field(gt=0)
+    api_max_body_mb: float = Field(gt=0)
+
+
+class PoolModel(_Model):
+    share: float = Share
+    label: str
+
+
+class ProposalTypeModel(_Model):
+    label: str
+    consumes: bool = False
+    credits: bool = False
+
+
+class LawModel(_Model):
+    """``law.yaml``: LR 24/2017 parameters. Pool shares must add up to the quota share."""
+
+    quota_share: float = Field(gt=0, le=1)
+    horizon_year: int = Field(ge=2018)
+    pools: dict[str, PoolModel] = Field(min_length=1)
+    proposal_types: dict[str, ProposalTypeModel] = Field(min_length=1)
+    exemptions: dict[str, _Model]
+    ledger_statuses: list[str] = Field(min_length=1)
+    monitoring_period_months: int = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _pools_add_up(self) -> LawModel:
+        total = sum(p.share for p in self.pools.values())
+        if abs(total - self.quota_share) > 1e-9:
+            raise ValueError(f"the shares of 'pools' add up to {total}, not quota_share "
+                             f"{self.quota_share}")
+        return self
+
+
+class TuModel(_Model):
+    """``tu.yaml``: closing of the built fabric (metres, hectares)."""
+
+    buffer_out_m: float = Field(ge=0)
+    buffer_in_m: float = Field(ge=0)
+    min_cluster_ha: float = Field(ge=0)
+    min_buildings: int = Field(ge=1)
+    fill_holes_below_ha: float = Field(ge=0)
+    simplify_m: float = Field(ge=0)
+    bologna_istat: str = Field(pattern=r"^\d{6}$")
+
+    @model_validator(mode="after")
+    def _in_not_above_out(self) -> TuModel:
+        if self.buffer_in_m > self.buffer_out_m:
+            raise ValueError("buffer_in_m must not exceed buffer_out_m")
+        return self
+
+
+class NetworkModel(_Model):
+    snap_threshold_m: float = Field(ge=0)
+    detour_factor: float = Field(ge=1)
+
+
+class BandModel(_Model):
+    max_distance_m: float = Field(gt=0)
+    weight: float = Field(ge=0)
+
+
+class CriteriaModel(_Model):
+    """``criteria.yaml``: parameters of the site criteria (metres, shares)."""
+
+    origin: str
+    network: NetworkModel
+    bus_access: dict[str, list[BandModel]]
+    rasters: _Model
+    layer_coverage: dict[str, list[str]] = Field(default_factory=dict)
+
+
+class IndicatorModel(_Model):
+    weight: float = Field(ge=0)
+    direction: str
+    label: str
+
+
+class FragilityModel(_Model):
+    """``fragility.yaml``: the composite fragility index of the comuni."""
+
+    indicators: dict[str, IndicatorModel] = Field(min_length=1)
+    fragile_threshold: float = Share
+
+
+SCHEMAS: dict[str, type[BaseModel]] = {
+    "settings.yaml": FileSettingsModel,
+    "law.yaml": LawModel,
+    "tu.yaml": TuModel,
+    "criteria.yaml": CriteriaModel,
+    "fragility.yaml": FragilityModel,
+}
+
+
+def _key(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for p in loc:
+        out += f"[{p}]" if isinstance(p, int) else ("." if out else "") + str(p)
+    return out
+
+
+def check(name: str, data: dict[str, Any]) -> dict[str, Any]:
+    """Validate ``data`` (the content of config file ``name``) against its schema, if it has
+    one; return it unchanged. Errors name the file and the key."""
+    model = SCHEMAS.get(name)
+    if model is None:
+        return data
+    try:
+        model.model_validate({k: v for k, v in data.items() if k != "_source"})
+    except ValidationError as e:
+        src = data.get("_source", name)
+        msgs = []
+        for err in e.errors(include_url=False):
+            inp = err.get("input")
+            got = "" if isinstance(inp, dict | list) else f" (got {inp!r})"
+            msgs.append(f"key '{_key(err['loc']) or '(top level)'}': "
+                        f"{err['msg'].removeprefix('Value error, ')}{got}")
+        raise ConfigError(f"{src}: " + "; ".join(msgs)) from None
+    return data
+
+
 @cache
 def _load_cached(name: str, mtime: float) -> dict[str, Any]:
-    return load_yaml(config_path(name))
+    return check(name, load_yaml(config_path(name)))
 
 
 def load(name: str) -> dict[str, Any]:
@@ -78,20 +225,13 @@ def settings() -> dict[str, Any]:
 
 
 def working_crs() -> str:
-    return os.environ.get("PATTOGIS_CRS") or require(settings(), "crs", str)
+    return get_settings().crs or require(settings(), "crs", str)
 
 
 def law() -> dict[str, Any]:
-    """LR 24/2017 parameters, checked: pool shares must add up to the quota share."""
-    cfg = load("law.yaml")
-    q = float(require(cfg, "quota_share", (int, float)))
-    pools = require(cfg, "pools", dict)
-    total = sum(float(p["share"]) for p in pools.values())
-    if abs(total - q) > 1e-9:
-        raise ConfigError(f"{cfg['_source']}: pool shares add up to {total}, not quota_share {q}")
-    require(cfg, "proposal_types", dict)
-    require(cfg, "exemptions", dict)
-    return cfg
+    """LR 24/2017 parameters, checked at load (:class:`LawModel`): pool shares must add up to
+    the quota share."""
+    return load("law.yaml")
 
 
 def _named(folder: str) -> dict[str, Path]:

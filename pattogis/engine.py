@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -44,7 +43,8 @@ if TYPE_CHECKING:
 
 ENGINES = ("local", "dask")
 
-# Environment variables read by dask_settings(); documented in benchmarks/README.md.
+# Environment variables of the dask settings (read by pattogis.settings); documented in
+# benchmarks/README.md.
 ENV_SCHEDULER = "PATTOGIS_DASK_SCHEDULER"
 ENV_WORKERS = "PATTOGIS_DASK_WORKERS"
 ENV_THREADS = "PATTOGIS_DASK_THREADS"
@@ -61,29 +61,13 @@ class DaskSettings:
     memory_limit: str = "4GiB"
 
 
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        v = int(raw)
-    except ValueError as e:
-        raise InputError(f"environment variable {name}={raw!r} is not an integer",
-                         field=name) from e
-    if v < 1:
-        raise InputError(f"environment variable {name}={raw!r} must be at least 1", field=name)
-    return v
-
-
 def dask_settings() -> DaskSettings:
     """Dask settings from the environment, with the defaults of :class:`DaskSettings`."""
-    d = DaskSettings()
-    return DaskSettings(
-        scheduler=os.environ.get(ENV_SCHEDULER) or None,
-        n_workers=_env_int(ENV_WORKERS, d.n_workers),
-        threads_per_worker=_env_int(ENV_THREADS, d.threads_per_worker),
-        memory_limit=os.environ.get(ENV_MEMORY) or d.memory_limit,
-    )
+    from pattogis.settings import get_settings
+
+    s = get_settings()
+    return DaskSettings(scheduler=s.dask_scheduler or None, n_workers=s.dask_workers,
+                        threads_per_worker=s.dask_threads, memory_limit=s.dask_memory)
 
 
 def check_engine(engine: str) -> str:

@@ -8,7 +8,6 @@ provenance (source, licence, attribution, derived or official) for every layer.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import geopandas as gpd
@@ -17,6 +16,7 @@ import pyogrio
 
 from pattogis import config
 from pattogis.errors import MissingDataError
+from pattogis.settings import get_settings
 
 CATALOG = "layer_catalog"
 
@@ -29,7 +29,7 @@ RASTERS = {
 
 
 def layers_dir() -> Path:
-    d = os.environ.get("PATTOGIS_LAYERS_DIR") or config.settings()["layers_dir"]
+    d = get_settings().layers_dir or config.settings()["layers_dir"]
     return Path(d).resolve()
 
 

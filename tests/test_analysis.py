@@ -51,3 +51,17 @@ def test_fund_on_demo_projects_follows_the_call(built_layers):
     excl = f[f["status"] == "escluso"]
     assert (excl["reason"].str.contains("territorio urbanizzato")).all()
     assert f["applicant_known"].all()
+
+
+@pytest.mark.realdata
+def test_a_site_scores_the_same_on_the_unione_map_and_in_the_whole_set(scored):
+    """Issue 12: DER-... read 0.771 on the Unione map and 0.630 in the CLI; now the score is
+    normalised against the metropolitan reference, and only the rank is within the set."""
+    u = analysis.unione_sites("Unione Terre d'Acqua", draws=0).set_index("site_id")
+    full = scored.set_index("site_id")
+    cols = ["score"] + [c for c in u.columns if c.startswith(("norm_", "contrib_"))]
+    np.testing.assert_allclose(u[cols].to_numpy(float), full.loc[u.index, cols].to_numpy(float),
+                               atol=1e-12)
+    assert u["rank"].min() == 1 and u["rank"].max() <= len(u)  # rank within the Unione's sites
+    assert (full.loc[u.index, "rank"] >= u["rank"]).all()
+    assert "metropolitan candidate set" in scored.attrs["reference"]

@@ -451,7 +451,7 @@ def test_api_without_providers_says_so(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def chromium() -> str:
-    from pattogis.maps.browser import chromium_path
+    from browser import chromium_path
 
     exe = chromium_path()
     if exe is None:
@@ -495,7 +495,7 @@ def _open_first_popup(key: str) -> str:
 @pytest.mark.browser
 @pytest.mark.realdata
 def test_browser_overview_file(chromium: str, overview_file: Path) -> None:
-    from pattogis.maps.browser import check_page
+    from browser import check_page
 
     rep = check_page(overview_file.as_uri(), SHOTS / "overview.png",
                      actions=[_open_first_popup("fragility")],
@@ -514,8 +514,9 @@ def test_browser_overview_file(chromium: str, overview_file: Path) -> None:
 @pytest.mark.browser
 @pytest.mark.realdata
 def test_browser_overview_api_loads_layers_on_demand(chromium: str, server: str) -> None:
+    from browser import check_page
+
     from pattogis.maps import layer_features
-    from pattogis.maps.browser import check_page
 
     bbox_js = ("(function(){var b=pattogis.map.getBounds();return [b.getWest(),b.getSouth(),"
                "b.getEast(),b.getNorth()].map(function(v){return v.toFixed(6)}).join(',')})()")
@@ -543,7 +544,7 @@ def test_browser_overview_api_loads_layers_on_demand(chromium: str, server: str)
     ("/maps/fund", "fund_finanziato", "Importo assegnato"),
 ])
 def test_browser_pages_via_api(chromium: str, server: str, page: str, key: str, expect: str) -> None:
-    from pattogis.maps.browser import check_page
+    from browser import check_page
 
     name = page.split("?")[0].rsplit("/", 1)[-1]
     rep = check_page(f"{server}{page}", SHOTS / f"{name}.png",

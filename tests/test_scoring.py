@@ -11,6 +11,8 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from shapely.geometry import Point
 
 from pattogis import scoring
@@ -512,3 +514,191 @@ def test_records_and_files_with_site_id_column(tmp_path: Path):
         scoring.write_scores(flat, tmp_path / "s.gpkg")
     with pytest.raises(InputError, match="format"):
         scoring.write_scores(flat, tmp_path / "s.xlsx")
+
+
+# --------------------------------------------------------------------------- a score means the same
+
+
+def reference_frame(n: int = 40, seed: int = 3) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
+        {
+            "share_inside_tu": rng.uniform(0, 1, n),
+            "land_take_ha": rng.uniform(0, 5, n),
+            "rail_distance_m": rng.uniform(100, 8000, n),
+            "fragility": rng.uniform(0, 1, n),
+            "area_ha": rng.uniform(0.1, 30, n),
+        },
+        index=pd.Index([f"R{i}" for i in range(n)], name="site_id"),
+    )
+
+
+MIXED = prof(
+    {
+        "share_inside_tu": (3, "max"),
+        "land_take_ha": (3, "min"),
+        "rail_distance_m": (2, "min", "rank"),
+        "fragility": (1, "max"),
+        "area_ha": {"weight": 1, "normalise": "target", "target": [0.5, 10]},
+    }
+)
+
+
+def test_reference_normalisation_hand_values():
+    ref = [0.0, 10.0, 20.0, 20.0, 40.0]
+    # min-max against [0, 40], clipped outside it
+    np.testing.assert_allclose(scoring.minmax([10.0, 50.0, -5.0], "max", reference=ref), [0.25, 1, 0])
+    # mid-rank among the reference: 20 is 3.5th of 5 -> 2.5 / 4; 15 sits between 10 and 20 -> 1.5/4
+    np.testing.assert_allclose(
+        scoring.rank_normalise([20.0, 15.0, 99.0, -1.0], "max", reference=ref),
+        [0.625, 0.375, 1.0, 0.0],
+    )
+    np.testing.assert_allclose(
+        scoring.rank_normalise([20.0, 15.0], "min", reference=ref), [0.375, 0.625]
+    )
+    # target [5, 10] without tolerance: the reference's farthest distance is 30 (at 40)
+    np.testing.assert_allclose(
+        scoring.target_normalise([7.0, 25.0, 70.0], [5, 10], reference=ref), [1, 0.5, 0]
+    )
+
+
+@pytest.mark.parametrize("method", ["wsum", "topsis"])
+def test_reference_set_scored_against_itself_equals_within_set(method):
+    """Rank and min-max normalisation against the reference set, applied to that very set, give
+    the within-set values: the reference only changes what happens to the other sites."""
+    df = reference_frame()
+    p = prof({"land_take_ha": (1, "min"), "rail_distance_m": (2, "min", "rank")})
+    ref = scoring.Reference.from_frame(df, source="test")
+    a = scoring.score(df, p, method=method, reference=ref)
+    b = scoring.score(df, p, method=method)
+    for c in ("norm_land_take_ha", "norm_rail_distance_m"):
+        np.testing.assert_allclose(a[c], b[c], atol=1e-12)
+    assert a["rank"].tolist() == b["rank"].tolist()
+    assert a.attrs["reference"] == "test" and b.attrs["reference"] == "within the set scored"
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    keep=st.lists(st.booleans(), min_size=12, max_size=12),
+    method=st.sampled_from(["wsum", "topsis"]),
+    extra=st.lists(
+        st.tuples(st.floats(0, 1), st.floats(0, 50), st.floats(1, 20_000), st.floats(0, 1),
+                  st.floats(0.01, 200)),
+        max_size=5,
+    ),
+)
+def test_a_sites_score_does_not_depend_on_the_others(keep, method, extra):
+    """Property: against a reference, a site's score and explanation are the same whatever other
+    sites are added to or removed from the set scored; only its rank within the set moves."""
+    ref = scoring.Reference.from_frame(reference_frame(), source="metro")
+    sites = reference_frame(12, seed=11)
+    sites.index = pd.Index([f"S{i}" for i in range(12)], name="site_id")
+    full = scoring.score(sites, MIXED, method=method, reference=ref)
+    sub = sites[np.array(keep)]
+    if extra:
+        more = pd.DataFrame(extra, columns=sites.columns,
+                            index=pd.Index([f"X{i}" for i in range(len(extra))], name="site_id"))
+        sub = pd.concat([sub, more])
+    if sub.empty:
+        return
+    part = scoring.score(sub, MIXED, method=method, reference=ref)
+    common = [s for s in part.index if s in full.index]
+    cols = ["score"] + [c for c in full.columns if c.startswith(("norm_", "contrib_"))]
+    np.testing.assert_allclose(part.loc[common, cols], full.loc[common, cols], atol=1e-12)
+
+
+def test_site_mostly_outside_tu_cannot_top_by_set_relative_normalisation():
+    """Three sites: within the set, a site 97% outside the TU ranks first (its land take is
+    'best' among three large takes, its other values best); against the metropolitan reference
+    its 3% inside the TU counts as what it is, and it does not."""
+    p = prof({"share_inside_tu": (1, "max"), "land_take_ha": (1, "min"),
+              "rail_distance_m": (1, "min")})
+    sites = pd.DataFrame(
+        {"share_inside_tu": [0.03, 0.10, 0.05], "land_take_ha": [0.2, 4.5, 4.8],
+         "rail_distance_m": [900.0, 5000.0, 6000.0]},
+        index=pd.Index(["fuori", "a", "b"], name="site_id"),
+    )
+    within = scoring.score(sites, p)
+    assert within.loc["fuori", "rank"] == 1
+    assert within.loc["fuori", "norm_share_inside_tu"] == 0.0  # "worst" only among these three
+    metro = pd.DataFrame({"share_inside_tu": np.linspace(0, 1, 11),
+                          "land_take_ha": np.linspace(0, 0.3, 11),
+                          "rail_distance_m": np.linspace(200, 9000, 11)})
+    ref = scoring.Reference.from_frame(metro, source="metro")
+    inside = pd.DataFrame({"share_inside_tu": [1.0], "land_take_ha": [0.0],
+                           "rail_distance_m": [2500.0]}, index=pd.Index(["dentro"], name="site_id"))
+    both = scoring.score(pd.concat([sites, inside]), p, reference=ref)
+    assert both.loc["fuori", "norm_share_inside_tu"] == pytest.approx(0.03)
+    assert both.loc["dentro", "rank"] == 1 and both.loc["fuori", "rank"] > 1
+    # and the outside site's score is the one it had alone against the reference
+    alone = scoring.score(sites.loc[["fuori"]], p, reference=ref)
+    assert alone.loc["fuori", "score"] == pytest.approx(both.loc["fuori", "score"], abs=1e-15)
+
+
+def test_reference_lacking_a_criterion_is_named():
+    ref = scoring.Reference.from_frame(reference_frame(), source="metro")
+    with pytest.raises(InputError, match="slope_mean_deg"):
+        scoring.score(pd.DataFrame({"slope_mean_deg": [1.0]}),
+                      prof({"slope_mean_deg": (1, "min")}), reference=ref)
+
+
+def test_profile_schema_is_typed():
+    schema = scoring.ProfileSpec.model_json_schema()
+    crit = schema["$defs"]["CriterionSpec"]["properties"]
+    assert crit["weight"]["minimum"] == 0 and "normalise" in crit
+    assert set(schema["required"]) == {"name", "criteria"}
+    # a profile's own monte_carlo section is what monte_carlo uses by default
+    p = scoring.load_profile(prof({"fragility": (1, "max"), "area_ha": (1, "min")},
+                                  monte_carlo={"draws": 7, "top_k": 2, "seed": 5}))
+    mc = scoring.monte_carlo(small_frame().rename(columns={"rail_distance_m": "area_ha"}), p)
+    assert (mc.attrs["draws"], mc.attrs["top_k"], mc.attrs["seed"]) == (7, 2, 5)
+
+
+@pytest.mark.parametrize("method", ["wsum", "topsis"])
+def test_score_only_equals_the_explained_score_to_the_bit(method):
+    """explain=False skips the per-criterion columns, not a single bit of the score or rank."""
+    rng = np.random.default_rng(5)
+    df = reference_frame(70_000, seed=9)  # more than one block of sites
+    df.loc[df.index[rng.random(len(df)) < 0.1], "rail_distance_m"] = np.nan
+    p = prof({"share_inside_tu": (3, "max"), "land_take_ha": (3, "min"),
+              "rail_distance_m": (2, "min", "rank")},
+             exclusions=[{"rule": "land_take_ha > 4.9", "reason_it": "Troppo suolo"}])
+    full = scoring.score(df, p, method=method)
+    fast = scoring.score(df, p, method=method, explain=False)
+    assert list(fast.columns) == list(full.columns[:6])
+    assert np.array_equal(full["score"].to_numpy(), fast["score"].to_numpy(), equal_nan=True)
+    assert full["rank"].equals(fast["rank"]) and full["exclusion_reason"].equals(
+        fast["exclusion_reason"])
+
+
+def test_ranks_by_packed_keys_equal_ranks_by_argsort():
+    rng = np.random.default_rng(2)
+    s = np.round(rng.random((3, 5000)), 3)  # many ties
+    s[0, ::7] = np.nan
+    from pattogis.scoring.methods import _ranks_desc
+
+    got = _ranks_desc(s)
+    for row, r in zip(s, got, strict=True):
+        want = pd.Series(-np.round(row, 12)).rank(method="min", na_option="bottom").to_numpy()
+        np.testing.assert_array_equal(r, want)
+    # outside [0, 1] the argsort path gives the same convention
+    np.testing.assert_array_equal(_ranks_desc(np.array([5.0, -2.0, 5.0, np.nan])), [1, 3, 1, 4])
+
+
+@pytest.mark.parametrize("method", ["wsum", "topsis"])
+@pytest.mark.parametrize("with_reference", [False, True])
+def test_blockwise_minmax_scores_equal_the_explained_ones(method, with_reference):
+    """Min-max profiles score block by block without the normalised table: the same bits, with
+    missing data, an exclusion, a constant criterion and values beyond the reference."""
+    df = reference_frame(70_000, seed=4)
+    df.loc[df.index[::13], "land_take_ha"] = np.nan
+    df["fragility"] = 0.5  # constant: every site gets 1
+    df.iloc[:50, 0] = 7.0  # share_inside_tu beyond any reference value: clipped
+    p = prof({"share_inside_tu": (3, "max"), "land_take_ha": (3, "min"), "fragility": (1, "max")},
+             exclusions=[{"rule": "rail_distance_m > 7900", "reason_it": "Lontano"}])
+    ref = scoring.Reference.from_frame(reference_frame(), source="m") if with_reference else None
+    full = scoring.score(df, p, method=method, reference=ref)
+    fast = scoring.score(df, p, method=method, reference=ref, explain=False)
+    assert full["excluded"].any() and full["missing"].ne("").any()
+    assert np.array_equal(full["score"].to_numpy(), fast["score"].to_numpy(), equal_nan=True)
+    assert full["rank"].equals(fast["rank"])

@@ -3,9 +3,7 @@
 Conventions (relied on by the criteria and the tests):
 
 * Lengths are metres in the working CRS (EPSG:25832 by default); ``roads_edges.length_m`` is the
-  weight of an edge, rounded to a multiple of 2**-10 m (``LENGTH_QUANTUM_M``, under a
-  millimetre), as is the link of a target to its road node. Sums of such lengths are exact, so a
-  distance does not depend on the order in which a path was added up.
+  weight of an edge.
 * The graph is treated as **undirected**: the criteria measure walking and cycling access, and a
   pedestrian or a cyclist may use a one-way street both ways. Parallel edges and the two
   directions of a two-way street collapse to one edge with the shortest length. The CSR matrix is
@@ -15,11 +13,10 @@ Conventions (relied on by the criteria and the tests):
   nearest road node by an edge as long as the snap distance; the multi-source Dijkstra
   (``min_only=True``) then starts from these target nodes, so every distance includes the walk
   from the road to the station.
-* A target set used more than once (the stations, request after request) gets its joined graph
-  reduced (:mod:`pattogis.criteria.reduction`): dead-end trees, chains of degree-2 nodes and
-  independent degree-3 nodes are eliminated ahead of time, with shortcuts between the nodes
-  around them, and their distances recovered after the Dijkstra, which then visits under a
-  third of the nodes. With the lengths above, the distances are bit-identical either way.
+* Nothing is cached on the graph: a :class:`RoadGraph` is immutable and shared by the API's
+  threads. One multi-source Dijkstra on Bologna's 5,527 nodes takes under a millisecond, and
+  every product path makes one per target set and criteria call (the criteria of the default
+  candidates are cached whole by :mod:`pattogis.workspace`).
 * An origin (a site's representative point) reaches the graph through its nearest node: distance =
   snap distance + network distance. A point farther than ``snap_threshold_m`` from every node is
   outside the graph's coverage (the drivable OSM graph covers the Comune di Bologna only); there,
@@ -29,7 +26,7 @@ Conventions (relied on by the criteria and the tests):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import geopandas as gpd
 import numpy as np
@@ -39,38 +36,10 @@ from scipy import sparse
 from scipy.sparse import csgraph
 from scipy.spatial import cKDTree
 
-from pattogis.criteria.reduction import Reduction, min_by_key, reduce_graph
 from pattogis.errors import InputError
-
-# Joined graphs kept per RoadGraph (per target set and snap threshold): the stations of a layer
-# set are the same for every scoring request, so the join is done once.
-JOIN_CACHE_SIZE = 8
 
 NETWORK = "network"
 EUCLIDEAN_DETOUR = "euclidean_detour"
-
-# Edge and join lengths are stored as multiples of 2**-10 m (just under a millimetre): every path
-# length is then an exact sum, the same whatever the order of the additions, so the reduced
-# graph and the whole graph give bit-identical distances.
-LENGTH_QUANTUM_M = 2.0 ** -10
-
-
-def quantise(length_m: np.ndarray) -> np.ndarray:
-    """Lengths (m) rounded to the nearest multiple of ``LENGTH_QUANTUM_M``."""
-    return np.round(np.asarray(length_m, dtype="float64") / LENGTH_QUANTUM_M) * LENGTH_QUANTUM_M
-
-
-@dataclass
-class Join:
-    """A target set joined to a graph (see :func:`with_targets`): the augmented ``matrix``, the
-    index (into the targets) of those ``joined`` and the matrix index of their ``extra`` nodes,
-    all read-only; how many Dijkstras have run on it, and its reduced form once made."""
-
-    matrix: sparse.csr_matrix
-    joined: np.ndarray
-    extra: np.ndarray
-    uses: int = 0
-    reduction: Reduction | None = None
 
 
 @dataclass(frozen=True)
@@ -79,8 +48,7 @@ class RoadGraph:
 
     ``row``/``col``/``weight`` hold both directions of every edge (metres); ``matrix`` is the
     symmetric CSR matrix built from them; ``xy`` the node coordinates (working CRS, metres);
-    ``node_ids`` the OSM ids of the nodes, in matrix order. ``joins`` caches the joined target
-    sets (:class:`Join`), at most ``JOIN_CACHE_SIZE`` of them.
+    ``node_ids`` the OSM ids of the nodes, in matrix order.
     """
 
     row: np.ndarray
@@ -91,8 +59,6 @@ class RoadGraph:
     node_ids: np.ndarray
     tree: cKDTree
     crs: str | None
-    joins: dict[tuple[float, bytes], Join] = field(default_factory=dict, compare=False,
-                                                    repr=False)
 
     @property
     def n_nodes(self) -> int:
@@ -146,13 +112,12 @@ def build_graph(nodes: gpd.GeoDataFrame, edges: gpd.GeoDataFrame, *,
     if not np.all(np.isfinite(w)) or (w < 0).any():
         raise InputError("road edge lengths must be finite and >= 0",
                          rows=np.flatnonzero(~np.isfinite(w) | (w < 0)).tolist(), field=weight)
-    w = quantise(w)
     u, v = order[pos_u], order[pos_v]
     keep = u != v  # self-loops never shorten a path
     a, b, w = np.minimum(u, v)[keep], np.maximum(u, v)[keep], w[keep]
     # Collapse parallel edges and the two directions of a street to the shortest one.
     span = max(len(ids), 1)
-    key, w = min_by_key(a.astype("int64") * span + b, w)
+    key, w = _min_by_key(a.astype("int64") * span + b, w)
     a, b = key // span, key % span
     row, col, wt = np.concatenate([a, b]), np.concatenate([b, a]), np.concatenate([w, w])
     n = len(ids)
@@ -164,6 +129,16 @@ def build_graph(nodes: gpd.GeoDataFrame, edges: gpd.GeoDataFrame, *,
                      node_ids=ids, tree=cKDTree(xy), crs=crs)
 
 
+def _min_by_key(key: np.ndarray, value: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each distinct key once (sorted) with the smallest of its values."""
+    order = np.argsort(key, kind="stable")
+    k = key[order]
+    if k.size == 0:
+        return k, value[:0]
+    at = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
+    return k[at], np.minimum.reduceat(value[order], at)
+
+
 def snap(graph: RoadGraph, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Nearest node of each point: (node index, straight-line distance in metres)."""
     xy = np.asarray(xy, dtype="float64").reshape(-1, 2)
@@ -173,18 +148,19 @@ def snap(graph: RoadGraph, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return i.astype("int64"), d
 
 
-def _join(graph: RoadGraph, target_xy: np.ndarray, snap_threshold_m: float) -> Join:
-    """The cached :class:`Join` of these targets, made on the first call."""
-    target_xy = np.ascontiguousarray(target_xy, dtype="float64").reshape(-1, 2)
-    key = (float(snap_threshold_m), target_xy.tobytes())
-    hit = graph.joins.get(key)
-    if hit is not None:
-        return hit
+def with_targets(graph: RoadGraph, target_xy: np.ndarray, *, snap_threshold_m: float
+                 ) -> tuple[sparse.csr_matrix, np.ndarray, np.ndarray]:
+    """The graph plus one node per target within ``snap_threshold_m`` of the road nodes.
+
+    Returns the augmented matrix, the index (into ``target_xy``) of the targets joined, and the
+    matrix index of their extra nodes (``graph.n_nodes + k``).
+    """
+    target_xy = np.asarray(target_xy, dtype="float64").reshape(-1, 2)
     t_node, t_snap = snap(graph, target_xy)
     joined = np.flatnonzero(t_snap <= snap_threshold_m)
     n, k = graph.n_nodes, joined.size
     extra = n + np.arange(k)
-    rows, w = t_node[joined], quantise(t_snap[joined])
+    rows, w = t_node[joined], t_snap[joined]
     # Append to the symmetric CSR in place of a COO rebuild (which sorts every entry again):
     # the link to extra node n+j goes at the end of its road node's row (columns >= n sort last),
     # and each extra node gets a row of its own. Explicit zeros (a target on a node) are kept.
@@ -198,62 +174,27 @@ def _join(graph: RoadGraph, target_xy: np.ndarray, snap_threshold_m: float) -> J
     indptr[1:n + 1] = base.indptr[1:] + np.cumsum(np.bincount(rows, minlength=n))
     indptr[n + 1:] = indptr[n] + np.arange(1, k + 1)
     m = sparse.csr_matrix((data, indices.astype(base.indices.dtype), indptr), shape=(n + k, n + k))
-    for a in (m.data, m.indices, m.indptr, joined, extra):
-        a.flags.writeable = False  # shared by every later call with the same targets
-    if len(graph.joins) >= JOIN_CACHE_SIZE:
-        graph.joins.pop(next(iter(graph.joins)))  # the oldest, with its reduction
-    j = graph.joins[key] = Join(matrix=m, joined=joined, extra=extra)
-    return j
-
-
-def with_targets(graph: RoadGraph, target_xy: np.ndarray, *, snap_threshold_m: float
-                 ) -> tuple[sparse.csr_matrix, np.ndarray, np.ndarray]:
-    """The graph plus one node per target within ``snap_threshold_m`` of the road nodes.
-
-    Returns the augmented matrix, the index (into ``target_xy``) of the targets joined, and the
-    matrix index of their extra nodes (``graph.n_nodes + k``). The result is cached on the graph
-    per (targets, threshold) and its arrays are read-only: a second call with the same targets
-    costs a dictionary lookup.
-    """
-    j = _join(graph, target_xy, snap_threshold_m)
-    return j.matrix, j.joined, j.extra
+    return m, joined, extra
 
 
 def node_distances(graph: RoadGraph, target_xy: np.ndarray, *, snap_threshold_m: float,
-                   nearest: bool = True, reduce: bool | None = None
-                   ) -> tuple[np.ndarray, np.ndarray | None]:
+                   nearest: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
     """Distance (m) from every road node to the nearest target over the network, and which target.
 
     Multi-source Dijkstra (``scipy.sparse.csgraph.dijkstra(..., indices=sources, min_only=True)``)
-    from the targets joined to the graph (see :func:`with_targets`), on the whole joined graph
-    or on its reduced form (:mod:`pattogis.criteria.reduction`). The reduction costs about 25 ms
-    on Bologna's graph and then saves about 0.3 ms a call, so by default (``reduce=None``) the
-    first call for a target set runs on the whole graph and the second makes the reduction,
-    cached with the join; ``True``/``False`` force either way. The distances are bit-identical
-    either way (lengths are multiples of ``LENGTH_QUANTUM_M``). Nodes that no joined target
+    from the targets joined to the graph (see :func:`with_targets`). Nodes that no joined target
     reaches get ``inf`` and target ``-1``. With ``nearest=False`` only the distances are computed
-    (the second value is None), which spares the predecessor bookkeeping. Where two targets are
-    exactly as near, which of them is named may differ between the two ways; the distance does
-    not.
+    (the second value is None), which spares the predecessor bookkeeping.
     """
-    j = _join(graph, target_xy, snap_threshold_m)
-    m, joined, extra = j.matrix, j.joined, j.extra
+    m, joined, extra = with_targets(graph, target_xy, snap_threshold_m=snap_threshold_m)
     n = graph.n_nodes
     if joined.size == 0:
         return np.full(n, np.inf), (np.full(n, -1, "int64") if nearest else None)
-    j.uses += 1
-    if j.reduction is None and (reduce or (reduce is None and j.uses >= 2)):
-        j.reduction = reduce_graph(m, extra)
-    red = j.reduction if reduce is not False else None
-    if red is not None:
-        dist, src = red.dijkstra(nearest=nearest)
-    elif not nearest:
-        dist, src = csgraph.dijkstra(m, directed=True, indices=extra, min_only=True), None
-    else:
-        dist, _pred, src = csgraph.dijkstra(m, directed=True, indices=extra, min_only=True,
-                                            return_predecessors=True)
     if not nearest:
+        dist = csgraph.dijkstra(m, directed=True, indices=extra, min_only=True)
         return dist[:n], None
+    dist, _pred, src = csgraph.dijkstra(m, directed=True, indices=extra, min_only=True,
+                                        return_predecessors=True)
     near = np.where(src[:n] >= 0, joined[np.clip(src[:n] - n, 0, None)], -1)
     return dist[:n], near
 

@@ -42,6 +42,7 @@ from pattogis.data.readers import (
 )
 from pattogis.errors import InputError, MissingDataError
 from pattogis.layers import CATALOG, RASTERS
+from pattogis.settings import get_settings
 
 SOURCES = Path(__file__).with_name("sources.yaml")
 BUILDINGS_ZIP = "dpc_aggregati_strutturali/aggregati_strutturali_prov_bologna_54comuni_shp.zip"
@@ -55,7 +56,7 @@ def sources() -> dict:
 def resolve_raw(raw: str | Path | None = None) -> Path:
     """The raw kit folder: ``--raw``, then ``$PATTOGIS_RAW``, then ``../shared/data/raw``."""
     s = config.settings()
-    cands = [raw, os.environ.get(s["raw_dir_env"]), s["raw_dir_default"]]
+    cands = [raw, get_settings().raw, s["raw_dir_default"]]
     for c in cands:
         if c and Path(c).is_dir():
             return Path(c).resolve()

@@ -7,11 +7,11 @@ Both backends offer the same interface (:class:`ProposalStore`), roles and audit
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pandas as pd
 
+from pattogis.settings import get_settings
 from pattogis.store.auth import (
     KeyRing,
     Membership,
@@ -41,8 +41,8 @@ def store_target(url_or_path: str | Path | None = None) -> str:
     """The path or URL ``open_store`` would use."""
     return str(
         url_or_path
-        or os.environ.get("PATTOGIS_DATABASE_URL")
-        or os.environ.get("PATTOGIS_STORE")
+        or get_settings().database_url
+        or get_settings().store
         or DEFAULT_STORE
     )
 

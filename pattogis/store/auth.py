@@ -30,6 +30,7 @@ import yaml
 
 from pattogis.errors import ConfigError, InputError, PermissionDenied
 from pattogis.io import atomic_write_text
+from pattogis.settings import get_settings
 
 KEYS_ENV = "PATTOGIS_API_KEYS"
 DEFAULT_KEYS_PATH = "data/api_keys.json"
@@ -137,7 +138,7 @@ class Membership:
 
 def keys_path(path: str | Path | None = None) -> Path:
     """The keys file: ``path``, else ``$PATTOGIS_API_KEYS``, else ``data/api_keys.json``."""
-    return Path(path or os.environ.get(KEYS_ENV) or DEFAULT_KEYS_PATH)
+    return Path(path or get_settings().api_keys or DEFAULT_KEYS_PATH)
 
 
 def _hash(key: str) -> str:
