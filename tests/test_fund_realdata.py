@@ -224,7 +224,7 @@ def test_committed_example_files(built_layers):
 def test_fund_map_is_the_run_readable_at_every_zoom(example, built_layers, tmp_path):
     """Far out the applications of one comune are one circle with their number; from zoom 13
     every application has its circle; from zoom 15 only the site polygons (headless Chromium)."""
-    from pattogis.maps.browser import check_page, chromium_path
+    from browser import check_page, chromium_path
 
     from pattogis import analysis, maps
 
