@@ -12,13 +12,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from api.proposals import only, reader_dependency
 from pattogis import analysis, layers
 from pattogis.collections import Collection, CollectionRegistry
 from pattogis.errors import ConfigError, InputError
+from pattogis.store import Role
 
 
 def _jsonable(obj: Any) -> Any:
@@ -91,7 +93,9 @@ def _register_results(registry: CollectionRegistry, get_store: Any) -> None:
 
     registry.add(Collection(
         id="ledger_comuni", title="Bilancio consumo di suolo per comune (scenario base)",
-        provider=lambda: analysis.ledger_table("base", analysis.load_proposals(store=get_store())),
+        # aggregates are public: computed from the public proposals only (the read rule)
+        provider=lambda: analysis.ledger_table("base", analysis.load_proposals(store=get_store(),
+                                                                               role=None)),
         description="LR 24/2017 legal ledger per comune, hectares", version=None,
         attribution=layers.attribution(["comuni", "territorio_urbanizzato"]) if layers.exists() else ""))
     registry.add(Collection(
@@ -107,12 +111,18 @@ def analysis_router(registry: CollectionRegistry, get_store: Any) -> APIRouter:
     if registry.serves_built_layers:
         _register_results(registry, get_store)
 
-    @r.get("/budget", summary="Land-budget ledger (ha) for the area, a comune or an Unione")
-    def budget(comune: str | None = None, unione: str | None = None, scenario: str = "base",
+    reader = reader_dependency()
+
+    @r.get("/budget", summary="Land-budget ledger (ha) for the area, a comune or an Unione",
+           dependencies=[Depends(only("comune", "unione", "scenario", "compare", "trajectory"))])
+    def budget(role: Role | None = Depends(reader),  # noqa: B008 - FastAPI dependency
+               comune: str | None = None, unione: str | None = None, scenario: str = "base",
                compare: str | None = Query(None, description="second scenario to compare"),
                trajectory: bool = False) -> JSONResponse:
+        """The ledger with the proposals the reader may see: without a key the public ones
+        (submitted, approved); with a key also the drafts its role may write (metro: all)."""
         out = analysis.budget(comune=comune, unione=unione, scenario=scenario,
-                              proposals=analysis.load_proposals(store=get_store()),
+                              proposals=analysis.load_proposals(store=get_store(), role=role),
                               compare_with=compare,
                               with_trajectory=trajectory)
         return JSONResponse(_jsonable(out))

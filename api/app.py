@@ -75,11 +75,26 @@ def _maps(ctx: AppContext) -> APIRouter:
     from api.maps import maps_router
     from pattogis import analysis
 
+    # The pages are public: the proposals on them follow the read rule for the public.
     return maps_router(
-        proposals=lambda scenario: ctx.get_store().list(role="metro", scenario=scenario),
+        proposals=lambda scenario: ctx.get_store().list(role=None, scenario=scenario),
         sites=lambda unione: analysis.unione_sites(unione),
-        fund=lambda call: analysis.fund_geo(call or "bando_2023"),
+        fund=lambda call: analysis.fund_geo(known_call(call)),
     )
+
+
+def known_call(call: str | None) -> str:
+    """A fund call named by a request: an id among the config's calls (default the first), never
+    a path. Anything else is a 404 decided from the list of ids, without opening a file."""
+    from pattogis import config
+    from pattogis.errors import NotFound
+
+    calls = config.list_calls()
+    if call is None:
+        return "bando_2023" if "bando_2023" in calls else calls[0]
+    if call not in calls:
+        raise NotFound(f"unknown call '{call[:80]}': the calls are {', '.join(calls)}")
+    return call
 
 
 def _lazy_store() -> Callable[[], Any]:

@@ -19,7 +19,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 
 from pattogis import layers
-from pattogis.errors import InputError, MissingDataError, NotFound, PattogisError
+from pattogis.errors import PattogisError
 from pattogis.maps import base as mbase
 from pattogis.maps import data as mdata
 from pattogis.maps import pages
@@ -30,13 +30,8 @@ FundProvider = Callable[[str | None], gpd.GeoDataFrame]
 
 
 def _http(e: PattogisError) -> HTTPException:
-    if isinstance(e, NotFound):
-        return HTTPException(404, str(e))
-    if isinstance(e, InputError):
-        return HTTPException(422, str(e))
-    if isinstance(e, MissingDataError):
-        return HTTPException(503, str(e))
-    return HTTPException(400, str(e))
+    """The status every pattogis error carries (the one map, :mod:`pattogis.errors`)."""
+    return HTTPException(e.status, str(e))
 
 
 def _html(request: Request, text: str | bytes, gz: bytes | None = None) -> Response:

@@ -264,6 +264,20 @@ def only(*names: str) -> Callable[[Request], None]:
     return check
 
 
+def reader_dependency(keys: KeyRing | str | Path | None = None) -> Callable[..., Role | None]:
+    """A dependency giving the reader of a request: the role of its ``X-API-Key``, or None (the
+    public) without one; a wrong key is refused (401). Faces that show proposals (analysis,
+    maps) apply the store's read rule with it."""
+    ring = keys if isinstance(keys, KeyRing) else KeyRing(keys)
+    api_key = APIKeyHeader(name="X-API-Key", auto_error=False,
+                           description="optional: API key of a role, to see its own drafts too")
+
+    def reader(key: Annotated[str | None, Security(api_key)] = None) -> Role | None:
+        return None if key is None else ring.role_for(key)
+
+    return reader
+
+
 def proposals_router(
     get_store: Callable[[], ProposalStore],
     *,
@@ -501,4 +515,4 @@ def proposals_router(
 
 
 __all__ = ["EDITABLE", "GeoJSONResponse", "etag", "expected_version", "feature_collection",
-           "only", "proposals_router"]
+           "only", "proposals_router", "reader_dependency"]

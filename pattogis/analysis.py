@@ -28,8 +28,11 @@ def base_layers() -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
     return _base(layers.gpkg_path().stat().st_mtime)
 
 
-def load_proposals(source: str | Path | None = None, *, store: Any = None) -> gpd.GeoDataFrame:
-    """Proposals from a file (validated) or from the proposals store (all roles' proposals)."""
+def load_proposals(source: str | Path | None = None, *, store: Any = None,
+                   role: Any = None) -> gpd.GeoDataFrame:
+    """Proposals from a file (validated), or from the proposals store as ``role`` may read them
+    (the store's read rule; None, the default: the public — submitted and approved ones).
+    Every face that shows proposals (budget, ledger collection, maps, exports) loads them here."""
     from pattogis import proposals as P
 
     comuni, _ = base_layers()
@@ -39,7 +42,7 @@ def load_proposals(source: str | Path | None = None, *, store: Any = None) -> gp
         from pattogis.store import open_store
 
         store = open_store(comuni=comuni)
-    return store.list(role="metro")
+    return store.list(role=role)
 
 
 def budget(*, comune: str | None = None, unione: str | None = None, scenario: str = "base",

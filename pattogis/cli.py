@@ -58,7 +58,8 @@ def cmd_layers(a: argparse.Namespace) -> None:
 def cmd_budget(a: argparse.Namespace) -> None:
     from pattogis import analysis
 
-    props = analysis.load_proposals(a.proposals) if a.proposals else analysis.load_proposals()
+    props = (analysis.load_proposals(a.proposals) if a.proposals
+             else analysis.load_proposals(role=a.role))
     out = analysis.budget(comune=a.comune, unione=a.unione, scenario=a.scenario, proposals=props,
                           compare_with=a.compare, with_trajectory=a.trajectory)
     if a.json:
@@ -114,7 +115,7 @@ def cmd_fund(a: argparse.Namespace) -> None:
 def cmd_maps(a: argparse.Namespace) -> None:
     from pattogis import analysis, maps
 
-    props = analysis.load_proposals()
+    props = analysis.load_proposals(role=a.role)
     sites = analysis.unione_sites(a.unione) if a.unione else None
     fund = analysis.fund_geo() if a.fund else None
     for name, p in maps.write_pages(a.out, proposals=props, comune=a.comune, sites=sites,
@@ -123,14 +124,30 @@ def cmd_maps(a: argparse.Namespace) -> None:
 
 
 def cmd_keys(a: argparse.Namespace) -> None:
-    from pattogis.store import create_key, list_keys
+    from pattogis.errors import InputError
+    from pattogis.store import create_key, keys_path, list_keys, revoke_key
 
     if a.action == "create":
-        key = create_key(a.role)
+        if not a.role:
+            raise InputError("keys create needs --role", field="role",
+                             hint="e.g. --role comune:037006, --role unione:NAME or --role metro")
+        key = create_key(a.role, label=a.label or "")
         print(f"API key for {a.role} (shown once; store it safely):\n{key}")
+    elif a.action == "revoke":
+        if not a.key_id:
+            raise InputError("keys revoke needs the key id (see `pattogis keys list`)",
+                             field="key_id")
+        revoke_key(a.key_id)
+        print(f"chiave {a.key_id} revocata ({keys_path()})")
     else:
-        for k in list_keys():
-            print(k)
+        keys = list_keys()
+        if a.json:
+            print(_json(keys.to_dict(orient="records")))
+        elif keys.empty:
+            print(f"nessuna chiave in {keys_path()}")
+        else:
+            keys = keys.assign(revoked=keys["revoked"].map({True: "revocata", False: "attiva"}))
+            print(keys.rename(columns={"revoked": "stato"}).to_string(index=False))
 
 
 def cmd_serve(a: argparse.Namespace) -> None:
@@ -143,12 +160,14 @@ def cmd_run(a: argparse.Namespace) -> None:
     """The main job: build the layers if missing, then serve the API and the maps."""
     from pattogis import layers
 
-    if not layers.exists():
+    problem = layers.problem()
+    if problem is not None:
         from pattogis.data.build import build
 
+        print(f"{problem}: building it now")
         build(a.raw)
     else:
-        print(f"layer set present at {layers.gpkg_path()} (rebuild with `pattogis data build`)")
+        print(f"layer set complete at {layers.layers_dir()} (rebuild with `pattogis data build`)")
     cmd_serve(a)
 
 
@@ -182,6 +201,8 @@ def parser() -> argparse.ArgumentParser:
     bu.add_argument("--proposals", help="proposals file (default: the proposals store)")
     bu.add_argument("--compare", metavar="SCENARIO", help="compare with another scenario")
     bu.add_argument("--trajectory", action="store_true", help="year-by-year path to 2050")
+    bu.add_argument("--role", help="read the store as this role (comune:ISTAT | unione:NAME | "
+                    "metro: its drafts too); default: the public, submitted and approved only")
     bu.add_argument("--json", action="store_true")
     bu.set_defaults(func=cmd_budget)
 
@@ -208,11 +229,15 @@ def parser() -> argparse.ArgumentParser:
     mp.add_argument("--comune", help="ISTAT code for the budget page")
     mp.add_argument("--unione", help="write the site-comparison page of this Unione")
     mp.add_argument("--fund", action="store_true", help="write the fund allocation page")
+    mp.add_argument("--role", help="show the drafts this role may read (default: public only)")
     mp.set_defaults(func=cmd_maps)
 
     k = sub.add_parser("keys", help="API keys for the proposals store")
-    k.add_argument("action", choices=["create", "list"])
-    k.add_argument("--role", help="comune:ISTAT | unione:NAME | metro")
+    k.add_argument("action", choices=["create", "list", "revoke"])
+    k.add_argument("key_id", nargs="?", help="revoke: the key id shown by `keys list`")
+    k.add_argument("--role", help="create: comune:ISTAT | unione:NAME | metro")
+    k.add_argument("--label", help="create: who holds the key (shown by `keys list`)")
+    k.add_argument("--json", action="store_true")
     k.set_defaults(func=cmd_keys)
 
     for name, fn, h in (("serve", cmd_serve, "serve the API and maps"),

@@ -2,8 +2,9 @@
 
 ``build(raw, out)`` reads every raw file, validates it, reprojects it to the working CRS and writes
 one GeoPackage (``bologna.gpkg``) plus tiled, compressed GeoTIFFs. Everything is written to a
-temporary folder first and moved into place at the end, so a failed build leaves the previous
-layer set untouched. A ``layer_catalog`` table records provenance for every layer.
+new folder beside the current set and switched in at the end in one atomic step
+(:func:`pattogis.layers.install_set`), so a failed build leaves the previous layer set
+untouched and a reader never sees a mix. A ``layer_catalog`` table records provenance for every layer.
 """
 
 from __future__ import annotations
@@ -419,10 +420,12 @@ def build(raw: str | Path | None = None, out: str | Path | None = None, *,
     from pattogis import layers as _layers
 
     raw_dir = resolve_raw(raw)
-    out_dir = Path(out).resolve() if out else _layers.layers_dir()
+    # not resolved: out_dir is the link that install_set switches, not the set it points at
+    out_dir = Path(out).absolute() if out else _layers.layers_root()
     crs = crs or config.working_crs()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=out_dir.parent))
+    _layers.clean_stale(out_dir, log=log)  # what interrupted builds left
+    tmp = Path(tempfile.mkdtemp(prefix=_layers.build_prefix(out_dir), dir=out_dir.parent))
     t0 = time.perf_counter()
     log(f"pattogis data build: raw kit {raw_dir} → {out_dir} ({crs})")
     try:
@@ -451,10 +454,11 @@ def build(raw: str | Path | None = None, out: str | Path | None = None, *,
 
 
 def _swap_into_place(tmp: Path, out_dir: Path) -> None:
-    """Replace the built files in ``out_dir`` by those in ``tmp``; other files stay."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for p in tmp.iterdir():
-        os.replace(p, out_dir / p.name)
+    """Make the complete build in ``tmp`` the layer set at ``out_dir`` in one atomic step
+    (:func:`pattogis.layers.install_set`: a versioned folder and a link switched by rename)."""
+    from pattogis import layers as _layers
+
+    _layers.install_set(tmp, out_dir)
 
 
 def layer_fingerprint(gpkg: str | Path, name: str) -> str:
