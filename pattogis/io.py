@@ -94,6 +94,7 @@ def safe_unzip(archive: str | Path, dest: str | Path, limits: UploadLimits | Non
     lim = limits or UploadLimits.from_settings()
     label = label or Path(archive).name
     dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
     out: list[Path] = []
     total = 0
     try:
