@@ -54,7 +54,14 @@ from pattogis.errors import (
     PreconditionRequired,
     UnsupportedMediaType,
 )
-from pattogis.proposals import ID_PATTERN, STATUSES, checked_crs, read_proposals, validate_proposals
+from pattogis.proposals import (
+    ID_PATTERN,
+    STATUSES,
+    checked_crs,
+    loads,
+    read_proposals,
+    validate_proposals,
+)
 from pattogis.store import EDITABLE, KeyRing, ProposalStore, Role
 
 GEOJSON = "application/geo+json"
@@ -242,8 +249,8 @@ async def _read_body(request: Request, allowed: tuple[str, ...]) -> tuple[bytes,
 
 def _json_object(body: bytes, what: str) -> dict[str, Any]:
     try:
-        obj = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        obj = loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
         raise InputError(f"malformed JSON: {e}", file=what) from e
     if not isinstance(obj, dict):
         raise InputError("the body must be a JSON object", file=what)

@@ -42,6 +42,15 @@ _ID = re.compile(ID_PATTERN)
 TEXT_FIELDS = ("scenario", "comune_istat", "ptype", "exemption", "pool", "title", "date", "status")
 
 
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number (RFC 8259)")
+
+
+def loads(text: str | bytes) -> Any:
+    """JSON as RFC 8259 has it: NaN and Infinity are refused, not read as floats."""
+    return json.loads(text, parse_constant=_no_constant)
+
+
 def valid_id(value: object) -> bool:
     """True when ``value`` is a string of the :data:`ID_PATTERN` form."""
     return isinstance(value, str) and _ID.fullmatch(value) is not None
@@ -182,13 +191,13 @@ def read_proposals(source: Any, *, crs: str | None = None, label: str | None = N
                 p.write_bytes(bytes(source))
                 return read_proposals(p, crs=crs, label=label)
         try:
-            source = json.loads(bytes(source).decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            source = loads(bytes(source).decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as e:
             raise InputError(f"malformed GeoJSON: {e}", file=label) from e
     if isinstance(source, str) and source.lstrip().startswith("{"):
         try:
-            source = json.loads(source)
-        except json.JSONDecodeError as e:
+            source = loads(source)
+        except ValueError as e:
             raise InputError(f"malformed GeoJSON: {e}", file=label) from e
     if isinstance(source, dict):
         gdf = _from_geojson_obj(source, label, crs)
@@ -380,6 +389,7 @@ def validate_proposals(gdf: gpd.GeoDataFrame, comuni: gpd.GeoDataFrame, *,
     if not partial:
         if "proposal_id" not in gdf.columns:
             gdf["proposal_id"] = None
+        gdf["proposal_id"] = gdf["proposal_id"].astype(object)
         missing_id = gdf["proposal_id"].isna() | (gdf["proposal_id"].astype(str) == "")
         gdf.loc[missing_id, "proposal_id"] = [uuid.uuid4().hex
                                               for _ in range(int(missing_id.sum()))]

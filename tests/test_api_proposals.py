@@ -409,6 +409,26 @@ BAD_BODIES = {
                                           **base_props()))).encode(), "outside the metropolitan area"),
     "outside": (json.dumps(fc(feat(shapely.box(0, 0, 10, 10), **base_props()))).encode(), "outside"),
     "empty-body": (b"", "empty body"),
+    # the 500s of issue 14: crs members and ids of the wrong kind
+    "crs-string": (json.dumps(fc(feat(square("037001", 100.0), **base_props())) | {"crs": "EPSG:25832"}).encode(),
+                   "'crs' member"),
+    "crs-unknown-epsg": (json.dumps(fc(feat(square("037001", 100.0), **base_props()),
+                                       crs="urn:ogc:def:crs:EPSG::999999")).encode(), "unknown CRS"),
+    "crs-properties-list": (json.dumps(fc(feat(square("037001", 100.0), **base_props())) | {
+        "crs": {"type": "name", "properties": ["EPSG:25832"]}}).encode(), "'crs' member"),
+    "id-zero": (json.dumps(fc(feat(square("037001", 100.0), **base_props(proposal_id=0)))).encode(),
+                "must be text"),
+    "id-true": (json.dumps(fc(feat(square("037001", 100.0), **base_props(proposal_id=True)))).encode(),
+                "must be text"),
+    "id-nan": (b'{"type": "Feature", "crs": {"type": "name", "properties": {"name": "EPSG:25832"}}, '
+               b'"geometry": {"type": "Polygon", "coordinates": [[[681000, 4921000], [681100, 4921000], '
+               b'[681100, 4921100], [681000, 4921000]]]}, "properties": {"proposal_id": NaN, '
+               b'"ptype": "nuova_urbanizzazione"}}', "NaN is not a JSON number"),
+    "coordinates-nan": (b'{"type": "Feature", "geometry": {"type": "Polygon", "coordinates": '
+                        b'[[[11.2, 44.4], [NaN, 44.4], [11.3, 44.5], [11.2, 44.4]]]}, '
+                        b'"properties": {"ptype": "nuova_urbanizzazione"}}', "NaN is not a JSON number"),
+    "title-1mb": (json.dumps(fc(feat(square("037001", 100.0), **base_props(title="x" * 2**20)))).encode(),
+                  "longer than 200"),
 }
 @pytest.mark.parametrize(("body", "reason"), [
     pytest.param(*v, id=k) for k, v in BAD_BODIES.items()

@@ -4,6 +4,7 @@ read without a key on the budget endpoint, the ledger collection and the budget 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -20,7 +21,6 @@ from pathlib import Path
 import geopandas as gpd
 import httpx
 import pytest
-import shapely
 import uvicorn
 from fastapi.testclient import TestClient
 
@@ -53,6 +53,7 @@ def env(store, tmp_path: Path) -> Env:
     return Env(store, tmp_path / "keys.json")
 
 
+@contextlib.contextmanager
 def serve(app) -> Iterator[str]:  # noqa: ANN001
     """A real uvicorn server on a free loopback port; yields its base URL."""
     import socket
@@ -88,7 +89,7 @@ def test_concurrent_puts_lose_no_update_over_http(env: Env) -> None:
                                                       **base_props(title=f"t{i}"))),
                            headers=h).json()["features"][0]["id"] for i in range(TRIALS)]
     stats = {"first_try_412": 0, "lost": 0}
-    for url in serve(env.app):
+    with serve(env.app) as url:
 
         def writer(pid: str, body: dict, start: threading.Barrier) -> list[int]:
             codes = []
@@ -126,7 +127,7 @@ def test_same_stale_etag_one_wins(env: Env) -> None:
     pid = env.client.post("/proposals", json=fc(feat(square("037006", 30.0), **base_props())),
                           headers=h).json()["features"][0]["id"]
     start = threading.Barrier(20)
-    for url in serve(env.app):
+    with serve(env.app) as url:
 
         def put(i: int) -> int:
             with httpx.Client(base_url=url, timeout=60) as c:
