@@ -114,7 +114,8 @@ def analysis_router(registry: CollectionRegistry, get_store: Any) -> APIRouter:
     reader = reader_dependency()
 
     @r.get("/budget", summary="Land-budget ledger (ha) for the area, a comune or an Unione",
-           dependencies=[Depends(only("comune", "unione", "scenario", "compare", "trajectory"))])
+           dependencies=[Depends(only("comune", "unione", "scenario", "compare", "trajectory"))],
+           openapi_extra={"security": [{}]})  # a key is optional: without it, the public view
     def budget(role: Role | None = Depends(reader),  # noqa: B008 - FastAPI dependency
                comune: str | None = None, unione: str | None = None, scenario: str = "base",
                compare: str | None = Query(None, description="second scenario to compare"),

@@ -180,7 +180,8 @@ def _schema_30(s: Any) -> Any:
         s.pop("$defs")
     for key in ("anyOf", "oneOf"):
         if key in s:
-            rest = [x for x in s[key] if x != {"type": "null"}]
+            # {"type": "null"} is already {"nullable": True} here (the lists were rewritten)
+            rest = [x for x in s[key] if x not in ({"type": "null"}, {"nullable": True})]
             if len(rest) < len(s[key]):  # Optional[X] -> X with nullable
                 s["nullable"] = True
                 if len(rest) == 1:
@@ -246,7 +247,7 @@ def openapi_30(doc: dict[str, Any]) -> dict[str, Any]:
             op = dict(op)
             if "parameters" in op:
                 op["parameters"] = [
-                    {**p, "schema": _schema_30(p["schema"])} if "schema" in p else p
+                    {**p, "schema": _param_30(p["schema"])} if "schema" in p else p
                     for p in op["parameters"]
                 ]
             if "requestBody" in op:
@@ -256,6 +257,16 @@ def openapi_30(doc: dict[str, Any]) -> dict[str, Any]:
             new_item[method] = op
         paths[path] = new_item
     out["paths"] = paths
+    return out
+
+
+def _param_30(schema: dict[str, Any]) -> dict[str, Any]:
+    """A parameter's schema: a query, path or header parameter is absent or has a value; it
+    cannot be null (FastAPI's Optional[X] would otherwise tell clients to send '' for null)."""
+    out = _schema_30(schema)
+    out.pop("nullable", None)
+    if isinstance(out.get("items"), dict):
+        out["items"] = {k: v for k, v in out["items"].items() if k != "nullable"}
     return out
 
 

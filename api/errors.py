@@ -166,10 +166,19 @@ def document_errors(doc: dict[str, Any]) -> dict[str, Any]:
         for op in item.values():
             if not isinstance(op, dict) or "responses" not in op:
                 continue
+            res = op["responses"]
             if op.get("parameters") or op.get("requestBody"):
-                op["responses"].setdefault("400", {"description": "Bad Request: a parameter or "
-                                                   "the body cannot be parsed", **ref})
+                res.setdefault("400", {"description": "Bad Request: a parameter or the body "
+                                       "cannot be parsed, or a parameter is unknown", **ref})
+                # names in parameters (collection, comune, Unione, site, call, proposal...)
+                res.setdefault("404", {"description": "Not Found: a name in the request is "
+                                       "not known", **ref})
+                res.setdefault("422", {"description": "Unprocessable: well-formed input that "
+                                       "fails validation (the detail names where)", **ref})
             if op.get("requestBody"):
-                op["responses"].setdefault("413", {"description": "Request body too large",
-                                                   **ref})
+                res.setdefault("413", {"description": "Request body too large", **ref})
+                res.setdefault("415", {"description": "Unsupported body media type", **ref})
+            # every analysis reads the layer set, which may be missing or incomplete
+            res.setdefault("503", {"description": "Service Unavailable: the layer set is "
+                                   "missing or incomplete (the detail says how to rebuild)", **ref})
     return doc

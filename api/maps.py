@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import geopandas as gpd
 from fastapi import APIRouter, HTTPException, Query, Request
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
 from pattogis import layers
 from pattogis.errors import PattogisError
@@ -93,7 +93,7 @@ def maps_router(*, proposals: ProposalsProvider | None = None, sites: SitesProvi
             raise _http(e) from e
         return _html(request, INDEX.format(p=prefix, attribution=attribution))
 
-    @router.get("/overview", summary="Overview map of the territory (HTML)")
+    @router.get("/overview", summary="Overview map of the territory (HTML)", response_class=HTMLResponse)
     def overview(request: Request) -> Response:
         try:
             raw, gz = overview_bytes()
@@ -101,7 +101,7 @@ def maps_router(*, proposals: ProposalsProvider | None = None, sites: SitesProvi
             raise _http(e) from e
         return _html(request, raw, gz)
 
-    @router.get("/budget", summary="Land-budget map, optionally for one comune (HTML)")
+    @router.get("/budget", summary="Land-budget map, optionally for one comune (HTML)", response_class=HTMLResponse)
     def budget(request: Request,
                comune: Annotated[str | None, Query(pattern=r"^\d{6}$", description="ISTAT code")] = None,
                scenario: str = "base") -> Response:
@@ -113,7 +113,7 @@ def maps_router(*, proposals: ProposalsProvider | None = None, sites: SitesProvi
             raise _http(e) from e
         return _html(request, mbase.render(m))
 
-    @router.get("/sites", summary="Site comparison of an Unione (HTML)")
+    @router.get("/sites", summary="Site comparison of an Unione (HTML)", response_class=HTMLResponse)
     def sites_page(request: Request, unione: str, top_k: Annotated[int | None, Query(ge=1)] = None) -> Response:
         if sites is None:
             raise HTTPException(503, "site scoring is not configured on this server")
@@ -123,7 +123,7 @@ def maps_router(*, proposals: ProposalsProvider | None = None, sites: SitesProvi
             raise _http(e) from e
         return _html(request, mbase.render(m))
 
-    @router.get("/fund", summary="Fund allocation map (HTML)")
+    @router.get("/fund", summary="Fund allocation map (HTML)", response_class=HTMLResponse)
     def fund_page(request: Request, call: str | None = None) -> Response:
         if fund is None:
             raise HTTPException(503, "the equalization fund is not configured on this server")

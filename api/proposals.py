@@ -440,7 +440,7 @@ def proposals_router(
             proposal_id, role=role, note=note, expected_version=expected))
         return _one(out, out_crs)
 
-    @router.get("", response_class=GeoJSONResponse,
+    @router.get("", response_class=GeoJSONResponse, openapi_extra={"security": [{}]},  # a key is optional: without it, the public view
                 dependencies=[Depends(only("scenario", "comune", "owner", "status", "bbox",
                                            "bbox_crs", "crs", "limit", "offset"))],
                 responses={200: _geo("a page of the proposals the reader may see"),
@@ -491,7 +491,7 @@ def proposals_router(
         fc["links"] = links
         return GeoJSONResponse(fc)
 
-    @router.get("/{proposal_id}", response_class=GeoJSONResponse,
+    @router.get("/{proposal_id}", response_class=GeoJSONResponse, openapi_extra={"security": [{}]},  # a key is optional: without it, the public view
                 dependencies=[Depends(only("crs"))],
                 responses={200: _geo("the proposal", etag=True), 401: common[401],
                            404: _problem("no such proposal visible to the reader"),
