@@ -221,6 +221,8 @@ def read_proposals(source: Any, *, crs: str | None = None, label: str | None = N
         raise InputError(f"cannot read proposals from {type(source).__name__}", file=label)
     if gdf.geometry.name != "geometry":
         gdf = gdf.rename_geometry("geometry")
+    if isinstance(source, (str, Path)):
+        gdf = _file_text(gdf)
     check_properties(pd.DataFrame(gdf.drop(columns="geometry")), label)
     _check_lonlat(gdf, label)
     out = gdf.to_crs(config.working_crs())
@@ -234,6 +236,25 @@ def read_proposals(source: Any, *, crs: str | None = None, label: str | None = N
 
 
 _READABLE = (".shp", ".gpkg", ".geojson", ".json", ".parquet")
+
+
+def _file_text(gdf: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """Text fields as the file's column types give them: a date column as ISO dates, a numeric
+    id or code as its digits (a GeoJSON body stays strict: there a number is a mistake)."""
+    gdf = gdf.copy()
+    for col in (*TEXT_FIELDS, "proposal_id"):
+        if col not in gdf.columns:
+            continue
+        s = gdf[col]
+        if pd.api.types.is_datetime64_any_dtype(s):
+            gdf[col] = s.dt.strftime("%Y-%m-%d").astype(object).where(s.notna(), None)
+        elif pd.api.types.is_integer_dtype(s):
+            gdf[col] = s.astype(str).astype(object)
+        elif s.dtype == object:
+            gdf[col] = [v.date().isoformat() if isinstance(v, pd.Timestamp)
+                        else v.isoformat() if hasattr(v, "isoformat") and not isinstance(v, str)
+                        else v for v in s]
+    return gdf
 
 
 def _read_file(path: Path, label: str) -> gpd.GeoDataFrame:
