@@ -621,3 +621,26 @@ def test_concurrent_key_creation_loses_none(tmp_path: Path) -> None:
     assert len(list_keys(path=path)) == 20
     ring = KeyRing(path)
     assert all(ring.role_for(k).id == "metro" for k in keys)
+
+
+def test_a_store_made_before_versions_is_upgraded(store, tmp_path: Path) -> None:
+    """Stores written before versions get the column, every proposal at version 1."""
+    pid = store.create(one("037001"), role="metro")["proposal_id"].iloc[0]
+    if isinstance(store, GpkgStore):
+        import sqlite3
+
+        with sqlite3.connect(store.path) as con:
+            con.execute("ALTER TABLE proposals DROP COLUMN version")
+        again = GpkgStore(store.path, comuni=COMUNI)
+    else:
+        import psycopg
+
+        with psycopg.connect(store.url, autocommit=True) as con:
+            con.execute("ALTER TABLE proposals DROP COLUMN version")
+        again = open_store(store.url, comuni=COMUNI)
+    try:
+        assert again.get(pid, role="metro")["version"].iloc[0] == 1
+        assert again.update(pid, {"title": "x"}, role="metro", expected_version=1)["version"].iloc[0] == 2
+    finally:
+        if again is not store:
+            again.close()
