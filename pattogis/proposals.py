@@ -79,6 +79,10 @@ def check_properties(df: pd.DataFrame, label: str | None = None) -> None:
             v = vals[not_text][0]
             raise InputError(f"'{col}' must be text, got {type(v).__name__} {str(v)[:40]!r}",
                              file=label, rows=rows(not_text), field=col)
+        nul = present & np.array([isinstance(v, str) and "\x00" in v for v in vals], dtype=bool)
+        if nul.any():  # PostgreSQL text cannot hold it; no planner means it
+            raise InputError(f"'{col}' contains a NUL character", file=label, rows=rows(nul),
+                             field=col)
         if col == "proposal_id":
             bad = present & ~np.array([valid_id(v) for v in vals], dtype=bool)
             if bad.any():

@@ -24,9 +24,11 @@ from pattogis import config
 from pattogis.store import open_store
 
 try:  # tests/ is on sys.path under pytest's default import mode
+    from pg_fixture import pg_cluster  # noqa: F401
     from test_api_proposals import Env
     from test_store import COMUNI, ORIGIN, square
 except ImportError:  # pragma: no cover - when tests/ is a package
+    from tests.pg_fixture import pg_cluster  # noqa: F401
     from tests.test_api_proposals import Env
     from tests.test_store import COMUNI, ORIGIN, square
 
@@ -144,10 +146,13 @@ query_crs = st.one_of(st.none(), st.sampled_from(["EPSG:25832", "EPSG:4326", "no
                                                   "EPSG:4978"]), st.text(max_size=20))
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> Env:
+@pytest.fixture(scope="module", params=["gpkg", pytest.param("postgis", marks=pytest.mark.postgis)])
+def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Env:
     tmp = tmp_path_factory.mktemp("fuzz")
-    s = open_store(tmp / "p.gpkg", comuni=COMUNI)
+    if request.param == "gpkg":
+        s = open_store(tmp / "p.gpkg", comuni=COMUNI)
+    else:  # the same bodies against PostGIS (text with NUL, huge numbers...)
+        s = open_store(request.getfixturevalue("pg_cluster").new_database(), comuni=COMUNI)
     e = Env(s, tmp / "keys.json")
     r = e.client.post("/proposals", json={"type": "Feature", "geometry": _geo(square("037006", 50.0)),
                                           "crs": {"type": "name", "properties": {"name": "EPSG:25832"}},
@@ -155,14 +160,16 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Env:
                                                          "proposal_id": "FUZZ-1"}},
                       headers=e.h("metro"))
     assert r.status_code == 201, r.text
+    COUNTS.clear()
     yield e
     s.close()
-    print(f"\nfuzz counts: {dict(sorted(COUNTS.items()))}")
+    print(f"\nfuzz counts ({request.param}): {dict(sorted(COUNTS.items()))}")
 
 
 def _check(op: str, r) -> None:  # noqa: ANN001
     COUNTS[f"{op} cases"] += 1
     COUNTS[f"{op} {r.status_code // 100}xx"] += 1
+    COUNTS[f"{op} {r.status_code}"] += 1
     assert r.status_code < 500, r.text
     assert r.status_code in DOCUMENTED, (r.status_code, r.text)
     if r.status_code >= 400:
@@ -193,7 +200,7 @@ def test_put_and_patch_never_5xx(env: Env, data: bytes, pid: str, star: bool, cr
 
 
 def test_counts_are_kept(env: Env) -> None:
-    """Runs after the fuzz tests in this module: they did run, and none answered 5xx."""
+    """Runs after the fuzz tests of this store: they did run, and none answered 5xx."""
     assert COUNTS["POST cases"] >= N and COUNTS["POST 5xx"] == 0
     assert COUNTS["PUT cases"] + COUNTS["PATCH cases"] >= N
     assert COUNTS["PUT 5xx"] == COUNTS["PATCH 5xx"] == 0

@@ -427,6 +427,8 @@ BAD_BODIES = {
     "coordinates-nan": (b'{"type": "Feature", "geometry": {"type": "Polygon", "coordinates": '
                         b'[[[11.2, 44.4], [NaN, 44.4], [11.3, 44.5], [11.2, 44.4]]]}, '
                         b'"properties": {"ptype": "nuova_urbanizzazione"}}', "NaN is not a JSON number"),
+    "title-nul": (json.dumps(fc(feat(square("037001", 100.0), **base_props(title="a\x00b")))).encode(),
+                  "NUL character"),
     "title-1mb": (json.dumps(fc(feat(square("037001", 100.0), **base_props(title="x" * 2**20)))).encode(),
                   "longer than 200"),
 }
