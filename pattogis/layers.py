@@ -71,8 +71,9 @@ REBUILD = ("rebuild it with `pattogis data build` (the new set replaces the old 
 
 def problem(d: Path | None = None) -> str | None:
     """What is wrong with the layer set in ``d`` (default :func:`layers_dir`), or None when it is
-    complete: every file its ``layerset.json`` lists, at the recorded size; a set from before
-    manifests needs the GeoPackage and every raster of :data:`RASTERS`."""
+    complete: every file its ``layerset.json`` lists, at the recorded size. A set from before
+    manifests needs its GeoPackage and every raster its ``layer_catalog`` lists (a folder holding
+    only the GeoPackage is what a build killed half-way through the old file-by-file move left)."""
     d = Path(d).resolve() if d is not None else layers_dir()
     gpkg = d / config.settings()["geopackage"]
     man = d / MANIFEST
@@ -82,9 +83,9 @@ def problem(d: Path | None = None) -> str | None:
         except (ValueError, KeyError, TypeError, AttributeError):
             return f"the layer set at {d} has an unreadable {MANIFEST}"
     else:
-        if not d.is_dir() or (not gpkg.exists() and not any(d.glob("*.tif"))):
+        if not gpkg.exists():
             return f"no layer set at {d}"
-        files = {gpkg.name: -1, **{f: -1 for f in RASTERS.values()}}
+        files = {gpkg.name: -1, **{RASTERS[r]: -1 for r in _catalog_rasters(gpkg)}}
     missing = [n for n in files if not (d / n).is_file()]
     short = [n for n, size in files.items()
              if n not in missing and size >= 0 and (d / n).stat().st_size != size]
@@ -94,6 +95,25 @@ def problem(d: Path | None = None) -> str | None:
             "cut short " + ", ".join(short) if short else "") if x)
         return f"the layer set at {d} is incomplete ({what}), as an interrupted build leaves it"
     return None
+
+
+_RASTERS_CACHE: dict[tuple[str, int], list[str]] = {}
+
+
+def _catalog_rasters(gpkg: Path) -> list[str]:
+    """Rasters the GeoPackage's layer_catalog lists (none when it has no catalog)."""
+    key = (str(gpkg), gpkg.stat().st_mtime_ns)
+    if key not in _RASTERS_CACHE:
+        try:
+            names = {str(n) for n, _ in pyogrio.list_layers(gpkg)}
+            cat = (pyogrio.read_dataframe(gpkg, layer=CATALOG, read_geometry=False,
+                                          columns=["name", "kind"])
+                   if CATALOG in names else pd.DataFrame(columns=["name", "kind"]))
+            found = [str(n) for n in cat.loc[cat["kind"] == "raster", "name"] if n in RASTERS]
+        except Exception:  # an unreadable GeoPackage is reported by whoever opens it
+            found = []
+        _RASTERS_CACHE[key] = found
+    return _RASTERS_CACHE[key]
 
 
 def exists() -> bool:

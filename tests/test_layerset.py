@@ -7,6 +7,8 @@ import os
 import threading
 from pathlib import Path
 
+import pandas as pd
+import pyogrio
 import pytest
 
 from pattogis import cli, layers
@@ -72,12 +74,14 @@ def test_a_folder_of_the_old_layout_is_moved_aside(tmp_path: Path) -> None:
 
 def test_partial_set_is_refused_saying_how_to_rebuild(tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    # what the file-by-file swap left after a kill: only the GeoPackage
+    # what the file-by-file swap left after a kill: only the GeoPackage (its catalog lists rasters)
     legacy = tmp_path / "legacy"
     legacy.mkdir()
-    (legacy / "bologna.gpkg").write_bytes(b"x" * 100)
+    pyogrio.write_dataframe(pd.DataFrame({"name": ["comuni", "dem", "slope"],
+                                          "kind": ["vector", "raster", "raster"]}),
+                            legacy / "bologna.gpkg", layer=layers.CATALOG, driver="GPKG")
     why = layers.problem(legacy)
-    assert why is not None and "incomplete" in why and "slope.tif" in why
+    assert why is not None and "incomplete" in why and "missing dem.tif, slope.tif" in why
     monkeypatch.setenv("PATTOGIS_LAYERS_DIR", str(legacy))
     assert not layers.exists()
     with pytest.raises(MissingDataError, match="pattogis data build"):
@@ -123,7 +127,8 @@ def test_run_does_not_call_a_partial_set_present(tmp_path: Path, monkeypatch: py
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     legacy = tmp_path / "layers"
     legacy.mkdir()
-    (legacy / "bologna.gpkg").write_bytes(b"x")
+    pyogrio.write_dataframe(pd.DataFrame({"name": ["dem"], "kind": ["raster"]}),
+                            legacy / "bologna.gpkg", layer=layers.CATALOG, driver="GPKG")
     monkeypatch.setenv("PATTOGIS_LAYERS_DIR", str(legacy))
     calls: list[str] = []
     import pattogis.data.build as build_mod
