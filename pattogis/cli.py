@@ -176,9 +176,10 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
 
     d = sub.add_parser("data", help="build or fetch the layer set").add_subparsers(dest="sub", required=True)
-    b = d.add_parser("build", help="build data/layers from the raw open-data kit")
+    b = d.add_parser("build", help="build the layer set (data/layers/current) from the raw kit")
     b.add_argument("--raw", help="raw kit folder (default $PATTOGIS_RAW, then ../shared/data/raw)")
-    b.add_argument("--out", help="output folder (default data/layers)")
+    b.add_argument("--out", help="the layer set's folder, a link switched to each new build "
+                   "(default data/layers/current)")
     b.add_argument("--crs", help="working CRS (default EPSG:25832, config/settings.yaml)")
     b.add_argument("--engine", choices=["local", "dask"], default="local",
                    help="where the TU derivation runs (dask: partitioned by comune; "

@@ -1,13 +1,14 @@
 """Open built layers by name. The only module that knows where built files live.
 
-Vector layers live in one GeoPackage (``data/layers/bologna.gpkg`` by default) in the working CRS;
+Vector layers live in one GeoPackage (``data/layers/current/bologna.gpkg`` by default) in the
+working CRS;
 rasters are tiled, compressed GeoTIFFs beside it. ``layer_catalog`` inside the GeoPackage records
 provenance (source, licence, attribution, derived or official) for every layer.
 
 The layer set moves as one: a build writes a new folder beside the current one
-(``.layers.build-<pid>-*``), records its files and sizes in ``layerset.json``, renames it to
-``.layers.set-<time>-*`` and points ``data/layers`` (a symbolic link) at it with one atomic
-``rename``, so a reader resolving the folder sees the old set or the new one, never a mix. The
+(``data/layers/.current.build-<pid>-*``), records its files and sizes in ``layerset.json``,
+renames it to ``.current.set-<time>-*`` and points ``data/layers/current`` (a symbolic link) at
+it with one atomic ``rename``, so a reader resolving the folder sees the old set or the new one, never a mix. The
 next build removes folders of dead builds and sets older than the previous one. A set with a
 file missing or cut short is refused (:func:`problem` says what and how to rebuild).
 """

@@ -413,7 +413,8 @@ def write_catalog(b: Builder) -> None:
 def build(raw: str | Path | None = None, out: str | Path | None = None, *,
           crs: str | None = None, derive: bool = True, engine: str = "local",
           log: Callable[[str], None] = print) -> Path:
-    """Build the whole layer set. Returns the folder written (``data/layers`` by default).
+    """Build the whole layer set. Returns the folder written (``data/layers/current`` by
+    default: a link to the new set).
 
     ``engine``: where the TU derivation runs, ``'local'`` or ``'dask'`` (partitioned by comune,
     same result; see :mod:`pattogis.engine`)."""
