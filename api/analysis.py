@@ -11,18 +11,20 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, ValidationError
 from starlette.datastructures import UploadFile
 
+from api.proposals import only, reader_dependency
 from pattogis import analysis, layers, workspace
 from pattogis.collections import Collection, CollectionRegistry
 from pattogis.errors import ConfigError, InputError
 from pattogis.scoring import ProfileSpec
 from pattogis.settings import get_settings
+from pattogis.store import Role
 
 
 def _jsonable(obj: Any) -> Any:
@@ -198,7 +200,9 @@ def _register_results(registry: CollectionRegistry, get_store: Any) -> None:
 
     registry.add(Collection(
         id="ledger_comuni", title="Bilancio consumo di suolo per comune (scenario base)",
-        provider=lambda: analysis.ledger_table("base", analysis.load_proposals(store=get_store())),
+        # aggregates are public: computed from the public proposals only (the read rule)
+        provider=lambda: analysis.ledger_table("base", analysis.load_proposals(store=get_store(),
+                                                                               role=None)),
         description="LR 24/2017 legal ledger per comune, hectares", version=None,
         attribution=layers.attribution(["comuni", "territorio_urbanizzato"]) if layers.exists() else ""))
     registry.add(Collection(
@@ -214,12 +218,19 @@ def analysis_router(registry: CollectionRegistry, get_store: Any) -> APIRouter:
     if registry.serves_built_layers:
         _register_results(registry, get_store)
 
-    @r.get("/budget", summary="Land-budget ledger (ha) for the area, a comune or an Unione")
-    def budget(comune: str | None = None, unione: str | None = None, scenario: str = "base",
+    reader = reader_dependency()
+
+    @r.get("/budget", summary="Land-budget ledger (ha) for the area, a comune or an Unione",
+           dependencies=[Depends(only("comune", "unione", "scenario", "compare", "trajectory"))],
+           openapi_extra={"security": [{}]})  # a key is optional: without it, the public view
+    def budget(role: Role | None = Depends(reader),  # noqa: B008 - FastAPI dependency
+               comune: str | None = None, unione: str | None = None, scenario: str = "base",
                compare: str | None = Query(None, description="second scenario to compare"),
                trajectory: bool = False) -> JSONResponse:
+        """The ledger with the proposals the reader may see: without a key the public ones
+        (submitted, approved); with a key also the drafts its role may write (metro: all)."""
         out = analysis.budget(comune=comune, unione=unione, scenario=scenario,
-                              proposals=analysis.load_proposals(store=get_store()),
+                              proposals=analysis.load_proposals(store=get_store(), role=role),
                               compare_with=compare,
                               with_trajectory=trajectory)
         return JSONResponse(_jsonable(out))
@@ -246,17 +257,19 @@ def analysis_router(registry: CollectionRegistry, get_store: Any) -> APIRouter:
 
         return await run_in_threadpool(work)
 
-    def proposals() -> Any:
-        """Proposals the documents and the monitoring read: the same source as /analysis/budget,
-        one seam for read rules on drafts."""
-        return analysis.load_proposals(store=get_store())
+    def proposals(role: Role | None) -> Any:
+        """Proposals the documents and the monitoring read: the same source and read rule as
+        /analysis/budget (without a key the public ones; with one, also its role's drafts)."""
+        return analysis.load_proposals(store=get_store(), role=role)
 
-    @r.get("/monitoring", summary="Six-monthly monitoring, LR 24/2017 art. 5 (JSON, HTML or PDF)")
-    def monitoring(comune: str | None = None, scenario: str = "base",
+    @r.get("/monitoring", summary="Six-monthly monitoring, LR 24/2017 art. 5 (JSON, HTML or PDF)",
+           openapi_extra={"security": [{}]})  # a key is optional, as for /budget
+    def monitoring(role: Role | None = Depends(reader),  # noqa: B008 - FastAPI dependency
+                   comune: str | None = None, scenario: str = "base",
                    format: str = Query("json", pattern="^(json|html|pdf)$")) -> Response:
         from pattogis import reports
 
-        out = analysis.monitoring(comune=comune, proposals=proposals(), scenario=scenario)
+        out = analysis.monitoring(comune=comune, proposals=proposals(role), scenario=scenario)
         if format == "json":
             return JSONResponse(_jsonable(out))
         return _document(reports.monitoring_html(out), format, f"monitoraggio_{comune or 'tutti'}")
@@ -265,12 +278,14 @@ def analysis_router(registry: CollectionRegistry, get_store: Any) -> APIRouter:
     def physical(comune: str | None = None) -> JSONResponse:
         return JSONResponse(_jsonable(analysis.physical(comune=comune)))
 
-    @r.get("/scheda/comune/{comune}", summary="Printable scheda of a comune (HTML for print or PDF)")
-    def scheda_comune(comune: str, scenario: str = "base",
+    @r.get("/scheda/comune/{comune}", summary="Printable scheda of a comune (HTML for print or PDF)",
+           openapi_extra={"security": [{}]})  # a key is optional, as for /budget
+    def scheda_comune(comune: str, role: Role | None = Depends(reader),  # noqa: B008
+                      scenario: str = "base",
                       format: str = Query("html", pattern="^(html|pdf)$")) -> Response:
         from pattogis import reports
 
-        html = reports.scheda_comune_html(comune, scenario=scenario, proposals=proposals())
+        html = reports.scheda_comune_html(comune, scenario=scenario, proposals=proposals(role))
         return _document(html, format, f"scheda_{comune}")
 
     @r.post("/scheda/site/{site_id}", summary="Printable scheda of a site (HTML or PDF): the "
@@ -294,12 +309,14 @@ def analysis_router(registry: CollectionRegistry, get_store: Any) -> APIRouter:
 
         return await run_in_threadpool(work)
 
-    @r.get("/export/ledger", summary="The ledger as a file: csv (Italian format), xlsx or gpkg")
-    def export_ledger(format: str = Query("xlsx", pattern="^(csv|xlsx|gpkg)$"),
+    @r.get("/export/ledger", summary="The ledger as a file: csv (Italian format), xlsx or gpkg",
+           openapi_extra={"security": [{}]})  # a key is optional, as for /budget
+    def export_ledger(role: Role | None = Depends(reader),  # noqa: B008 - FastAPI dependency
+                      format: str = Query("xlsx", pattern="^(csv|xlsx|gpkg)$"),
                       comune: str | None = None, scenario: str = "base") -> Response:
         from pattogis import reports
 
-        data, media, ext = reports.ledger_file(format, scenario=scenario, proposals=proposals(),
+        data, media, ext = reports.ledger_file(format, scenario=scenario, proposals=proposals(role),
                                                comune=comune)
         return Response(data, media_type=media, headers={
             "Content-Disposition": f'attachment; filename="bilancio_{comune or "metro"}.{ext}"'})

@@ -76,13 +76,14 @@ ROUTER_FACTORIES: list[RouterFactory] = [
 def _maps(ctx: AppContext) -> APIRouter:
     """The map pages, fed by the same analysis functions as the CLI's ``pattogis maps``."""
     from api.maps import maps_router
-    from pattogis import analysis
+    from pattogis import analysis, config
 
+    # The pages are public: the proposals on them follow the read rule for the public.
     return maps_router(
-        proposals=lambda scenario: ctx.get_store().list(role="metro", scenario=scenario),
+        proposals=lambda scenario: ctx.get_store().list(role=None, scenario=scenario),
         sites=lambda unione: analysis.unione_sites(unione),
         fund=lambda call, demo=False: analysis.fund_geo(
-            call, projects=ctx.fund_runs.get(call or get_settings().default_call), demo=demo),
+            config.call_id(call), projects=ctx.fund_runs.get(config.call_id(call)), demo=demo),
     )
 
 
@@ -169,7 +170,8 @@ def _schema_30(s: Any) -> Any:
         s.pop("$defs")
     for key in ("anyOf", "oneOf"):
         if key in s:
-            rest = [x for x in s[key] if x != {"type": "null"}]
+            # {"type": "null"} is already {"nullable": True} here (the lists were rewritten)
+            rest = [x for x in s[key] if x not in ({"type": "null"}, {"nullable": True})]
             if len(rest) < len(s[key]):  # Optional[X] -> X with nullable
                 s["nullable"] = True
                 if len(rest) == 1:
@@ -235,7 +237,7 @@ def openapi_30(doc: dict[str, Any]) -> dict[str, Any]:
             op = dict(op)
             if "parameters" in op:
                 op["parameters"] = [
-                    {**p, "schema": _schema_30(p["schema"])} if "schema" in p else p
+                    {**p, "schema": _param_30(p["schema"])} if "schema" in p else p
                     for p in op["parameters"]
                 ]
             if "requestBody" in op:
@@ -245,6 +247,16 @@ def openapi_30(doc: dict[str, Any]) -> dict[str, Any]:
             new_item[method] = op
         paths[path] = new_item
     out["paths"] = paths
+    return out
+
+
+def _param_30(schema: dict[str, Any]) -> dict[str, Any]:
+    """A parameter's schema: a query, path or header parameter is absent or has a value; it
+    cannot be null (FastAPI's Optional[X] would otherwise tell clients to send '' for null)."""
+    out = _schema_30(schema)
+    out.pop("nullable", None)
+    if isinstance(out.get("items"), dict):
+        out["items"] = {k: v for k, v in out["items"].items() if k != "nullable"}
     return out
 
 

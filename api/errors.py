@@ -1,19 +1,9 @@
-"""The one place where pattogis errors become HTTP responses.
+"""The one place where pattogis errors become HTTP responses: one handler for the whole API.
 
-=========================================  ======  ==========================================
-error                                      status  when
-=========================================  ======  ==========================================
-:class:`BadRequest`, malformed query/body  400     unparseable parameter or JSON body (OGC)
-``InputError``                             422     well-formed input that fails validation
-``store.ConflictError``                    409     clashes with the store's state
-``store.Unauthenticated``                  401     missing, unknown or revoked API key
-``PermissionDenied``                       403     a role writing what it does not own
-``NotFound``                               404     unknown collection, feature, proposal...
-``InfeasibleError``                        422     constraints without a solution
-``MissingDataError``                       503     layer set or raw data not there (message says)
-``ConfigError``                            500     server configuration is broken
-body over the size limit                   413     see :class:`BodyLimitMiddleware`
-=========================================  ======  ==========================================
+Every :class:`pattogis.errors.PattogisError` carries its HTTP status (``exc.status``; the table is
+in :mod:`pattogis.errors`), so routes raise library errors and never catch them. Request
+validation by FastAPI answers 400 (a parameter or body that cannot be parsed) or 422 (a body that
+parses but is invalid); bodies over the size limit 413 (:class:`BodyLimitMiddleware`).
 
 Every error body is JSON: ``{"detail": <message>, "status": <code>, "title": <reason>}`` plus
 ``file``/``rows``/``field`` for input errors and ``errors`` (the list of problems) for
@@ -32,15 +22,10 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pattogis.errors import (
-    ConfigError,
-    InfeasibleError,
-    InputError,
-    MissingDataError,
-    NotFound,
-    PattogisError,
-    PermissionDenied,
-)
+from pattogis.errors import BadRequest, InputError, PattogisError
+
+__all__ = ["BadRequest", "BodyLimitMiddleware", "document_errors", "install", "problem",
+           "status_of"]
 
 
 def default_max_body_bytes() -> int:
@@ -50,39 +35,16 @@ def default_max_body_bytes() -> int:
     return int(float(config.settings().get("api_max_body_mb", 10)) * 1024 * 1024)
 
 
-class BadRequest(InputError):
-    """A request parameter that cannot be parsed (bad bbox, limit, datetime...): HTTP 400."""
-
-
-def status_of(exc: PattogisError) -> int:
-    """HTTP status for a pattogis error (most specific class first)."""
-    # Imported here: the store is optional for the features-only API.
-    try:
-        from pattogis.store import ConflictError, Unauthenticated
-    except ImportError:  # pragma: no cover - store package missing
-        ConflictError = Unauthenticated = ()  # type: ignore[assignment,misc]  # noqa: N806
-    table: list[tuple[Any, int]] = [
-        (BadRequest, 400),
-        (ConflictError, 409),
-        (Unauthenticated, 401),
-        (InputError, 422),
-        (PermissionDenied, 403),
-        (NotFound, 404),
-        (InfeasibleError, 422),
-        (MissingDataError, 503),
-        (ConfigError, 500),
-    ]
-    for cls, code in table:
-        if cls and isinstance(exc, cls):
-            return code
-    return 500
+def status_of(exc: BaseException) -> int:
+    """HTTP status of an error: its own ``status`` for pattogis errors, else 500."""
+    return int(getattr(exc, "status", 500)) if isinstance(exc, PattogisError) else 500
 
 
 def problem(status: int, detail: str, **extra: Any) -> JSONResponse:
     """An error response: detail (the reason), status and its standard title."""
     body = {"detail": detail, "status": status, "title": HTTPStatus(status).phrase}
     body.update({k: v for k, v in extra.items() if v is not None})
-    headers = {"WWW-Authenticate": "ApiKey"} if status == 401 else None
+    headers = {"WWW-Authenticate": 'ApiKey header="X-API-Key"'} if status == 401 else None
     return JSONResponse(jsonable_encoder(body), status_code=status, headers=headers)
 
 
@@ -204,10 +166,19 @@ def document_errors(doc: dict[str, Any]) -> dict[str, Any]:
         for op in item.values():
             if not isinstance(op, dict) or "responses" not in op:
                 continue
+            res = op["responses"]
             if op.get("parameters") or op.get("requestBody"):
-                op["responses"].setdefault("400", {"description": "Bad Request: a parameter or "
-                                                   "the body cannot be parsed", **ref})
+                res.setdefault("400", {"description": "Bad Request: a parameter or the body "
+                                       "cannot be parsed, or a parameter is unknown", **ref})
+                # names in parameters (collection, comune, Unione, site, call, proposal...)
+                res.setdefault("404", {"description": "Not Found: a name in the request is "
+                                       "not known", **ref})
+                res.setdefault("422", {"description": "Unprocessable: well-formed input that "
+                                       "fails validation (the detail names where)", **ref})
             if op.get("requestBody"):
-                op["responses"].setdefault("413", {"description": "Request body too large",
-                                                   **ref})
+                res.setdefault("413", {"description": "Request body too large", **ref})
+                res.setdefault("415", {"description": "Unsupported body media type", **ref})
+            # every analysis reads the layer set, which may be missing or incomplete
+            res.setdefault("503", {"description": "Service Unavailable: the layer set is "
+                                   "missing or incomplete (the detail says how to rebuild)", **ref})
     return doc

@@ -32,19 +32,10 @@ from starlette.concurrency import run_in_threadpool
 from pattogis import analysis, config
 from pattogis.errors import InputError, NotFound, PermissionDenied
 from pattogis.fund import MODES, export
-from pattogis.settings import get_settings
 from pattogis.store import KeyRing, Role
 
 UPLOAD_SUFFIXES = (".csv", ".gpkg", ".geojson", ".json", ".zip", ".parquet", ".geoparquet")
 FORMATS = ("json",) + export.FORMATS
-
-
-def known_call(call: str) -> str:
-    """The call id if the server has it; 404 otherwise (never read as a path)."""
-    calls = config.list_calls()
-    if call not in calls:
-        raise NotFound(f"unknown call '{call}'; available: {', '.join(calls)}")
-    return call
 
 
 def _document(res: Any, fmt: str, name: str) -> Response:
@@ -100,8 +91,7 @@ def fund_router(runs: MutableMapping[str, gpd.GeoDataFrame], *,
         mode: Annotated[str, Query(description="graduatoria, optimal or compare")] = "graduatoria",
         format: Annotated[str, Query(description="json, csv, xlsx, gpkg, html or pdf")] = "json",
     ) -> Response:
-        call = call or get_settings().default_call
-        known_call(call)
+        call = config.call_id(call)
         if mode not in MODES:
             raise InputError(f"unknown fund mode '{mode}'", field="mode",
                              hint=f"use one of {', '.join(MODES)}")
@@ -136,7 +126,7 @@ def fund_router(runs: MutableMapping[str, gpd.GeoDataFrame], *,
                 mode: Annotated[str, Query(description="graduatoria or optimal")] = "graduatoria",
                 format: Annotated[str, Query(description="json, csv, xlsx, gpkg, html or pdf")] = "json",
                 ) -> Response:
-        known_call(call)
+        call = config.call_id(call)
         if format not in FORMATS:
             raise InputError(f"unknown format '{format}'", field="format",
                              hint=f"use one of {', '.join(FORMATS)}")

@@ -16,10 +16,10 @@ from typing import Annotated, Any
 
 import geopandas as gpd
 from fastapi import APIRouter, HTTPException, Query, Request
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
 from pattogis import config, layers
-from pattogis.errors import InputError, MissingDataError, NotFound, PattogisError
+from pattogis.errors import PattogisError
 from pattogis.maps import base as mbase
 from pattogis.maps import data as mdata
 from pattogis.maps import pages
@@ -31,13 +31,8 @@ FundProvider = Callable[..., gpd.GeoDataFrame]
 
 
 def _http(e: PattogisError) -> HTTPException:
-    if isinstance(e, NotFound):
-        return HTTPException(404, str(e))
-    if isinstance(e, InputError):
-        return HTTPException(422, str(e))
-    if isinstance(e, MissingDataError):
-        return HTTPException(503, str(e))
-    return HTTPException(400, str(e))
+    """The status every pattogis error carries (the one map, :mod:`pattogis.errors`)."""
+    return HTTPException(e.status, str(e))
 
 
 def _html(request: Request, text: str | bytes, gz: bytes | None = None) -> Response:
@@ -99,7 +94,7 @@ def maps_router(*, proposals: ProposalsProvider | None = None, sites: SitesProvi
             raise _http(e) from e
         return _html(request, INDEX.format(p=prefix, attribution=attribution))
 
-    @router.get("/overview", summary="Overview map of the territory (HTML)")
+    @router.get("/overview", summary="Overview map of the territory (HTML)", response_class=HTMLResponse)
     def overview(request: Request) -> Response:
         try:
             raw, gz = overview_bytes()
@@ -107,7 +102,7 @@ def maps_router(*, proposals: ProposalsProvider | None = None, sites: SitesProvi
             raise _http(e) from e
         return _html(request, raw, gz)
 
-    @router.get("/budget", summary="Land-budget map, optionally for one comune (HTML)")
+    @router.get("/budget", summary="Land-budget map, optionally for one comune (HTML)", response_class=HTMLResponse)
     def budget(request: Request,
                comune: Annotated[str | None, Query(pattern=r"^\d{6}$", description="ISTAT code")] = None,
                scenario: str = "base") -> Response:
@@ -119,7 +114,7 @@ def maps_router(*, proposals: ProposalsProvider | None = None, sites: SitesProvi
             raise _http(e) from e
         return _html(request, mbase.render(m))
 
-    @router.get("/sites", summary="Site comparison of an Unione (HTML)")
+    @router.get("/sites", summary="Site comparison of an Unione (HTML)", response_class=HTMLResponse)
     def sites_page(request: Request, unione: str, top_k: Annotated[int | None, Query(ge=1)] = None) -> Response:
         if sites is None:
             raise HTTPException(503, "site scoring is not configured on this server")
@@ -129,7 +124,7 @@ def maps_router(*, proposals: ProposalsProvider | None = None, sites: SitesProvi
             raise _http(e) from e
         return _html(request, mbase.render(m))
 
-    @router.get("/fund", summary="Fund allocation map (HTML)")
+    @router.get("/fund", summary="Fund allocation map (HTML)", response_class=HTMLResponse)
     def fund_page(request: Request, call: str | None = None,
                   dimostrativo: Annotated[bool, Query(description="without uploaded applications, "
                                                       "show the demonstration set")] = False,
@@ -137,8 +132,7 @@ def maps_router(*, proposals: ProposalsProvider | None = None, sites: SitesProvi
         if fund is None:
             raise HTTPException(503, "the equalization fund is not configured on this server")
         try:
-            if call is not None and call not in config.list_calls():  # an id, never a path
-                raise NotFound(f"unknown call '{call}'")
+            call = config.call_id(call)  # an id among the configured calls, never a path
             res = fund(call, dimostrativo) if dimostrativo else fund(call)
             m = pages.fund_map(res, call_name=call, static_url=static_url)
         except PattogisError as e:

@@ -23,8 +23,11 @@ def base_layers() -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
     return workspace.default().base_layers()
 
 
-def load_proposals(source: str | Path | None = None, *, store: Any = None) -> gpd.GeoDataFrame:
-    """Proposals from a file (validated) or from the proposals store (all roles' proposals)."""
+def load_proposals(source: str | Path | None = None, *, store: Any = None,
+                   role: Any = None) -> gpd.GeoDataFrame:
+    """Proposals from a file (validated), or from the proposals store as ``role`` may read them
+    (the store's read rule; None, the default: the public — submitted and approved ones).
+    Every face that shows proposals (budget, ledger collection, maps, exports) loads them here."""
     from pattogis import proposals as P
 
     comuni, _ = base_layers()
@@ -34,7 +37,7 @@ def load_proposals(source: str | Path | None = None, *, store: Any = None) -> gp
         from pattogis.store import open_store
 
         store = open_store(comuni=comuni)
-    return store.list(role="metro")
+    return store.list(role=role)
 
 
 def resolve_comune(comune: str) -> str:

@@ -102,10 +102,20 @@ def _scenario(a: argparse.Namespace) -> str | None:
     return a.scenario or (None if a.proposals else "base")
 
 
+def _proposals(a: argparse.Namespace) -> Any:
+    """The proposals a verb reads: a file given with --proposals, else the store as --role may
+    read it (default: the public view, submitted and approved only)."""
+    from pattogis import analysis
+
+    if getattr(a, "proposals", None):
+        return analysis.load_proposals(a.proposals)
+    return analysis.load_proposals(role=getattr(a, "role", None))
+
+
 def cmd_budget(a: argparse.Namespace) -> None:
     from pattogis import analysis
 
-    props = analysis.load_proposals(a.proposals) if a.proposals else analysis.load_proposals()
+    props = _proposals(a)
     out = analysis.budget(comune=a.comune, unione=a.unione, scenario=_scenario(a), proposals=props,
                           compare_with=a.compare, with_trajectory=a.trajectory)
     if a.json:
@@ -172,7 +182,7 @@ def cmd_budget(a: argparse.Namespace) -> None:
 def cmd_monitoring(a: argparse.Namespace) -> None:
     from pattogis import analysis
 
-    props = analysis.load_proposals(a.proposals) if a.proposals else analysis.load_proposals()
+    props = _proposals(a)
     out = analysis.monitoring(comune=a.comune, proposals=props, scenario=_scenario(a))
     if a.json:
         print(_json(out))
@@ -275,7 +285,7 @@ def cmd_scheda(a: argparse.Namespace) -> None:
     from pattogis import analysis, reports
 
     if a.comune:
-        props = analysis.load_proposals(a.proposals) if a.proposals else analysis.load_proposals()
+        props = _proposals(a)
         html = reports.scheda_comune_html(a.comune, scenario=_scenario(a), proposals=props)
     else:
         scored = analysis.score_sites(_own_or_default(a), profile=a.profile, draws=a.draws)
@@ -295,7 +305,7 @@ def cmd_export(a: argparse.Namespace) -> None:
     if fmt not in ("csv", "xlsx", "gpkg"):
         raise InputError(f"unsupported export format '.{fmt}'", file=a.out, hint="Use .csv, .xlsx or .gpkg")
     if a.what == "ledger":
-        props = analysis.load_proposals(a.proposals) if a.proposals else analysis.load_proposals()
+        props = _proposals(a)
         data, _, _ = reports.ledger_file(fmt, scenario=_scenario(a), proposals=props, comune=a.comune)
     else:
         scored = analysis.score_sites(_own_or_default(a), profile=a.profile, draws=a.draws)
@@ -346,7 +356,7 @@ def cmd_fund(a: argparse.Namespace) -> None:
 def cmd_maps(a: argparse.Namespace) -> None:
     from pattogis import analysis, maps
 
-    props = analysis.load_proposals()
+    props = _proposals(a)
     sites = analysis.unione_sites(a.unione) if a.unione else None
     fund = (analysis.fund_geo(a.call, projects=a.projects, demo=a.demo and not a.projects)
             if a.fund else None)
@@ -356,14 +366,30 @@ def cmd_maps(a: argparse.Namespace) -> None:
 
 
 def cmd_keys(a: argparse.Namespace) -> None:
-    from pattogis.store import create_key, list_keys
+    from pattogis.errors import InputError
+    from pattogis.store import create_key, keys_path, list_keys, revoke_key
 
     if a.action == "create":
-        key = create_key(a.role)
+        if not a.role:
+            raise InputError("keys create needs --role", field="role",
+                             hint="e.g. --role comune:037006, --role unione:NAME or --role metro")
+        key = create_key(a.role, label=a.label or "")
         print(f"API key for {a.role} (shown once; store it safely):\n{key}")
+    elif a.action == "revoke":
+        if not a.key_id:
+            raise InputError("keys revoke needs the key id (see `pattogis keys list`)",
+                             field="key_id")
+        revoke_key(a.key_id)
+        print(f"chiave {a.key_id} revocata ({keys_path()})")
     else:
-        for k in list_keys():
-            print(k)
+        keys = list_keys()
+        if a.json:
+            print(_json(keys.to_dict(orient="records")))
+        elif keys.empty:
+            print(f"nessuna chiave in {keys_path()}")
+        else:
+            keys = keys.assign(revoked=keys["revoked"].map({True: "revocata", False: "attiva"}))
+            print(keys.rename(columns={"revoked": "stato"}).to_string(index=False))
 
 
 def cmd_serve(a: argparse.Namespace) -> None:
@@ -376,12 +402,14 @@ def cmd_run(a: argparse.Namespace) -> None:
     """The main job: build the layers if missing, then serve the API and the maps."""
     from pattogis import layers
 
-    if not layers.exists():
+    problem = layers.problem()
+    if problem is not None:
         from pattogis.data.build import build
 
+        print(f"{problem}: building it now")
         build(a.raw)
     else:
-        print(f"layer set present at {layers.gpkg_path()} (rebuild with `pattogis data build`)")
+        print(f"layer set complete at {layers.layers_dir()} (rebuild with `pattogis data build`)")
     cmd_serve(a)
 
 
@@ -390,9 +418,10 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
 
     d = sub.add_parser("data", help="build or fetch the layer set").add_subparsers(dest="sub", required=True)
-    b = d.add_parser("build", help="build data/layers from the raw open-data kit")
+    b = d.add_parser("build", help="build the layer set (data/layers/current) from the raw kit")
     b.add_argument("--raw", help="raw kit folder (default $PATTOGIS_RAW, then ../shared/data/raw)")
-    b.add_argument("--out", help="output folder (default data/layers)")
+    b.add_argument("--out", help="the layer set's folder, a link switched to each new build "
+                   "(default data/layers/current)")
     b.add_argument("--crs", help="working CRS (default EPSG:25832, config/settings.yaml)")
     b.add_argument("--engine", choices=["local", "dask"], default="local",
                    help="where the TU derivation runs (dask: partitioned by comune; "
@@ -420,6 +449,8 @@ def parser() -> argparse.ArgumentParser:
     bu.add_argument("--compare", metavar="SCENARIO", help="compare with another scenario, per comune of "
                     "the level asked (difference = --scenario minus this one)")
     bu.add_argument("--trajectory", action="store_true", help="year-by-year path to 2050")
+    bu.add_argument("--role", help="read the store as this role (comune:ISTAT | unione:NAME | "
+                    "metro: its drafts too); default: the public, submitted and approved only")
     bu.add_argument("--json", action="store_true")
     bu.set_defaults(func=cmd_budget)
 
@@ -429,6 +460,8 @@ def parser() -> argparse.ArgumentParser:
     mo.add_argument("--proposals", help="proposals file (default: the proposals store)")
     mo.add_argument("--out", help="write the report as a document (.html or .pdf)")
     mo.add_argument("--json", action="store_true")
+    mo.add_argument("--role", help="read the store as this role (comune:ISTAT | unione:NAME | "
+                    "metro: its drafts too); default: the public, submitted and approved only")
     mo.set_defaults(func=cmd_monitoring)
 
     ph = sub.add_parser("physical", help="physical ledger: sealed surface per comune (not LR 24)")
@@ -461,6 +494,8 @@ def parser() -> argparse.ArgumentParser:
     sh.add_argument("--draws", type=int, default=None,
                     help="Monte Carlo weight draws (site; default: the profile's)")
     _site_args(sh)
+    sh.add_argument("--role", help="read the store as this role (comune:ISTAT | unione:NAME | "
+                    "metro: its drafts too); default: the public, submitted and approved only")
     sh.set_defaults(func=cmd_scheda)
 
     ex = sub.add_parser("export", help="the ledger or the scores as .csv (Italian), .xlsx or .gpkg")
@@ -472,6 +507,8 @@ def parser() -> argparse.ArgumentParser:
     ex.add_argument("--draws", type=int, default=None,
                     help="Monte Carlo weight draws (scores; default: the profile's)")
     _site_args(ex)
+    ex.add_argument("--role", help="read the store as this role (comune:ISTAT | unione:NAME | "
+                    "metro: its drafts too); default: the public, submitted and approved only")
     ex.set_defaults(func=cmd_export)
 
     fu = sub.add_parser("fund", help="allocate the Fondo perequativo")
@@ -497,11 +534,15 @@ def parser() -> argparse.ArgumentParser:
                     help="fund page without --projects: the demonstration set (labelled so)")
     mp.add_argument("--call", default=None,
                     help="fund page: the call (default: $PATTOGIS_DEFAULT_CALL, bando_2023)")
+    mp.add_argument("--role", help="show the drafts this role may read (default: public only)")
     mp.set_defaults(func=cmd_maps)
 
     k = sub.add_parser("keys", help="API keys for the proposals store")
-    k.add_argument("action", choices=["create", "list"])
-    k.add_argument("--role", help="comune:ISTAT | unione:NAME | metro")
+    k.add_argument("action", choices=["create", "list", "revoke"])
+    k.add_argument("key_id", nargs="?", help="revoke: the key id shown by `keys list`")
+    k.add_argument("--role", help="create: comune:ISTAT | unione:NAME | metro")
+    k.add_argument("--label", help="create: who holds the key (shown by `keys list`)")
+    k.add_argument("--json", action="store_true")
     k.set_defaults(func=cmd_keys)
 
     for name, fn, h in (("serve", cmd_serve, "serve the API and maps"),

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from pattogis.errors import ConfigError
+from pattogis.errors import ConfigError, NotFound
 from pattogis.settings import get_settings
 
 PACKAGE_CONFIG = Path(__file__).parent / "config"
@@ -260,6 +260,18 @@ def profile(name: str) -> dict[str, Any]:
 
 def list_calls() -> list[str]:
     return sorted(_named("calls"))
+
+
+def call_id(call: str | None) -> str:
+    """A fund call named by a request: an id among the configured calls, or the settings'
+    ``default_call`` when None. Never read as a path: anything else is a NotFound (404) decided
+    from the list of ids, without opening a file."""
+    calls = list_calls()
+    if call is None:
+        call = get_settings().default_call
+    if call not in calls:
+        raise NotFound(f"unknown call '{str(call)[:80]}': the calls are {', '.join(calls)}")
+    return call
 
 
 def call(name: str) -> dict[str, Any]:

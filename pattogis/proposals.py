@@ -4,11 +4,17 @@ A proposal is a polygon with a type (``config/law.yaml`` ``proposal_types``), an
 category, a pool (metropolitano or locale), a scenario, a date and a status. Errors name the row
 (1-based feature number) and the field. A proposal across two comuni is split by comune by default
 (each part keeps the proposal id and gets ``part`` 1, 2, ...); ``split='refuse'`` refuses it.
+
+Proposal ids: one form for the CLI, the API and the store, :data:`ID_PATTERN` (a letter or digit,
+then up to 63 letters, digits, ``_``, ``.`` or ``-``: ``CAS-EXP-01``, or the 32 hex digits the
+store gives a proposal sent without one). Text fields are strings; numbers, booleans, lists or
+objects in their place are refused with the row and field, never coerced.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 import uuid
 from pathlib import Path
@@ -17,6 +23,8 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyogrio
+import pyproj
 import shapely
 
 from pattogis import config
@@ -27,6 +35,93 @@ FIELDS = ["proposal_id", "scenario", "comune_istat", "ptype", "exemption", "pool
 STATUSES = ("bozza", "presentata", "approvata", "ritirata")
 POOLS_DEFAULT = "locale"
 ITALY_LONLAT = (6.0, 35.0, 19.0, 48.0)
+#: The one form of a proposal id (CLI, API path, store).
+ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
+_ID = re.compile(ID_PATTERN)
+#: Properties that must be text when present (proposal_id has its own pattern).
+TEXT_FIELDS = ("scenario", "comune_istat", "ptype", "exemption", "pool", "title", "date", "status")
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number (RFC 8259)")
+
+
+def loads(text: str | bytes) -> Any:
+    """JSON as RFC 8259 has it: NaN and Infinity are refused, not read as floats."""
+    return json.loads(text, parse_constant=_no_constant)
+
+
+def valid_id(value: object) -> bool:
+    """True when ``value`` is a string of the :data:`ID_PATTERN` form."""
+    return isinstance(value, str) and _ID.fullmatch(value) is not None
+
+
+def field_limits() -> dict[str, int]:
+    """Longest text per field (characters), from settings.yaml ``field_limits``."""
+    return {str(k): int(v) for k, v in (config.settings().get("field_limits") or {}).items()}
+
+
+def check_properties(df: pd.DataFrame, label: str | None = None) -> None:
+    """Refuse properties of the wrong type or length, naming the rows (from 1) and the field.
+
+    Text fields must be strings (or null); ``proposal_id`` must match :data:`ID_PATTERN`.
+    """
+    rows = lambda mask: [int(i) + 1 for i in np.flatnonzero(np.asarray(mask))]  # noqa: E731
+    limits = field_limits()
+    for col in (*TEXT_FIELDS, "proposal_id"):
+        if col not in df.columns:
+            continue
+        vals = df[col].to_numpy(dtype=object)
+        present = np.array([v is not None and not (isinstance(v, float) and np.isnan(v))
+                            for v in vals], dtype=bool)
+        not_text = present & ~np.array([isinstance(v, str) for v in vals], dtype=bool)
+        if not_text.any():
+            v = vals[not_text][0]
+            raise InputError(f"'{col}' must be text, got {type(v).__name__} {str(v)[:40]!r}",
+                             file=label, rows=rows(not_text), field=col)
+        nul = present & np.array([isinstance(v, str) and "\x00" in v for v in vals], dtype=bool)
+        if nul.any():  # PostgreSQL text cannot hold it; no planner means it
+            raise InputError(f"'{col}' contains a NUL character", file=label, rows=rows(nul),
+                             field=col)
+        if col == "proposal_id":
+            bad = present & ~np.array([valid_id(v) for v in vals], dtype=bool)
+            if bad.any():
+                raise InputError(f"proposal_id {str(vals[bad][0])[:80]!r} is not a valid id",
+                                 file=label, rows=rows(bad), field="proposal_id",
+                                 hint="an id is a letter or digit then up to 63 letters, digits, "
+                                      "'_', '.' or '-' (e.g. CAS-EXP-01), or empty for a new one")
+        lim = limits.get(col)
+        if lim:
+            long = present & np.array([len(v) > lim if isinstance(v, str) else False for v in vals])
+            if long.any():
+                raise InputError(f"'{col}' is longer than {lim} characters", file=label,
+                                 rows=rows(long), field=col)
+
+
+def crs_member(obj: dict, label: str) -> str | None:
+    """The CRS named by a legacy GeoJSON ``crs`` member (``{"type": "name", "properties":
+    {"name": ...}}``), checked; None when there is no member."""
+    if "crs" not in obj or obj["crs"] is None:
+        return None
+    member = obj["crs"]
+    props = member.get("properties") if isinstance(member, dict) else None
+    name = props.get("name") if isinstance(props, dict) else None
+    if not isinstance(name, str) or not name.strip():
+        raise InputError("the 'crs' member must be {\"type\": \"name\", \"properties\": "
+                         "{\"name\": \"urn:ogc:def:crs:EPSG::25832\"}}", file=label, field="crs")
+    return checked_crs(name, "crs", label)
+
+
+def checked_crs(text: str, field: str, label: str | None = None) -> str:
+    """``text`` if pyproj knows the CRS (a projected or geographic 2D one), else InputError."""
+    try:
+        crs = pyproj.CRS(text)
+    except (pyproj.exceptions.CRSError, TypeError, ValueError) as e:
+        raise InputError(f"unknown CRS {text[:80]!r}", file=label, field=field) from e
+    if not (crs.is_projected or crs.is_geographic):
+        raise InputError(f"CRS {text[:80]!r} is neither projected nor geographic", file=label,
+                         field=field)
+    return text
 
 
 def _from_geojson_obj(obj: Any, label: str, crs: str | None) -> gpd.GeoDataFrame:
@@ -46,6 +141,12 @@ def _from_geojson_obj(obj: Any, label: str, crs: str | None) -> gpd.GeoDataFrame
                          field="type")
     if not feats:
         raise InputError("no features", file=label, field="features")
+    cap = int((config.settings().get("upload_limits") or {}).get("max_features", 10_000))
+    if len(feats) > cap:
+        from pattogis.errors import PayloadTooLarge
+
+        raise PayloadTooLarge(f"{len(feats)} features, more than the limit of {cap}", file=label,
+                              field="features", hint="send them in smaller batches")
     geoms, props = [], []
     for i, f in enumerate(feats, 1):
         if not isinstance(f, dict) or f.get("type") != "Feature":
@@ -53,8 +154,15 @@ def _from_geojson_obj(obj: Any, label: str, crs: str | None) -> gpd.GeoDataFrame
         g = f.get("geometry")
         if g is None:
             raise InputError("feature has no geometry", file=label, rows=[i], field="geometry")
+        if not isinstance(g, dict):
+            raise InputError("geometry must be a GeoJSON object", file=label, rows=[i],
+                             field="geometry")
         try:
-            geoms.append(shapely.geometry.shape(g))
+            geom = shapely.geometry.shape(g)
+            xy = shapely.get_coordinates(geom)
+            if not np.isfinite(xy).all():
+                raise ValueError("coordinates must be finite numbers")
+            geoms.append(geom)
         except Exception as e:  # shapely raises several types for malformed coordinates
             raise InputError(f"malformed geometry: {e}", file=label, rows=[i], field="geometry") from e
         p = f.get("properties") or {}
@@ -62,9 +170,11 @@ def _from_geojson_obj(obj: Any, label: str, crs: str | None) -> gpd.GeoDataFrame
             raise InputError("properties must be an object", file=label, rows=[i], field="properties")
         props.append(p)
     # RFC 7946: GeoJSON is WGS84 lon/lat; a legacy "crs" member may name another CRS.
-    named = (obj.get("crs") or {}).get("properties", {}).get("name")
-    gdf_crs = crs or named or "EPSG:4326"
-    return gpd.GeoDataFrame(pd.DataFrame(props), geometry=geoms, crs=gdf_crs)
+    named = crs_member(obj, label)
+    gdf_crs = checked_crs(crs, "crs", label) if crs else named or "OGC:CRS84"
+    df = pd.DataFrame(props)
+    check_properties(df, label)
+    return gpd.GeoDataFrame(df, geometry=geoms, crs=gdf_crs)
 
 
 def read_proposals(source: Any, *, crs: str | None = None, label: str | None = None,
@@ -85,13 +195,13 @@ def read_proposals(source: Any, *, crs: str | None = None, label: str | None = N
                 p.write_bytes(bytes(source))
                 return read_proposals(p, crs=crs, label=label)
         try:
-            source = json.loads(bytes(source).decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            source = loads(bytes(source).decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as e:
             raise InputError(f"malformed GeoJSON: {e}", file=label) from e
     if isinstance(source, str) and source.lstrip().startswith("{"):
         try:
-            source = json.loads(source)
-        except json.JSONDecodeError as e:
+            source = loads(source)
+        except ValueError as e:
             raise InputError(f"malformed GeoJSON: {e}", file=label) from e
     if isinstance(source, dict):
         gdf = _from_geojson_obj(source, label, crs)
@@ -99,19 +209,12 @@ def read_proposals(source: Any, *, crs: str | None = None, label: str | None = N
         path = Path(source)
         if not path.exists():
             raise InputError("file not found", file=str(path))
-        if path.suffix == ".parquet":
-            gdf = gpd.read_parquet(path)
-        else:
-            vpath = f"/vsizip/{path}" if path.suffix == ".zip" else str(path)
-            try:
-                gdf = gpd.read_file(vpath, engine="pyogrio")
-            except Exception as e:
-                raise InputError(f"cannot read the file: {e}", file=label) from e
+        gdf = _read_file(path, label)
         if gdf.crs is None:
             if crs is None:
                 raise InputError("the file has no CRS", file=label,
                                  hint="Give the CRS (e.g. crs='EPSG:25832') or add one to the file")
-            gdf = gdf.set_crs(crs)
+            gdf = gdf.set_crs(checked_crs(crs, "crs", label))
     elif isinstance(source, gpd.GeoDataFrame):
         gdf = source.copy()
         if gdf.crs is None:
@@ -122,8 +225,80 @@ def read_proposals(source: Any, *, crs: str | None = None, label: str | None = N
         raise InputError(f"cannot read proposals from {type(source).__name__}", file=label)
     if gdf.geometry.name != "geometry":
         gdf = gdf.rename_geometry("geometry")
+    if isinstance(source, (str, Path)):
+        gdf = _file_text(gdf)
+    check_properties(pd.DataFrame(gdf.drop(columns="geometry")), label)
     _check_lonlat(gdf, label)
-    return gdf.to_crs(config.working_crs())
+    out = gdf.to_crs(config.working_crs())
+    xy = shapely.get_coordinates(out.geometry.values)
+    if not np.isfinite(xy).all():  # a CRS whose area of use is far from here
+        bad = [int(i) + 1 for i, g in enumerate(out.geometry.values)
+               if not np.isfinite(shapely.get_coordinates(g)).all()]
+        raise InputError("coordinates cannot be placed in the working CRS", file=label, rows=bad,
+                         field="geometry", hint="check the declared CRS of the coordinates")
+    return out
+
+
+_READABLE = (".shp", ".gpkg", ".geojson", ".json", ".parquet")
+
+
+def _file_text(gdf: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """Text fields as the file's column types give them: a date column as ISO dates, a numeric
+    id or code as its digits (a GeoJSON body stays strict: there a number is a mistake)."""
+    gdf = gdf.copy()
+    for col in (*TEXT_FIELDS, "proposal_id"):
+        if col not in gdf.columns:
+            continue
+        s = gdf[col]
+        if pd.api.types.is_datetime64_any_dtype(s):
+            gdf[col] = s.dt.strftime("%Y-%m-%d").astype(object).where(s.notna(), None)
+        elif pd.api.types.is_integer_dtype(s):
+            gdf[col] = s.astype(str).astype(object)
+        elif s.dtype == object:
+            gdf[col] = [v.date().isoformat() if isinstance(v, pd.Timestamp)
+                        else v.isoformat() if hasattr(v, "isoformat") and not isinstance(v, str)
+                        else v for v in s]
+    return gdf
+
+
+def _read_file(path: Path, label: str) -> gpd.GeoDataFrame:
+    """A proposals file read within the upload limits: a zip is inflated by
+    :func:`pattogis.io.safe_unzip` (counted, bounded) and GDAL reads the extracted file."""
+    from pattogis.errors import PayloadTooLarge
+    from pattogis.io import UploadLimits, check_parquet, safe_unzip
+
+    lim = UploadLimits.from_settings()
+    if path.suffix.lower() == ".zip":
+        with tempfile.TemporaryDirectory() as d:
+            files = safe_unzip(path, d, lim, label=label)
+            found = sorted(f for f in files if f.suffix.lower() in _READABLE)
+            if len(found) != 1:
+                raise InputError(f"the zip holds {len(found)} readable layers, expected one",
+                                 file=label, hint="zip one Shapefile (.shp, .shx, .dbf, .prj), "
+                                 "GeoPackage or GeoJSON")
+            return _read_file(found[0], label)
+    if path.suffix.lower() == ".parquet":
+        check_parquet(path, lim, label=label)
+        try:
+            return gpd.read_parquet(path)
+        except Exception as e:  # pyarrow and geopandas raise several kinds
+            raise InputError(f"cannot read the GeoParquet file: {e}", file=label) from e
+    try:
+        layers = pyogrio.list_layers(path)
+        if len(layers) == 0:
+            raise InputError("the file holds no layer", file=label)
+        n = pyogrio.read_info(path, layer=str(layers[0][0]))["features"]
+    except InputError:
+        raise
+    except Exception as e:
+        raise InputError(f"cannot read the file: {e}", file=label) from e
+    if n > lim.max_features:
+        raise PayloadTooLarge(f"{n} features, more than the limit of {lim.max_features}",
+                              file=label, hint="send them in smaller batches")
+    try:
+        return gpd.read_file(path, layer=str(layers[0][0]), engine="pyogrio")
+    except Exception as e:
+        raise InputError(f"cannot read the file: {e}", file=label) from e
 
 
 def _check_lonlat(gdf: gpd.GeoDataFrame, label: str) -> None:
@@ -153,7 +328,8 @@ def _check_lonlat(gdf: gpd.GeoDataFrame, label: str) -> None:
 
 def validate_proposals(gdf: gpd.GeoDataFrame, comuni: gpd.GeoDataFrame, *,
                        split: str = "split", label: str = "proposals",
-                       defaults: dict[str, Any] | None = None) -> gpd.GeoDataFrame:
+                       defaults: dict[str, Any] | None = None,
+                       partial: bool = False) -> gpd.GeoDataFrame:
     """Check and complete proposals; return them in the working CRS, one row per comune part.
 
     - geometry: Polygon/MultiPolygon, valid, non-empty (invalid ones are refused, not repaired,
@@ -163,10 +339,17 @@ def validate_proposals(gdf: gpd.GeoDataFrame, comuni: gpd.GeoDataFrame, *,
     - ``comune_istat``: taken from the geometry; when given it must match;
     - a proposal across two or more comuni is split (``split='split'``) into parts or refused
       (``split='refuse'``).
+
+    ``partial=True`` checks an edit: only the properties present are checked (none is added, no
+    id is made); the geometry is checked and gives ``comune_istat`` as always.
     """
     law = config.law()
-    defaults = {"scenario": "base", "pool": POOLS_DEFAULT, "status": "bozza", "title": "",
-                "exemption": None, "owner": None} | (defaults or {})
+    check_properties(pd.DataFrame(gdf.drop(columns=gdf.geometry.name)), label)
+    if partial:
+        defaults = dict(defaults or {})
+    else:
+        defaults = {"scenario": "base", "pool": POOLS_DEFAULT, "status": "bozza", "title": "",
+                    "exemption": None, "owner": None} | (defaults or {})
     gdf = gdf.to_crs(comuni.crs).reset_index(drop=True)
     for col, val in defaults.items():
         if col not in gdf.columns:
@@ -190,43 +373,51 @@ def validate_proposals(gdf: gpd.GeoDataFrame, comuni: gpd.GeoDataFrame, *,
         raise InputError(f"invalid geometry ({reasons[0]})", file=label, rows=rows(invalid),
                          field="geometry", hint="Fix the drawing (self-intersections, rings)")
 
-    if "ptype" not in gdf.columns:
+    if "ptype" not in gdf.columns and not partial:
         raise InputError("field missing", file=label, field="ptype",
                          hint=f"One of: {', '.join(law['proposal_types'])}")
-    bad = ~gdf["ptype"].isin(list(law["proposal_types"]))
+    bad = (~gdf["ptype"].isin(list(law["proposal_types"])) if "ptype" in gdf.columns
+           else pd.Series(False, index=gdf.index))
     if bad.any():
         raise InputError(f"unknown proposal type '{gdf.loc[bad, 'ptype'].iloc[0]}'", file=label,
                          rows=rows(bad), field="ptype",
                          hint=f"One of: {', '.join(law['proposal_types'])}")
-    ex = gdf["exemption"]
+    ex = gdf["exemption"] if "exemption" in gdf.columns else pd.Series(None, index=gdf.index)
     bad = ex.notna() & ~ex.isin(list(law["exemptions"]))
     if bad.any():
         raise InputError(f"unknown exemption category '{ex[bad].iloc[0]}'", file=label,
                          rows=rows(bad), field="exemption",
                          hint=f"One of: {', '.join(law['exemptions'])} (config/law.yaml)")
-    bad = ~gdf["pool"].isin(list(law["pools"]))
+    bad = (~gdf["pool"].isin(list(law["pools"])) if "pool" in gdf.columns
+           else pd.Series(False, index=gdf.index))
     if bad.any():
         raise InputError(f"unknown pool '{gdf.loc[bad, 'pool'].iloc[0]}'", file=label,
                          rows=rows(bad), field="pool", hint=f"One of: {', '.join(law['pools'])}")
-    bad = ~gdf["status"].isin(STATUSES)
+    bad = (~gdf["status"].isin(STATUSES) if "status" in gdf.columns
+           else pd.Series(False, index=gdf.index))
     if bad.any():
         raise InputError("unknown status", file=label, rows=rows(bad), field="status",
                          hint=f"One of: {', '.join(STATUSES)}")
     # A proposal without a date is dated today (a draft being written now).
     today = pd.Timestamp.now(tz="UTC").date().isoformat()
-    if "date" not in gdf.columns:
+    if "date" not in gdf.columns and not partial:
         gdf["date"] = today
-    gdf["date"] = gdf["date"].where(gdf["date"].notna() & (gdf["date"].astype(str) != ""), today)
-    dates = pd.to_datetime(gdf["date"], errors="coerce", format="ISO8601")
-    bad = dates.isna()
-    if bad.any():
-        raise InputError("date is not an ISO date (YYYY-MM-DD)", file=label, rows=rows(bad),
-                         field="date")
-    gdf["date"] = dates.dt.strftime("%Y-%m-%d")
-    if "proposal_id" not in gdf.columns:
-        gdf["proposal_id"] = None
-    missing_id = gdf["proposal_id"].isna() | (gdf["proposal_id"].astype(str) == "")
-    gdf.loc[missing_id, "proposal_id"] = [uuid.uuid4().hex for _ in range(int(missing_id.sum()))]
+    if "date" in gdf.columns:
+        gdf["date"] = gdf["date"].where(gdf["date"].notna() & (gdf["date"].astype(str) != ""),
+                                        today)
+        dates = pd.to_datetime(gdf["date"], errors="coerce", format="ISO8601")
+        bad = dates.isna()
+        if bad.any():
+            raise InputError("date is not an ISO date (YYYY-MM-DD)", file=label, rows=rows(bad),
+                             field="date")
+        gdf["date"] = dates.dt.strftime("%Y-%m-%d")
+    if not partial:
+        if "proposal_id" not in gdf.columns:
+            gdf["proposal_id"] = None
+        gdf["proposal_id"] = gdf["proposal_id"].astype(object)
+        missing_id = gdf["proposal_id"].isna() | (gdf["proposal_id"].astype(str) == "")
+        gdf.loc[missing_id, "proposal_id"] = [uuid.uuid4().hex
+                                              for _ in range(int(missing_id.sum()))]
 
     # Which comuni each proposal falls in (by area, so a shared edge does not count).
     gdf["_row"] = np.arange(len(gdf)) + 1
@@ -264,7 +455,7 @@ def validate_proposals(gdf: gpd.GeoDataFrame, comuni: gpd.GeoDataFrame, *,
     parts["geometry"] = [shapely.MultiPolygon([p for p in shapely.get_parts(g) if p.geom_type == "Polygon"])
                          for g in parts.geometry.values]
     parts["area_ha"] = parts.geometry.area / 1e4
-    cols = FIELDS + ["part", "n_parts", "area_ha"]
+    cols = [c for c in FIELDS + ["part", "n_parts", "area_ha"] if c in parts.columns]
     extra = [c for c in gdf.columns if c not in cols + ["geometry", "_row"]]
     out = parts.sort_values(["_row", "part"])[cols + extra + ["geometry"]].reset_index(drop=True)
     return gpd.GeoDataFrame(out, geometry="geometry", crs=comuni.crs)

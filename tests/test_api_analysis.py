@@ -42,20 +42,33 @@ def test_posted_proposal_reaches_the_ledger_and_roles_hold(client):
     r = c.post("/proposals", json=feat, headers={"X-API-Key": keys["comune:037032"]})
     assert r.status_code in (200, 201), r.text
     pid = r.json()["features"][0]["properties"]["proposal_id"]
-    after = c.get("/analysis/budget", params={"comune": "037032"}).json()
+    own = {"X-API-Key": keys["comune:037032"]}
+    # a draft: in the comune's own budget, not in the public one (the read rule)
+    assert c.get("/analysis/budget", params={"comune": "037032"}).json()["consumed_ha"] == pytest.approx(
+        before["consumed_ha"])
+    after = c.get("/analysis/budget", params={"comune": "037032"}, headers=own).json()
     assert after["consumed_ha"] - before["consumed_ha"] == pytest.approx(1.0, rel=1e-4)
     assert after["remaining_locale_ha"] == pytest.approx(before["remaining_locale_ha"] - 1.0, rel=1e-4)
+    # submitted, it is public
+    tag = c.get(f"/proposals/{pid}", headers=own).headers["etag"]
+    r = c.patch(f"/proposals/{pid}", json={"properties": {"status": "presentata"}},
+                headers=own | {"If-Match": tag})
+    assert r.status_code == 200, r.text
+    assert c.get("/analysis/budget", params={"comune": "037032"}).json()["consumed_ha"] == pytest.approx(
+        after["consumed_ha"])
     # Reno Galliera cannot withdraw Imola's proposal; nothing changes.
-    r = c.post(f"/proposals/{pid}/withdraw", headers={"X-API-Key": keys["unione:Unione Reno Galliera"]})
+    tag = r.headers["etag"]
+    r = c.post(f"/proposals/{pid}/withdraw", headers={"X-API-Key": keys["unione:Unione Reno Galliera"],
+                                                      "If-Match": tag})
     assert r.status_code == 403
     assert c.get("/analysis/budget", params={"comune": "037032"}).json()["consumed_ha"] == pytest.approx(
         after["consumed_ha"])
     # The comune withdraws it: the ledger returns to where it was.
-    r = c.post(f"/proposals/{pid}/withdraw", headers={"X-API-Key": keys["comune:037032"]})
+    r = c.post(f"/proposals/{pid}/withdraw", headers=own | {"If-Match": tag})
     assert r.status_code == 200
-    assert c.get("/analysis/budget", params={"comune": "037032"}).json()["consumed_ha"] == pytest.approx(
-        before["consumed_ha"])
-
+    for h in ({}, own):
+        assert c.get("/analysis/budget", params={"comune": "037032"}, headers=h).json()["consumed_ha"] == pytest.approx(
+            before["consumed_ha"])
 
 @pytest.mark.realdata
 def test_scoring_with_posted_weights_changes_the_ranking(client):

@@ -20,9 +20,19 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from api.proposals import ERROR_STATUS, proposals_router, status_for
-from pattogis.errors import InputError, NotFound, PermissionDenied
-from pattogis.store import ConflictError, Unauthenticated, create_key, open_store
+from api.errors import install, status_of
+from api.proposals import proposals_router
+from pattogis.errors import (
+    ConflictError,
+    InputError,
+    NotFound,
+    PayloadTooLarge,
+    PermissionDenied,
+    PreconditionFailed,
+    PreconditionRequired,
+    Unauthenticated,
+)
+from pattogis.store import create_key, open_store
 
 try:  # tests/ is on sys.path under pytest's default import mode
     from pg_fixture import pg_cluster, postgis_url  # noqa: F401
@@ -54,15 +64,21 @@ def base_props(**kw: object) -> dict:
 class Env:
     """A store, a keys file with one key per role, and an app serving the router."""
 
-    def __init__(self, store, keys_path: Path, max_body: int | None = None) -> None:
+    def __init__(self, store, keys_path: Path, max_body: int | None = -1) -> None:
         self.store = store
         self.keys = {r: create_key(r, path=keys_path) for r in ROLES}
         self.app = FastAPI()
-        self.app.include_router(proposals_router(lambda: store, keys=keys_path, max_body=max_body))
+        install(self.app, max_body_bytes=max_body)  # the app's one error handler and body limit
+        self.app.include_router(proposals_router(lambda: store, keys=keys_path))
         self.client = TestClient(self.app)
 
-    def h(self, role: str) -> dict[str, str]:
-        return {"X-API-Key": self.keys[role]}
+    def h(self, role: str, pid: str | None = None) -> dict[str, str]:
+        """The role's key; with ``pid`` also If-Match with the proposal's current ETag."""
+        out = {"X-API-Key": self.keys[role]}
+        if pid is not None:
+            got = self.client.get(f"/proposals/{pid}", headers={"X-API-Key": self.keys["metro"]})
+            out["If-Match"] = got.headers["etag"]
+        return out
 
     def count(self) -> int:
         return len(self.store.list(role="metro"))
@@ -94,16 +110,21 @@ def test_post_geojson_in_utm(env: Env) -> None:
     r = env.client.post("/proposals", json=fc(feat(square("037001", 120.0), **base_props())),
                         headers=env.h(f"unione:{UA}"))
     assert r.status_code == 201, r.text
+    assert r.headers["content-type"] == "application/geo+json"
     body = r.json()
-    assert body["crs"]["properties"]["name"] == URN
+    assert "crs" not in body  # answers are CRS84 (RFC 7946) unless a CRS is asked for
     f = body["features"][0]
     pid = f["id"]
-    assert f["properties"]["proposal_id"] == pid
+    x, y = shapely.geometry.shape(f["geometry"]).centroid.coords[0]
+    assert 10.5 < x < 12.0 and 44.0 < y < 45.0
+    assert f["properties"]["proposal_id"] == pid and f["properties"]["version"] == 1
     # the comune comes from the geometry (pattogis.proposals), the owner from the key
     assert f["properties"]["comune_istat"] == "037001" and f["properties"]["owner"] == f"unione:{UA}"
-    got = env.client.get(f"/proposals/{pid}", headers=env.h("comune:037001")).json()
-    assert shapely.geometry.shape(got["geometry"]).area == pytest.approx(14_400.0)
-    assert got["crs"]["properties"]["name"] == URN
+    got = env.client.get(f"/proposals/{pid}", params={"crs": "EPSG:25832"},
+                         headers=env.h("comune:037001"))
+    assert got.headers["etag"] == '"1"'
+    assert shapely.geometry.shape(got.json()["geometry"]).area == pytest.approx(14_400.0)
+    assert got.json()["crs"]["properties"]["name"] == URN
 
 
 def test_post_geojson_in_wgs84(env: Env) -> None:
@@ -120,12 +141,13 @@ def test_post_geojson_in_wgs84(env: Env) -> None:
 
 
 def test_keys_are_required(env: Env) -> None:
-    r = env.client.get("/proposals")
-    assert r.status_code == 401 and "X-API-Key" in r.json()["detail"]
+    r = env.client.post("/proposals", json=fc(feat(square("037001", 10.0), **base_props())))
+    assert r.status_code == 401 and "X-API-Key" in r.json()["detail"] and env.count() == 0
     assert r.headers["www-authenticate"].startswith("ApiKey")
     assert env.client.get("/proposals", headers={"X-API-Key": "ptg_nope"}).status_code == 401
-    r = env.client.post("/proposals", json=fc(feat(square("037001", 10.0), **base_props())))
-    assert r.status_code == 401 and env.count() == 0
+    # reading needs no key: the public sees the public proposals (none yet)
+    r = env.client.get("/proposals")
+    assert r.status_code == 200 and r.json()["features"] == []
 
 
 def test_reads_are_scoped(env: Env) -> None:
@@ -137,13 +159,16 @@ def test_reads_are_scoped(env: Env) -> None:
     assert ids(f"unione:{UA}") == [a]
     assert ids("comune:037006") == [c]
     assert ids("metro", comune=["037001", "037006"]) == [a, c]
-    assert env.client.get(f"/proposals/{b}", headers=env.h(f"unione:{UA}")).status_code == 403
+    # a draft of another Unione is not there for UA, as an unknown id
+    assert env.client.get(f"/proposals/{b}", headers=env.h(f"unione:{UA}")).status_code == 404
+    assert env.client.get(f"/proposals/{b}").status_code == 404
     assert env.client.get(f"/proposals/{'0' * 32}", headers=env.h("metro")).status_code == 404
     # bbox in lon/lat around comune 037006's proposal only
     x, y = ORIGIN["037006"]
     box = gpd.GeoSeries([shapely.box(x + 10, y + 10, x + 20, y + 20)], crs="EPSG:25832").to_crs(4326).total_bounds
     assert ids("metro", bbox=",".join(map(str, box)), bbox_crs="EPSG:4326") == [c]
-    assert ids("metro", bbox=f"{x + 10},{y + 10},{x + 20},{y + 20}") == [c]
+    assert ids("metro", bbox=",".join(map(str, box))) == [c]  # CRS84 by default
+    assert ids("metro", bbox=f"{x + 10},{y + 10},{x + 20},{y + 20}", bbox_crs="EPSG:25832") == [c]
     assert env.client.get("/proposals", params={"bbox": "1,2,3"}, headers=env.h("metro")).status_code == 422
 
 
@@ -179,7 +204,7 @@ def test_proposal_across_comuni_is_split(env: Env) -> None:
     body = fc(feat(across, **base_props()))
     r = env.client.post("/proposals", json=body, headers=env.h(f"unione:{UA}"))
     assert r.status_code == 403 and env.count() == 0  # half of it is in another Unione
-    r = env.client.post("/proposals", json=body, headers=env.h("metro"))
+    r = env.client.post("/proposals", params={"crs": "EPSG:25832"}, json=body, headers=env.h("metro"))
     assert r.status_code == 201, r.text
     feats = r.json()["features"]
     assert sorted(f["properties"]["comune_istat"] for f in feats) == ["037001", "037002"]
@@ -194,19 +219,24 @@ def test_put_changes_what_is_sent_and_keeps_the_rest(env: Env) -> None:
     f = post_one(env, "comune:037001", "037001", scenario="PUG 2026", exemption="opere_pubbliche")
     pid = f["id"]
     r = env.client.put(f"/proposals/{pid}", json=fc(feat(square("037001", 300.0), title="ampliato")),
-                       headers=env.h(f"unione:{UA}"))
+                       headers=env.h(f"unione:{UA}", pid))
     assert r.status_code == 200, r.text
+    assert r.headers["etag"] == '"2"'
     p = r.json()["properties"]
-    assert (p["title"], p["scenario"], p["exemption"], p["owner"]) == (
-        "ampliato", "PUG 2026", "opere_pubbliche", "comune:037001")
-    assert shapely.geometry.shape(r.json()["geometry"]).area == pytest.approx(90_000.0)
-    # a Feature read from the API can be edited and sent back as it is
-    got = env.client.get(f"/proposals/{pid}", headers=env.h("metro")).json()
-    got["properties"]["status"] = "presentata"
-    r = env.client.put(f"/proposals/{pid}", json=got, headers=env.h("comune:037001"))
+    assert (p["title"], p["scenario"], p["exemption"], p["owner"], p["version"]) == (
+        "ampliato", "PUG 2026", "opere_pubbliche", "comune:037001", 2)
+    got = env.client.get(f"/proposals/{pid}", params={"crs": "EPSG:25832"}, headers=env.h("metro"))
+    assert shapely.geometry.shape(got.json()["geometry"]).area == pytest.approx(90_000.0)
+    # a Feature read from the API (CRS84) can be edited and sent back with its ETag
+    got = env.client.get(f"/proposals/{pid}", headers=env.h("metro"))
+    body = got.json()
+    body["properties"]["status"] = "presentata"
+    r = env.client.put(f"/proposals/{pid}", json=body,
+                       headers=env.h("comune:037001") | {"If-Match": got.headers["etag"]})
     assert r.status_code == 200, r.text
     assert r.json()["properties"]["status"] == "presentata"
-    audit = env.client.get(f"/proposals/{pid}/audit", headers=env.h("comune:037001")).json()
+    audit = env.client.get(f"/proposals/{pid}/audit", params={"crs": "EPSG:25832"},
+                           headers=env.h("comune:037001")).json()
     assert audit["crs"] == "EPSG:25832"
     assert [e["action"] for e in audit["entries"]] == ["create", "update", "update"]
     assert [e["role"] for e in audit["entries"]] == ["comune:037001", f"unione:{UA}", "comune:037001"]
@@ -215,6 +245,46 @@ def test_put_changes_what_is_sent_and_keeps_the_rest(env: Env) -> None:
     assert e["after"]["properties"]["title"] == "ampliato"
     assert shapely.geometry.shape(e["before"]["geometry"]).area == pytest.approx(10_000.0)
     assert shapely.geometry.shape(e["after"]["geometry"]).area == pytest.approx(90_000.0)
+    lonlat = env.client.get(f"/proposals/{pid}/audit", headers=env.h("metro")).json()
+    assert lonlat["crs"] == "OGC:CRS84"
+    x, _ = shapely.geometry.shape(lonlat["entries"][0]["after"]["geometry"]).centroid.coords[0]
+    assert 10.5 < x < 12.0
+
+
+def test_patch_is_a_merge_patch(env: Env) -> None:
+    pid = post_one(env, "comune:037006", "037006", exemption="opere_pubbliche")["id"]
+    r = env.client.patch(f"/proposals/{pid}", json={"properties": {"exemption": None, "title": "b"}},
+                         headers=env.h("comune:037006", pid) | {"Content-Type": "application/merge-patch+json"})
+    assert r.status_code == 200, r.text
+    p = r.json()["properties"]
+    assert (p["exemption"], p["title"], p["ptype"], p["version"]) == (None, "b", "nuova_urbanizzazione", 2)
+    lonlat = gpd.GeoSeries([square("037006", 50.0)], crs="EPSG:25832").to_crs(4326).iloc[0]
+    r = env.client.patch(f"/proposals/{pid}", json={"geometry": json.loads(shapely.to_geojson(lonlat))},
+                         headers=env.h("comune:037006", pid))
+    assert r.status_code == 200, r.text
+    assert env.store.get(pid, role="metro").geometry.iloc[0].area == pytest.approx(2_500.0, rel=1e-6)
+    r = env.client.patch(f"/proposals/{pid}", json={"properties": {"owner": "metro"}},
+                         headers=env.h("comune:037006", pid))
+    assert r.status_code == 422 and "owner" in r.json()["detail"]
+
+
+def test_if_match_is_required_and_checked(env: Env) -> None:
+    pid = post_one(env, "metro", "037001")["id"]
+    body = fc(feat(square("037001", 30.0), title="x"))
+    r = env.client.put(f"/proposals/{pid}", json=body, headers=env.h("metro"))
+    assert r.status_code == 428 and "If-Match" in r.json()["detail"]
+    assert env.client.post(f"/proposals/{pid}/withdraw", headers=env.h("metro")).status_code == 428
+    assert env.client.patch(f"/proposals/{pid}", json={"properties": {"title": "y"}},
+                            headers=env.h("metro")).status_code == 428
+    for stale in ('"7"', '"bogus"', 'W/"0"'):
+        r = env.client.put(f"/proposals/{pid}", json=body, headers=env.h("metro") | {"If-Match": stale})
+        assert r.status_code == 412, (stale, r.text)
+    assert env.store.get(pid, role="metro")["version"].iloc[0] == 1  # nothing changed
+    r = env.client.put(f"/proposals/{pid}", json=body, headers=env.h("metro") | {"If-Match": '"1"'})
+    assert r.status_code == 200 and r.headers["etag"] == '"2"'
+    r = env.client.put(f"/proposals/{pid}", json=body | {"features": [feat(square("037001", 31.0))]},
+                       headers=env.h("metro") | {"If-Match": '"1"'})
+    assert r.status_code == 412 and "version 2" in r.json()["detail"]
 
 
 def test_other_unione_cannot_edit_and_nothing_changes(env: Env) -> None:
@@ -222,41 +292,96 @@ def test_other_unione_cannot_edit_and_nothing_changes(env: Env) -> None:
     before = env.client.get(f"/proposals/{pid}", headers=env.h("metro")).json()
     trail = env.client.get(f"/proposals/{pid}/audit", headers=env.h("metro")).json()
     r = env.client.put(f"/proposals/{pid}", json=fc(feat(square("037001", 10.0), title="mia")),
-                       headers=env.h(f"unione:{UB}"))
+                       headers=env.h(f"unione:{UB}", pid))
+    assert r.status_code == 404  # UA's draft is not there for UB
+    r = env.client.post(f"/proposals/{pid}/withdraw", headers=env.h(f"unione:{UB}", pid))
+    assert r.status_code == 404
+    assert env.client.get(f"/proposals/{pid}/audit", headers=env.h(f"unione:{UB}")).status_code == 404
+    # submitted: UB reads it, still cannot write it or read its trail
+    r = env.client.patch(f"/proposals/{pid}", json={"properties": {"status": "presentata"}},
+                         headers=env.h(f"unione:{UA}", pid))
+    assert r.status_code == 200, r.text
+    before = env.client.get(f"/proposals/{pid}", headers=env.h("metro")).json()
+    trail = env.client.get(f"/proposals/{pid}/audit", headers=env.h("metro")).json()
+    assert env.client.get(f"/proposals/{pid}").json() == before  # public now
+    r = env.client.put(f"/proposals/{pid}", json=fc(feat(square("037001", 10.0), title="mia")),
+                       headers=env.h(f"unione:{UB}", pid))
     assert r.status_code == 403
-    r = env.client.post(f"/proposals/{pid}/withdraw", headers=env.h(f"unione:{UB}"))
-    assert r.status_code == 403
+    assert env.client.post(f"/proposals/{pid}/withdraw", headers=env.h(f"unione:{UB}", pid)).status_code == 403
     assert env.client.get(f"/proposals/{pid}/audit", headers=env.h(f"unione:{UB}")).status_code == 403
     assert env.client.get(f"/proposals/{pid}", headers=env.h("metro")).json() == before
     assert env.client.get(f"/proposals/{pid}/audit", headers=env.h("metro")).json() == trail
 
 
+def test_only_metro_approves_over_http(env: Env) -> None:
+    pid = post_one(env, "comune:037006", "037006", status="presentata")["id"]
+    r = env.client.patch(f"/proposals/{pid}", json={"properties": {"status": "approvata"}},
+                         headers=env.h("comune:037006", pid))
+    assert r.status_code == 403 and "metro" in r.json()["detail"]
+    r = env.client.patch(f"/proposals/{pid}", json={"properties": {"status": "approvata"}},
+                         headers=env.h("metro", pid))
+    assert r.status_code == 200 and r.json()["properties"]["status"] == "approvata"
+    r = env.client.post(f"/proposals/{pid}/withdraw", headers=env.h("comune:037006", pid))
+    assert r.status_code == 403
+
+
 def test_withdraw_keeps_the_proposal(env: Env) -> None:
     pid = post_one(env, "comune:037006", "037006")["id"]
-    r = env.client.post(f"/proposals/{pid}/withdraw", json={"note": "rinuncia"}, headers=env.h("comune:037006"))
+    r = env.client.post(f"/proposals/{pid}/withdraw", json={"note": "rinuncia"},
+                        headers=env.h("comune:037006", pid))
     assert r.status_code == 200 and r.json()["properties"]["status"] == "ritirata"
     got = env.client.get(f"/proposals/{pid}", headers=env.h("comune:037006"))
     assert got.status_code == 200 and got.json()["properties"]["status"] == "ritirata"
-    assert env.client.post(f"/proposals/{pid}/withdraw", headers=env.h("metro")).status_code == 409
-    r = env.client.put(f"/proposals/{pid}", json=fc(feat(square("037006", 10.0))), headers=env.h("metro"))
+    assert env.client.post(f"/proposals/{pid}/withdraw", headers=env.h("metro", pid)).status_code == 409
+    r = env.client.put(f"/proposals/{pid}", json=fc(feat(square("037006", 10.0))), headers=env.h("metro", pid))
     assert r.status_code == 409
+    r = env.client.post(f"/proposals/{pid}/withdraw", json={"note": "x" * 1001},
+                        headers=env.h("metro", pid))
+    assert r.status_code == 422 and "note" in r.json()["detail"]
     entries = env.client.get(f"/proposals/{pid}/audit", headers=env.h("metro")).json()["entries"]
     assert [(e["action"], e["note"]) for e in entries] == [("create", None), ("withdraw", "rinuncia")]
 
 
 def test_put_errors(env: Env) -> None:
     pid = post_one(env, "metro", "037001")["id"]
-    r = env.client.put(f"/proposals/{'0' * 32}", json=fc(feat(square("037001", 10.0))), headers=env.h("metro"))
+    r = env.client.put(f"/proposals/{'0' * 32}", json=fc(feat(square("037001", 10.0))),
+                       headers=env.h("metro") | {"If-Match": '"1"'})
     assert r.status_code == 404
     body = fc(feat(square("037001", 10.0), proposal_id="f" * 32))
-    r = env.client.put(f"/proposals/{pid}", json=body, headers=env.h("metro"))
+    r = env.client.put(f"/proposals/{pid}", json=body, headers=env.h("metro", pid))
     assert r.status_code == 422 and "differs" in r.json()["detail"]
     two = fc(feat(square("037001", 10.0)), feat(square("037001", 20.0)))
-    assert env.client.put(f"/proposals/{pid}", json=two, headers=env.h("metro")).status_code == 422
+    assert env.client.put(f"/proposals/{pid}", json=two, headers=env.h("metro", pid)).status_code == 422
     # moving it into another comune: the comune follows the geometry, the role must own both
-    r = env.client.put(f"/proposals/{pid}", json=fc(feat(square("037002", 10.0))), headers=env.h(f"unione:{UA}"))
+    r = env.client.put(f"/proposals/{pid}", json=fc(feat(square("037002", 10.0))),
+                       headers=env.h(f"unione:{UA}", pid))
     assert r.status_code == 403
     assert len(env.client.get(f"/proposals/{pid}/audit", headers=env.h("metro")).json()["entries"]) == 1
+
+
+def test_cli_ids_work_through_the_api(env: Env) -> None:
+    r = env.client.post("/proposals", json=fc(feat(square("037001", 40.0), **base_props(
+        proposal_id="CAS-EXP-01"))), headers=env.h("metro"))
+    assert r.status_code == 201, r.text
+    assert r.json()["features"][0]["id"] == "CAS-EXP-01"
+    r = env.client.patch("/proposals/CAS-EXP-01", json={"properties": {"title": "ok"}},
+                         headers=env.h("metro", "CAS-EXP-01"))
+    assert r.status_code == 200 and r.json()["id"] == "CAS-EXP-01"
+    assert env.client.get("/proposals/..%2Fetc", headers=env.h("metro")).status_code in (400, 404)
+
+
+def test_paging_and_unknown_parameters(env: Env) -> None:
+    ids = [post_one(env, "metro", "037001", side=10.0 + i)["id"] for i in range(5)]
+    h = env.h("metro")
+    page = env.client.get("/proposals", params={"limit": 2, "offset": 1}, headers=h).json()
+    assert [f["id"] for f in page["features"]] == ids[1:3]
+    assert (page["numberMatched"], page["numberReturned"]) == (5, 2)
+    nxt = [ln["href"] for ln in page["links"] if ln["rel"] == "next"][0]
+    assert [f["id"] for f in env.client.get(nxt, headers=h).json()["features"]] == ids[3:5]
+    assert env.client.get("/proposals", params={"limit": 0}, headers=h).status_code == 400
+    r = env.client.get("/proposals", params={"comunne": "037001"}, headers=h)
+    assert r.status_code == 400 and "comunne" in r.json()["detail"]
+    assert env.client.get(f"/proposals/{ids[0]}", params={"x": 1}, headers=h).status_code == 400
 
 
 # --- bad input -------------------------------------------------------------------------------
@@ -284,6 +409,28 @@ BAD_BODIES = {
                                           **base_props()))).encode(), "outside the metropolitan area"),
     "outside": (json.dumps(fc(feat(shapely.box(0, 0, 10, 10), **base_props()))).encode(), "outside"),
     "empty-body": (b"", "empty body"),
+    # the 500s of issue 14: crs members and ids of the wrong kind
+    "crs-string": (json.dumps(fc(feat(square("037001", 100.0), **base_props())) | {"crs": "EPSG:25832"}).encode(),
+                   "'crs' member"),
+    "crs-unknown-epsg": (json.dumps(fc(feat(square("037001", 100.0), **base_props()),
+                                       crs="urn:ogc:def:crs:EPSG::999999")).encode(), "unknown CRS"),
+    "crs-properties-list": (json.dumps(fc(feat(square("037001", 100.0), **base_props())) | {
+        "crs": {"type": "name", "properties": ["EPSG:25832"]}}).encode(), "'crs' member"),
+    "id-zero": (json.dumps(fc(feat(square("037001", 100.0), **base_props(proposal_id=0)))).encode(),
+                "must be text"),
+    "id-true": (json.dumps(fc(feat(square("037001", 100.0), **base_props(proposal_id=True)))).encode(),
+                "must be text"),
+    "id-nan": (b'{"type": "Feature", "crs": {"type": "name", "properties": {"name": "EPSG:25832"}}, '
+               b'"geometry": {"type": "Polygon", "coordinates": [[[681000, 4921000], [681100, 4921000], '
+               b'[681100, 4921100], [681000, 4921000]]]}, "properties": {"proposal_id": NaN, '
+               b'"ptype": "nuova_urbanizzazione"}}', "NaN is not a JSON number"),
+    "coordinates-nan": (b'{"type": "Feature", "geometry": {"type": "Polygon", "coordinates": '
+                        b'[[[11.2, 44.4], [NaN, 44.4], [11.3, 44.5], [11.2, 44.4]]]}, '
+                        b'"properties": {"ptype": "nuova_urbanizzazione"}}', "NaN is not a JSON number"),
+    "title-nul": (json.dumps(fc(feat(square("037001", 100.0), **base_props(title="a\x00b")))).encode(),
+                  "NUL character"),
+    "title-1mb": (json.dumps(fc(feat(square("037001", 100.0), **base_props(title="x" * 2**20)))).encode(),
+                  "longer than 200"),
 }
 @pytest.mark.parametrize(("body", "reason"), [
     pytest.param(*v, id=k) for k, v in BAD_BODIES.items()
@@ -315,15 +462,20 @@ def test_body_over_the_limit(store, tmp_path: Path) -> None:
     assert env.count() == 1
 
 
-def test_error_mapping() -> None:
-    assert status_for(InputError("x")) == 422
-    assert status_for(ConflictError("x")) == 409
-    assert status_for(PermissionDenied("x")) == 403
-    assert status_for(Unauthenticated("x")) == 401
-    assert status_for(NotFound("x")) == 404
-    kinds = [k for k, _ in ERROR_STATUS]  # a subclass must come before its parent
-    for i, k in enumerate(kinds):
-        assert not any(issubclass(k, earlier) for earlier in kinds[:i]), k
+def test_one_error_map() -> None:
+    """Every error carries its status; the app has one handler reading it."""
+    assert status_of(InputError("x")) == 422
+    assert status_of(ConflictError("x")) == 409
+    assert status_of(PermissionDenied("x")) == 403
+    assert status_of(Unauthenticated("x")) == 401
+    assert status_of(NotFound("x")) == 404
+    assert status_of(PreconditionFailed("x")) == 412
+    assert status_of(PreconditionRequired("x")) == 428
+    assert status_of(PayloadTooLarge("x")) == 413
+    assert status_of(ValueError("x")) == 500
+    import api.proposals as mod
+
+    assert not hasattr(mod, "ERROR_STATUS")  # no second table
 
 
 def test_openapi_declares_the_key(env: Env) -> None:
@@ -370,7 +522,8 @@ def test_50_parallel_clients_over_http(env: Env) -> None:
             results = list(pool.map(client, range(50)))
         assert [s for s, _ in results] == [201] * 50, [t for s, t in results if s != 201][:3]
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as h:
-            listed = h.get("/proposals", headers=env.h("metro")).json()["features"]
+            listed = h.get("/proposals", params={"crs": "EPSG:25832"},
+                           headers=env.h("metro")).json()["features"]
     finally:
         server.should_exit = True
         th.join(30)

@@ -247,7 +247,7 @@ def test_failed_build_leaves_previous_layers_untouched(tmp_path, raw_dir):
     with pytest.raises(MissingDataError):
         B.build(kit, out, log=lambda s: None)
     assert (out / "bologna.gpkg").read_bytes() == b"previous"
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".build-")] == []
+    assert [p.name for p in tmp_path.iterdir() if ".build-" in p.name] == []
 
 
 # --- fetch --------------------------------------------------------------------------------------

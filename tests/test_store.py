@@ -19,7 +19,7 @@ import pyogrio
 import pytest
 import shapely
 
-from pattogis.errors import InputError, NotFound, PermissionDenied
+from pattogis.errors import InputError, NotFound, PermissionDenied, PreconditionFailed
 from pattogis.store import (
     ConflictError,
     KeyRing,
@@ -148,14 +148,24 @@ def test_refused_batch_stores_nothing(store) -> None:
 def test_unione_cannot_modify_another_unione_proposal(store) -> None:
     pid = store.create(one("037001"), role=f"unione:{UA}")["proposal_id"].iloc[0]
     before = snapshot(store, pid)
+    # a draft of another Unione does not exist for UB: not found, as an unknown id
+    with pytest.raises(NotFound, match=f"unione:{UB}"):
+        store.update(pid, {"title": "presa da altri"}, role=f"unione:{UB}")
+    with pytest.raises(NotFound):
+        store.withdraw(pid, role=f"unione:{UB}")
+    assert snapshot(store, pid) == before  # row, geometry and audit untouched
+    assert len(before[2]) == 1
+    # submitted, it is public: readable by UB, still not writable
+    store.update(pid, {"status": "presentata"}, role=f"unione:{UA}")
+    before = snapshot(store, pid)
+    assert store.get(pid, role=f"unione:{UB}")["status"].iloc[0] == "presentata"
     with pytest.raises(PermissionDenied, match=f"unione:{UB}"):
         store.update(pid, {"title": "presa da altri"}, role=f"unione:{UB}")
     with pytest.raises(PermissionDenied):
         store.update(pid, {"geometry": square("037001", 999.0)}, role="comune:037002")
     with pytest.raises(PermissionDenied):
         store.withdraw(pid, role=f"unione:{UB}")
-    assert snapshot(store, pid) == before  # row, geometry and audit untouched
-    assert len(before[2]) == 1
+    assert snapshot(store, pid) == before
 
 
 def test_owner_cannot_move_a_proposal_out_of_its_scope(store) -> None:
@@ -179,12 +189,22 @@ def test_reads_are_scoped_to_the_role(store) -> None:
     assert seen[f"unione:{UB}"] == {ids["037002"]}
     assert seen["comune:037006"] == {ids["037006"]}
     assert seen["comune:037002"] == {ids["037002"]}
-    with pytest.raises(PermissionDenied):
+    assert len(store.list(role=None)) == 0  # drafts: nothing is public
+    with pytest.raises(NotFound):
         store.get(ids["037006"], role=f"unione:{UA}")
-    with pytest.raises(PermissionDenied):
+    with pytest.raises(NotFound):
+        store.get(ids["037006"], role=None)
+    with pytest.raises(NotFound):
         store.audit(ids["037002"], role="comune:037001")
     with pytest.raises(NotFound):
         store.get("0" * 32, role="metro")
+    # submitted: public, in every list; the audit trail stays with the writers
+    store.update(ids["037006"], {"status": "presentata"}, role="metro")
+    assert set(store.list(role=None)["proposal_id"]) == {ids["037006"]}
+    assert set(store.list(role=f"unione:{UA}")["proposal_id"]) == {ids["037001"], ids["037006"]}
+    assert store.get(ids["037006"], role=None)["status"].iloc[0] == "presentata"
+    with pytest.raises(PermissionDenied):
+        store.audit(ids["037006"], role=f"unione:{UA}")
 
 
 # --- audit, update, withdraw -----------------------------------------------------------------
@@ -276,7 +296,12 @@ BOWTIE = shapely.Polygon([(681_000, 4_921_000), (681_100, 4_921_100), (681_100, 
     (lambda: one("037001", date="1 marzo 2025"), "date", "not an ISO date"),
     (lambda: one("037001", comune_istat="099999"), "comune_istat", "unknown comune"),
     (lambda: one("037001", status="ritirata"), "status", "not a valid status"),
-    (lambda: one("037001", proposal_id="123"), "proposal_id", "32 lowercase hex"),
+    (lambda: one("037001", proposal_id="../etc"), "proposal_id", "not a valid id"),
+    (lambda: one("037001", proposal_id="-x"), "proposal_id", "not a valid id"),
+    (lambda: one("037001", proposal_id="a" * 65), "proposal_id", "not a valid id"),
+    (lambda: one("037001", proposal_id=7), "proposal_id", "must be text"),
+    (lambda: one("037001", title="x" * 201), "title", "longer than 200"),
+    (lambda: one("037001", scenario=True), "scenario", "must be text"),
     (lambda: one("037001").drop(columns="ptype"), "ptype", "missing field"),
 ])
 def test_bad_input_is_refused_and_stores_nothing(store, frame, field: str, message: str) -> None:
@@ -393,6 +418,79 @@ def test_concurrent_updates_of_one_proposal_serialise(store) -> None:
     assert final["title"].iloc[0] == last["properties"]["title"]
     i = int(last["properties"]["title"].split()[1])
     assert final.geometry.iloc[0].area == pytest.approx((20.0 + i) ** 2)
+
+
+def test_versions_and_expected_version(store) -> None:
+    """Every change adds 1 to the version; a change based on an older version is refused and
+    changes nothing (PreconditionFailed, HTTP 412)."""
+    pid = store.create(one("037001"), role="metro")["proposal_id"].iloc[0]
+    assert store.get(pid, role="metro")["version"].iloc[0] == 1
+    assert store.update(pid, {"title": "a"}, role="metro", expected_version=1)["version"].iloc[0] == 2
+    before = snapshot(store, pid)
+    with pytest.raises(PreconditionFailed, match="version 2.*version 1"):
+        store.update(pid, {"title": "b"}, role="metro", expected_version=1)
+    with pytest.raises(PreconditionFailed):
+        store.withdraw(pid, role="metro", expected_version=1)
+    assert snapshot(store, pid) == before
+    assert store.withdraw(pid, role="metro", expected_version=2)["version"].iloc[0] == 3
+
+
+def test_two_writers_of_different_fields_lose_nothing(store) -> None:
+    """20 trials: two writers read version v and change different fields at once. One wins,
+    the other gets PreconditionFailed, reads again and re-applies: both changes are kept."""
+    lost = 0
+    for trial in range(20):
+        pid = store.create(one("037001", title=f"t{trial}"), role="metro")["proposal_id"].iloc[0]
+        start = threading.Barrier(2)
+
+        def writer(change: dict, pid: str = pid, start: threading.Barrier = start) -> str:
+            v = int(store.get(pid, role="metro")["version"].iloc[0])
+            start.wait()
+            for _ in range(5):
+                try:
+                    store.update(pid, change, role="metro", expected_version=v)
+                    return "ok"
+                except PreconditionFailed:
+                    v = int(store.get(pid, role="metro")["version"].iloc[0])
+            return "gave up"
+
+        with ThreadPoolExecutor(2) as pool:
+            res = list(pool.map(writer, [{"title": "nuovo titolo"}, {"scenario": "PUG 2026"}]))
+        assert res == ["ok", "ok"]
+        got = store.get(pid, role="metro").iloc[0]
+        lost += (got["title"] != "nuovo titolo") + (got["scenario"] != "PUG 2026")
+        assert got["version"] == 3
+    assert lost == 0
+
+
+def test_only_metro_approves(store) -> None:
+    pid = store.create(one("037001"), role=f"unione:{UA}")["proposal_id"].iloc[0]
+    with pytest.raises(PermissionDenied, match="only the metropolitan office"):
+        store.update(pid, {"status": "approvata"}, role=f"unione:{UA}")
+    with pytest.raises(PermissionDenied, match="only the metropolitan office"):
+        store.create(one("037001", status="approvata"), role="comune:037001")
+    store.update(pid, {"status": "presentata"}, role="comune:037001")  # the owner submits
+    store.update(pid, {"status": "approvata"}, role="metro")
+    before = snapshot(store, pid)
+    for change in ({"title": "cambiato"}, {"status": "bozza"}):
+        with pytest.raises(PermissionDenied, match="approvata"):
+            store.update(pid, change, role=f"unione:{UA}")
+    with pytest.raises(PermissionDenied):
+        store.withdraw(pid, role="comune:037001")
+    assert snapshot(store, pid) == before
+    assert store.update(pid, {"title": "rettifica"}, role="metro")["title"].iloc[0] == "rettifica"
+
+
+def test_cli_style_ids_are_kept(store) -> None:
+    out = store.create(one("037001", proposal_id="CAS-EXP-01"), role="metro")
+    assert out["proposal_id"].iloc[0] == "CAS-EXP-01"
+    assert store.get("CAS-EXP-01", role="metro")["comune_istat"].iloc[0] == "037001"
+
+
+def test_permission_message_counts_rows_from_1(store) -> None:
+    both = pd.concat([one("037001"), one("037002")], ignore_index=True)
+    with pytest.raises(PermissionDenied, match=r"comune 037002 \(rows 2\)"):
+        store.create(both, role=f"unione:{UA}")
 
 
 def _process_client(path: str, worker: int, n: int) -> list[str]:
@@ -523,3 +621,26 @@ def test_concurrent_key_creation_loses_none(tmp_path: Path) -> None:
     assert len(list_keys(path=path)) == 20
     ring = KeyRing(path)
     assert all(ring.role_for(k).id == "metro" for k in keys)
+
+
+def test_a_store_made_before_versions_is_upgraded(store, tmp_path: Path) -> None:
+    """Stores written before versions get the column, every proposal at version 1."""
+    pid = store.create(one("037001"), role="metro")["proposal_id"].iloc[0]
+    if isinstance(store, GpkgStore):
+        import sqlite3
+
+        with sqlite3.connect(store.path) as con:
+            con.execute("ALTER TABLE proposals DROP COLUMN version")
+        again = GpkgStore(store.path, comuni=COMUNI)
+    else:
+        import psycopg
+
+        with psycopg.connect(store.url, autocommit=True) as con:
+            con.execute("ALTER TABLE proposals DROP COLUMN version")
+        again = open_store(store.url, comuni=COMUNI)
+    try:
+        assert again.get(pid, role="metro")["version"].iloc[0] == 1
+        assert again.update(pid, {"title": "x"}, role="metro", expected_version=1)["version"].iloc[0] == 2
+    finally:
+        if again is not store:
+            again.close()

@@ -2,14 +2,14 @@
 
 ``build(raw, out)`` reads every raw file, validates it, reprojects it to the working CRS and writes
 one GeoPackage (``bologna.gpkg``) plus tiled, compressed GeoTIFFs. Everything is written to a
-temporary folder first and moved into place at the end, so a failed build leaves the previous
-layer set untouched. A ``layer_catalog`` table records provenance for every layer.
+new folder beside the current set and switched in at the end in one atomic step
+(:func:`pattogis.layers.install_set`), so a failed build leaves the previous layer set
+untouched and a reader never sees a mix. A ``layer_catalog`` table records provenance for every layer.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import os
 import shutil
 import tempfile
 import time
@@ -451,7 +451,8 @@ def build(raw: str | Path | None = None, out: str | Path | None = None, *,
           crs: str | None = None, derive: bool = True, engine: str = "local",
           stations: list[str | Path] | None = None,
           log: Callable[[str], None] = print) -> Path:
-    """Build the whole layer set. Returns the folder written (``data/layers`` by default).
+    """Build the whole layer set. Returns the folder written (``data/layers/current`` by
+    default: a link to the new set).
 
     ``engine``: where the TU derivation runs, ``'local'`` or ``'dask'`` (partitioned by comune,
     same result; see :mod:`pattogis.engine`). ``stations``: users' station files merged into
@@ -459,10 +460,12 @@ def build(raw: str | Path | None = None, out: str | Path | None = None, *,
     from pattogis import layers as _layers
 
     raw_dir = resolve_raw(raw)
-    out_dir = Path(out).resolve() if out else _layers.layers_dir()
+    # not resolved: out_dir is the link that install_set switches, not the set it points at
+    out_dir = Path(out).absolute() if out else _layers.layers_root()
     crs = crs or config.working_crs()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=out_dir.parent))
+    _layers.clean_stale(out_dir, log=log)  # what interrupted builds left
+    tmp = Path(tempfile.mkdtemp(prefix=_layers.build_prefix(out_dir), dir=out_dir.parent))
     t0 = time.perf_counter()
     log(f"pattogis data build: raw kit {raw_dir} → {out_dir} ({crs})")
     try:
@@ -497,10 +500,11 @@ def build(raw: str | Path | None = None, out: str | Path | None = None, *,
 
 
 def _swap_into_place(tmp: Path, out_dir: Path) -> None:
-    """Replace the built files in ``out_dir`` by those in ``tmp``; other files stay."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for p in tmp.iterdir():
-        os.replace(p, out_dir / p.name)
+    """Make the complete build in ``tmp`` the layer set at ``out_dir`` in one atomic step
+    (:func:`pattogis.layers.install_set`: a versioned folder and a link switched by rename)."""
+    from pattogis import layers as _layers
+
+    _layers.install_set(tmp, out_dir)
 
 
 def layer_fingerprint(gpkg: str | Path, name: str) -> str:

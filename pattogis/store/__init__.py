@@ -26,6 +26,8 @@ from pattogis.store.auth import (
 from pattogis.store.base import (
     EDITABLE,
     FIELDS,
+    METRO_ONLY,
+    PUBLIC_STATUSES,
     STATUSES,
     WITHDRAWN,
     BaseStore,
@@ -69,7 +71,7 @@ def open_store(
 
 
 __all__ = [
-    "EDITABLE", "FIELDS", "STATUSES", "WITHDRAWN", "BaseStore", "ConflictError", "KeyRing",
+    "EDITABLE", "FIELDS", "METRO_ONLY", "PUBLIC_STATUSES", "STATUSES", "WITHDRAWN", "BaseStore", "ConflictError", "KeyRing",
     "Membership", "ProposalStore", "Role", "Unauthenticated", "authenticate", "create_key",
     "keys_path", "list_keys", "open_store", "revoke_key", "store_target",
 ]

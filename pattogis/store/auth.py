@@ -28,7 +28,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from pattogis.errors import ConfigError, InputError, PermissionDenied
+from pattogis.errors import ConfigError, InputError, Unauthenticated
 from pattogis.io import atomic_write_text
 from pattogis.settings import get_settings
 
@@ -37,10 +37,6 @@ DEFAULT_KEYS_PATH = "data/api_keys.json"
 ROLE_KINDS = ("comune", "unione", "metro")
 _ISTAT = re.compile(r"^\d{6}$")
 _KEY_PREFIX = "ptg"
-
-
-class Unauthenticated(PermissionDenied):
-    """No API key, or a key that is unknown or revoked (HTTP 401, not 403)."""
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,22 @@
 """The proposals store: one interface, two backends (GeoPackage and PostGIS).
 
-A proposal is one row of the legal ledger's schema (see ``docs``/schemas): proposal_id (uuid4
-hex), scenario, comune_istat, ptype, exemption, pool, title, date, status, owner, created_at,
-updated_at, geometry (MultiPolygon in the working CRS, EPSG:25832 by default; areas in m²).
+A proposal is one row of the legal ledger's schema (see ``docs``/schemas): proposal_id (the
+form of :data:`pattogis.proposals.ID_PATTERN`; uuid4 hex when none is given), scenario,
+comune_istat, ptype, exemption, pool, title, date, status, owner, created_at, updated_at,
+version (1 at creation, +1 at every change), geometry (MultiPolygon in the working CRS,
+EPSG:25832 by default; areas in m²).
+
+Read rule (the same in every face: API, OGC collections, maps, ledger, exports):
+proposals whose status is in :data:`PUBLIC_STATUSES` (presentata, approvata) are public;
+drafts (bozza) and withdrawn ones (ritirata) are seen only by the roles that may write them —
+the owner's comune, its Unione — and the metropolitan office. ``role=None`` reads as the public.
+
+Transitions: only the metropolitan office sets or changes an approved proposal
+(:data:`METRO_ONLY`); 'ritirata' is set by the withdraw action only.
+
+Optimistic concurrency: ``update`` and ``withdraw`` take ``expected_version``; the check, the
+read of the current row, the merge of the fields sent and the write happen in one transaction,
+so two writers never lose each other's changes (the second gets PreconditionFailed).
 
 Every change (create, update, withdraw) appends to an audit trail in the same transaction: who
 (role id), when (UTC), action, and the proposal before and after as GeoJSON Features in the
@@ -17,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import threading
 import uuid
 from abc import ABC, abstractmethod
@@ -32,27 +45,33 @@ import pyproj
 import shapely
 
 from pattogis import config
-from pattogis.errors import ConfigError, InputError, NotFound, PermissionDenied
+from pattogis.errors import (
+    ConfigError,
+    ConflictError,
+    InputError,
+    NotFound,
+    PermissionDenied,
+    PreconditionFailed,
+)
+from pattogis.proposals import check_properties, field_limits, valid_id
 from pattogis.store.auth import Membership, Role
 
 STATUSES = ("bozza", "presentata", "approvata", "ritirata")
 WITHDRAWN = "ritirata"
 FIELDS = (
     "proposal_id", "scenario", "comune_istat", "ptype", "exemption", "pool", "title", "date",
-    "status", "owner", "created_at", "updated_at",
+    "status", "owner", "created_at", "updated_at", "version",
 )
+#: Statuses anyone may read; the others only the roles that may write the proposal.
+PUBLIC_STATUSES = ("presentata", "approvata")
+#: Statuses only the metropolitan office may set, or change a proposal out of.
+METRO_ONLY = ("approvata",)
 # Fields a writer may set; proposal_id, owner and the timestamps belong to the store.
 EDITABLE = ("scenario", "comune_istat", "ptype", "exemption", "pool", "title", "date", "status")
 REQUIRED = ("scenario", "comune_istat", "ptype", "pool")
 AUDIT_FIELDS = ("audit_id", "proposal_id", "at", "role", "action", "note", "before", "after")
-_UUID_HEX = re.compile(r"^[0-9a-f]{32}$")
 
 Bbox = tuple[float, float, float, float]
-
-
-class ConflictError(InputError):
-    """Well-formed request that clashes with the state of the store: a withdrawn proposal, a
-    proposal_id already taken (HTTP 409)."""
 
 
 @runtime_checkable
@@ -71,19 +90,21 @@ class ProposalStore(Protocol):
     def create(self, proposals: gpd.GeoDataFrame, *, role: Role | str) -> gpd.GeoDataFrame: ...
 
     def update(
-        self, proposal_id: str, changes: Mapping[str, Any] | gpd.GeoDataFrame, *, role: Role | str
+        self, proposal_id: str, changes: Mapping[str, Any] | gpd.GeoDataFrame, *,
+        role: Role | str, expected_version: int | None = None,
     ) -> gpd.GeoDataFrame: ...
 
     def withdraw(
-        self, proposal_id: str, *, role: Role | str, note: str | None = None
+        self, proposal_id: str, *, role: Role | str, note: str | None = None,
+        expected_version: int | None = None,
     ) -> gpd.GeoDataFrame: ...
 
-    def get(self, proposal_id: str, *, role: Role | str) -> gpd.GeoDataFrame: ...
+    def get(self, proposal_id: str, *, role: Role | str | None) -> gpd.GeoDataFrame: ...
 
     def list(
         self,
         *,
-        role: Role | str,
+        role: Role | str | None,
         scenario: str | Iterable[str] | None = None,
         comune: str | Iterable[str] | None = None,
         owner: str | Iterable[str] | None = None,
@@ -164,6 +185,46 @@ class BaseStore(ABC):
     def _role(role: Role | str) -> Role:
         return Role.parse(role)
 
+    def can_read(self, role: Role | str | None, istat: str, status: str) -> bool:
+        """The read rule: public statuses for anyone, everything for the roles that may write."""
+        if status in PUBLIC_STATUSES:
+            return True
+        return role is not None and self.membership.can_write(Role.parse(role), istat)
+
+    def visible(self, proposals: gpd.GeoDataFrame, role: Role | str | None) -> gpd.GeoDataFrame:
+        """The rows of ``proposals`` (columns comune_istat, status) that ``role`` may read
+        (``None``: the public). Every face filters through here."""
+        if len(proposals) == 0:
+            return proposals
+        public = proposals["status"].isin(PUBLIC_STATUSES)
+        if role is None:
+            keep = public
+        else:
+            scope = self.membership.scope(Role.parse(role))
+            keep = public | (proposals["comune_istat"].isin(sorted(scope))
+                             if scope is not None else True)
+        return proposals[np.asarray(keep, dtype=bool)].reset_index(drop=True)
+
+    @staticmethod
+    def _check_transition(role: Role, old: str | None, new: str, pid: str) -> None:
+        """Only the metropolitan office sets an approved status or changes an approved proposal."""
+        if role.kind == "metro":
+            return
+        if new in METRO_ONLY and old != new:
+            raise PermissionDenied(f"role '{role.id}' may not set status '{new}' on proposal "
+                                   f"{pid}: only the metropolitan office (metro) approves")
+        if old in METRO_ONLY:
+            raise PermissionDenied(f"proposal {pid} is '{old}': only the metropolitan office "
+                                   "(metro) may change or withdraw it")
+
+    @staticmethod
+    def _check_version(cur: Mapping[str, Any], expected: int | None, pid: str) -> None:
+        if expected is not None and int(cur["version"]) != int(expected):
+            raise PreconditionFailed(
+                f"proposal {pid} is at version {cur['version']}, the change was based on "
+                f"version {expected}", field="If-Match",
+                hint="read it again (GET gives the ETag), apply the change, send it again")
+
     def _check_write(self, role: Role, istat: str, what: str) -> None:
         if not self.membership.can_write(role, istat):
             raise PermissionDenied(
@@ -171,11 +232,11 @@ class BaseStore(ABC):
                 + self._scope_text(role)
             )
 
-    def _check_read(self, role: Role, istat: str, what: str) -> None:
-        if not self.membership.can_write(role, istat):
-            raise PermissionDenied(
-                f"role '{role.id}' may not read {what} of comune {istat}: " + self._scope_text(role)
-            )
+    def _check_read(self, role: Role | None, rec: Mapping[str, Any], what: str) -> None:
+        """Refuse a proposal the role may not read as if it did not exist (its id says nothing)."""
+        if not self.can_read(role, rec["comune_istat"], rec["status"]):
+            raise NotFound(f"no {what} visible to "
+                           f"{'the public' if role is None else 'role ' + repr(role.id)}")
 
     def _scope_text(self, role: Role) -> str:
         scope = self.membership.scope(role)
@@ -200,6 +261,7 @@ class BaseStore(ABC):
                 hint=f"declare the CRS (the store works in {self.crs.to_string()})",
             )
         gdf = gdf.reset_index(drop=True)  # rows in errors: 1-based feature numbers
+        check_properties(pd.DataFrame(gdf.drop(columns=gdf.geometry.name)))  # types, lengths
         if not pyproj.CRS(gdf.crs).equals(self.crs):
             gdf = gdf.to_crs(self.crs)
         missing = [c for c in REQUIRED if c not in gdf.columns]
@@ -271,10 +333,11 @@ class BaseStore(ABC):
     def _ids(gdf: gpd.GeoDataFrame) -> pd.Series:
         given = gdf["proposal_id"] if "proposal_id" in gdf.columns else pd.Series(None, index=gdf.index)
         given = given.astype(object).where(given.notna(), None)
-        bad = given.notna() & ~given.astype(str).str.fullmatch(_UUID_HEX.pattern)
+        bad = given.notna() & ~given.map(valid_id).astype(bool)
         if bad.any():
             raise InputError(
-                "proposal_id must be 32 lowercase hex digits (uuid4 hex) or empty",
+                "proposal_id must be a letter or digit then up to 63 letters, digits, '_', '.' "
+                "or '-' (e.g. CAS-EXP-01), or empty",
                 rows=_rows(gdf.index[bad]), field="proposal_id",
             )
         if "part" in gdf.columns:
@@ -338,7 +401,8 @@ class BaseStore(ABC):
                     )
             row = changes.to_crs(self.crs) if not pyproj.CRS(changes.crs).equals(self.crs) else changes
             out = {c: row[c].iloc[0] for c in EDITABLE if c in row.columns}
-            out = {k: (None if not isinstance(v, str) and pd.isna(v) else v) for k, v in out.items()}
+            # a property sent as null keeps its value (send a dict with None to clear one)
+            out = {k: v for k, v in out.items() if isinstance(v, str) or not pd.isna(v)}
             out["geometry"] = row.geometry.iloc[0]
             return out
         unknown = [k for k in changes if k not in EDITABLE and k != "geometry"]
@@ -361,11 +425,15 @@ class BaseStore(ABC):
         if foreign.any():
             raise PermissionDenied(
                 f"role '{r.id}' may not write proposals of comune {v['comune_istat'][foreign].iloc[0]} "
-                f"(rows {', '.join(str(i) for i in v.index[foreign][:10])}): " + self._scope_text(r)
+                f"(rows {', '.join(str(i) for i in _rows(v.index[foreign])[:10])}): "
+                + self._scope_text(r)
             )
+        for st, pid in zip(v["status"], v["proposal_id"], strict=True):
+            self._check_transition(r, None, st, pid)
         t = now_utc()
         recs = pd.DataFrame(v.drop(columns="geometry"))
         recs["owner"], recs["created_at"], recs["updated_at"] = r.id, fmt_ts(t), fmt_ts(t)
+        recs["version"] = 1
         rows = recs[list(FIELDS)].to_dict("records")
         geoms = np.asarray(v.geometry.values, dtype=object)
         audit = [self._audit_entry(rec["proposal_id"], t, r, "create", None, feature(rec, g))
@@ -379,14 +447,22 @@ class BaseStore(ABC):
         return self._frame(rows, geoms)
 
     def update(
-        self, proposal_id: str, changes: Mapping[str, Any] | gpd.GeoDataFrame, *, role: Role | str
+        self, proposal_id: str, changes: Mapping[str, Any] | gpd.GeoDataFrame, *,
+        role: Role | str, expected_version: int | None = None,
     ) -> gpd.GeoDataFrame:
-        """Change editable fields and/or the geometry of a proposal; return it as stored."""
+        """Change editable fields and/or the geometry of a proposal; return it as stored.
+
+        Fields not in ``changes`` keep their stored value, read in the same transaction as the
+        write. ``expected_version``: the version the change was based on (PreconditionFailed
+        when the stored one differs); None skips the check (library and CLI callers)."""
         r = self._role(role)
         ch = self._changes(changes, proposal_id)
         with self._write() as tx:
             cur, cur_geom = self._current(tx, proposal_id, lock=True)
+            if not self.can_read(r, cur["comune_istat"], cur["status"]):
+                raise NotFound(f"no proposal with id '{proposal_id}' visible to role '{r.id}'")
             self._check_write(r, cur["comune_istat"], f"proposal {proposal_id}")
+            self._check_version(cur, expected_version, proposal_id)
             if cur["status"] == WITHDRAWN:
                 raise ConflictError(f"proposal {proposal_id} is withdrawn and cannot change")
             if ch.get("status") == WITHDRAWN:
@@ -401,76 +477,98 @@ class BaseStore(ABC):
             same = all(new[c] == cur[c] for c in EDITABLE) and shapely.to_wkb(new_geom) == shapely.to_wkb(cur_geom)
             if same:  # nothing changes, nothing to record
                 return self._frame([cur], [cur_geom])
+            self._check_transition(r, cur["status"], new["status"], proposal_id)
             t = now_utc()
-            rec = dict(cur) | new | {"updated_at": fmt_ts(t)}
+            rec = dict(cur) | new | {"updated_at": fmt_ts(t), "version": int(cur["version"]) + 1}
             self._replace(tx, rec, shapely.to_wkb(new_geom))
             self._append_audit(tx, [self._audit_entry(
                 proposal_id, t, r, "update", feature(cur, cur_geom), feature(rec, new_geom))])
         return self._frame([rec], [new_geom])
 
-    def withdraw(self, proposal_id: str, *, role: Role | str, note: str | None = None) -> gpd.GeoDataFrame:
+    def withdraw(self, proposal_id: str, *, role: Role | str, note: str | None = None,
+                 expected_version: int | None = None) -> gpd.GeoDataFrame:
         """Set status 'ritirata'. The row is kept, and the audit trail records who and when."""
         r = self._role(role)
+        if note is not None:
+            check_properties(pd.DataFrame({"note": [note]}))
+            lim = field_limits().get("note")
+            if not isinstance(note, str) or (lim and len(note) > lim):
+                raise InputError(f"the note must be text of at most {lim} characters",
+                                 field="note")
         with self._write() as tx:
             cur, geom = self._current(tx, proposal_id, lock=True)
+            if not self.can_read(r, cur["comune_istat"], cur["status"]):
+                raise NotFound(f"no proposal with id '{proposal_id}' visible to role '{r.id}'")
             self._check_write(r, cur["comune_istat"], f"proposal {proposal_id}")
+            self._check_version(cur, expected_version, proposal_id)
             if cur["status"] == WITHDRAWN:
                 raise ConflictError(f"proposal {proposal_id} is already withdrawn")
+            self._check_transition(r, cur["status"], WITHDRAWN, proposal_id)
             t = now_utc()
-            rec = dict(cur) | {"status": WITHDRAWN, "updated_at": fmt_ts(t)}
+            rec = dict(cur) | {"status": WITHDRAWN, "updated_at": fmt_ts(t),
+                               "version": int(cur["version"]) + 1}
             self._replace(tx, rec, shapely.to_wkb(geom))
             self._append_audit(tx, [self._audit_entry(
                 proposal_id, t, r, "withdraw", feature(cur, geom), feature(rec, geom), note)])
         return self._frame([rec], [geom])
 
-    def get(self, proposal_id: str, *, role: Role | str) -> gpd.GeoDataFrame:
-        r = self._role(role)
+    def get(self, proposal_id: str, *, role: Role | str | None) -> gpd.GeoDataFrame:
+        """One proposal, if the read rule lets ``role`` (None: the public) see it; else
+        NotFound, as for an unknown id."""
+        r = None if role is None else self._role(role)
         with self._read() as con:
             cur, geom = self._current(con, proposal_id, lock=False)
-        self._check_read(r, cur["comune_istat"], f"proposal {proposal_id}")
+        self._check_read(r, cur, f"proposal with id '{proposal_id}'")
         return self._frame([cur], [geom])
 
     def list(
         self,
         *,
-        role: Role | str,
+        role: Role | str | None,
         scenario: str | Iterable[str] | None = None,
         comune: str | Iterable[str] | None = None,
         owner: str | Iterable[str] | None = None,
         status: str | Iterable[str] | None = None,
         bbox: Bbox | None = None,
     ) -> gpd.GeoDataFrame:
-        """Proposals the role may read, filtered; ``bbox`` (minx, miny, maxx, maxy) in the store
-        CRS keeps those whose geometry intersects the box. Ordered by creation."""
-        r = self._role(role)
-        scope = self.membership.scope(r)
-        comuni = _as_list(comune)
-        if scope is not None:
-            comuni = sorted(scope if comuni is None else scope.intersection(comuni))
+        """Proposals the role may read (the read rule; ``role=None``: the public), filtered;
+        ``bbox`` (minx, miny, maxx, maxy) in the store CRS keeps those whose geometry
+        intersects the box. Ordered by creation."""
+        r = None if role is None else self._role(role)
+        statuses = _as_list(status)
+        if r is None:  # the public: push the rule into the query
+            statuses = [s for s in (statuses or STATUSES) if s in PUBLIC_STATUSES]
+            if not statuses:
+                return self._frame([], [])
         if bbox is not None:
             bbox = tuple(float(x) for x in bbox)  # type: ignore[assignment]
             if len(bbox) != 4 or not (bbox[0] <= bbox[2] and bbox[1] <= bbox[3]):
                 raise InputError("bbox must be minx, miny, maxx, maxy with min <= max", field="bbox")
         filters = {
-            "scenario": _as_list(scenario), "comune_istat": comuni,
-            "owner": _as_list(owner), "status": _as_list(status),
+            "scenario": _as_list(scenario), "comune_istat": _as_list(comune),
+            "owner": _as_list(owner), "status": statuses,
         }
-        if comuni is not None and not comuni:
-            return self._frame([], [])
         with self._read() as con:
             rows, wkbs = self._select(con, filters, bbox)
         out = self._frame(rows, shapely.from_wkb(np.asarray(wkbs, dtype=object)) if wkbs else [])
+        if r is not None:
+            out = self.visible(out, r)
         if bbox is not None and len(out):  # the index filters by envelope; keep true intersections
             out = out[out.intersects(shapely.box(*bbox))].reset_index(drop=True)
         return out
 
     def audit(self, proposal_id: str, *, role: Role | str) -> pd.DataFrame:
         """The audit trail of a proposal, oldest first: audit_id, proposal_id, at (UTC ISO),
-        role, action (create|update|withdraw), note, before, after (GeoJSON Feature dicts)."""
+        role, action (create|update|withdraw), note, before, after (GeoJSON Feature dicts).
+        Only the roles that may write the proposal read its trail (it holds its drafts)."""
         r = self._role(role)
         with self._read() as con:
             cur, _ = self._current(con, proposal_id, lock=False)
-            self._check_read(r, cur["comune_istat"], f"the audit trail of proposal {proposal_id}")
+            self._check_read(r, cur, f"proposal with id '{proposal_id}'")
+            if not self.membership.can_write(r, cur["comune_istat"]):
+                raise PermissionDenied(
+                    f"role '{r.id}' may not read the audit trail of proposal {proposal_id} of "
+                    f"comune {cur['comune_istat']}: " + self._scope_text(r))
             rows = self._select_audit(con, proposal_id)
         df = pd.DataFrame(rows, columns=list(AUDIT_FIELDS), dtype=object)  # None stays None
         df["audit_id"] = df["audit_id"].astype("int64")
@@ -494,6 +592,7 @@ class BaseStore(ABC):
         if got is None:
             raise NotFound(f"no proposal with id '{proposal_id}'")
         rec, wkb = got
+        rec["version"] = int(rec.get("version") or 1)
         return rec, shapely.from_wkb(wkb)
 
     @staticmethod
@@ -509,6 +608,8 @@ class BaseStore(ABC):
 
     def _frame(self, rows: list[dict[str, Any]], geoms: Any) -> gpd.GeoDataFrame:
         df = pd.DataFrame(rows, columns=list(FIELDS), dtype=object)  # missing values stay None
+        df["version"] = pd.array([int(v) if v is not None else 1 for v in df["version"]],
+                                 dtype="int64")
         return gpd.GeoDataFrame(df, geometry=gpd.GeoSeries(list(geoms), index=df.index, crs=self.crs))
 
     # --- backend primitives ------------------------------------------------------------------

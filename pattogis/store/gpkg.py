@@ -111,7 +111,8 @@ _TABLES = [
     geom MULTIPOLYGON NOT NULL, proposal_id TEXT NOT NULL UNIQUE, scenario TEXT NOT NULL,
     comune_istat TEXT NOT NULL, ptype TEXT NOT NULL, exemption TEXT, pool TEXT NOT NULL,
     title TEXT NOT NULL, date DATE, status TEXT NOT NULL, owner TEXT NOT NULL,
-    created_at DATETIME NOT NULL, updated_at DATETIME NOT NULL)""",
+    created_at DATETIME NOT NULL, updated_at DATETIME NOT NULL,
+    version INTEGER NOT NULL DEFAULT 1)""",
     f"CREATE INDEX {TABLE}_scenario ON {TABLE}(scenario)",
     f"CREATE INDEX {TABLE}_comune ON {TABLE}(comune_istat)",
     f"""CREATE TABLE {AUDIT} (audit_id INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL,
@@ -224,6 +225,9 @@ class GpkgStore(BaseStore):
             "'http://www.geopackage.org/spec120/#extension_rtree', 'write-only')", (TABLE,))
 
     def _check(self, con: sqlite3.Connection) -> None:
+        cols = {r[1] for r in con.execute(f"PRAGMA table_info({TABLE})")}
+        if "version" not in cols:  # a store made before versions: every proposal starts at 1
+            con.execute(f"ALTER TABLE {TABLE} ADD COLUMN version INTEGER NOT NULL DEFAULT 1")
         got = con.execute("SELECT srs_id FROM gpkg_geometry_columns WHERE table_name = ?", (TABLE,)).fetchone()
         if got is None or int(got[0]) != self.srid:
             raise ConfigError(

@@ -10,8 +10,6 @@ entry's ``after``.
 from __future__ import annotations
 
 import contextlib
-import queue
-import threading
 from collections.abc import Iterator
 from datetime import date, datetime
 from typing import Any
@@ -20,7 +18,7 @@ import numpy as np
 import pandas as pd
 import psycopg
 from psycopg import sql
-from psycopg.pq import TransactionStatus
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from pattogis.errors import ConfigError, MissingDataError
 from pattogis.store.base import AUDIT_FIELDS, FIELDS, BaseStore, Bbox, fmt_ts
@@ -30,43 +28,9 @@ AUDIT = "proposal_audit"
 _SCHEMA_LOCK = 7_262_001  # advisory lock id: one process creates the tables, others wait
 
 
-class _Pool:
-    """A small thread-safe connection pool: at most ``max_open`` connections at once (callers
-    beyond that wait), up to ``max_idle`` kept for reuse."""
-
-    def __init__(self, url: str, *, max_open: int = 20, max_idle: int = 5) -> None:
-        self.url = url
-        self._idle: queue.LifoQueue[psycopg.Connection] = queue.LifoQueue()
-        self._slots = threading.BoundedSemaphore(max_open)
-        self._max_idle = max_idle
-
-    def _new(self) -> psycopg.Connection:
-        con = psycopg.connect(self.url, autocommit=True)
-        con.execute("SET TIME ZONE 'UTC'")
-        return con
-
-    @contextlib.contextmanager
-    def connection(self) -> Iterator[psycopg.Connection]:
-        with self._slots:
-            try:
-                con = self._idle.get_nowait()
-            except queue.Empty:
-                con = self._new()
-            try:
-                yield con
-            finally:
-                healthy = not con.closed and con.info.transaction_status == TransactionStatus.IDLE
-                if healthy and self._idle.qsize() < self._max_idle:
-                    self._idle.put(con)
-                else:
-                    con.close()
-
-    def close(self) -> None:
-        while True:
-            try:
-                self._idle.get_nowait().close()
-            except queue.Empty:
-                return
+def _configure(con: psycopg.Connection) -> None:
+    """Every pooled connection speaks UTC (timestamps come back as the GeoPackage ones do)."""
+    con.execute("SET TIME ZONE 'UTC'")
 
 
 def _iso(v: Any) -> Any:
@@ -93,13 +57,19 @@ class PostgisStore(BaseStore):
         super().__init__(comuni=comuni, crs=crs)
         self.url = url
         self.schema = schema
-        self._pool = _Pool(url, max_open=max_connections)
+        # psycopg_pool: at most max_connections at once (callers beyond wait), broken ones
+        # replaced, a connection left in a transaction rolled back before reuse.
+        self._pool = ConnectionPool(url, min_size=1, max_size=max_connections, open=False,
+                                    kwargs={"autocommit": True}, configure=_configure,
+                                    name="pattogis-proposals")
         self._t = sql.Identifier(schema, TABLE)
         self._a = sql.Identifier(schema, AUDIT)
         self._cols = sql.SQL(", ").join(sql.Identifier(f) for f in FIELDS)
         try:
+            self._pool.open(wait=True, timeout=30)
             self._init_schema()
-        except psycopg.OperationalError as e:
+        except (psycopg.OperationalError, PoolTimeout) as e:
+            self._pool.close()
             raise MissingDataError(f"cannot connect to the proposals database: {e}") from e
 
     def __repr__(self) -> str:
@@ -128,8 +98,12 @@ class PostgisStore(BaseStore):
                 "ptype text NOT NULL, exemption text, pool text NOT NULL, title text NOT NULL, "
                 "date date, status text NOT NULL, owner text NOT NULL, "
                 "created_at timestamptz NOT NULL, updated_at timestamptz NOT NULL, "
+                "version integer NOT NULL DEFAULT 1, "
                 "geom geometry(MultiPolygon, {srid}) NOT NULL)"
             ).format(t=self._t, srid=sql.Literal(self.srid)))
+            # a store made before versions: every proposal starts at 1
+            con.execute(q("ALTER TABLE {t} ADD COLUMN IF NOT EXISTS version integer NOT NULL "
+                          "DEFAULT 1").format(t=self._t))
             con.execute(q("CREATE INDEX IF NOT EXISTS {i} ON {t} USING gist (geom)").format(
                 i=sql.Identifier(f"{TABLE}_geom_gist"), t=self._t))
             con.execute(q("CREATE INDEX IF NOT EXISTS {i} ON {t} (scenario, comune_istat)").format(
