@@ -119,10 +119,8 @@ def _profile(profile: ProfileSpec | str) -> Any:
 async def _score_input(request: Request) -> tuple[ScoreRequest, Any, str]:
     """(options, sites source or None, label) from a JSON body, a bare FeatureCollection body
     (options in the query) or a multipart upload (the file in ``file``, options as form fields)."""
-    from api.proposals import _read_limited, max_body_bytes
-
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    body = await _read_limited(request, max_body_bytes())
+    body = await request.body()  # bounded by the app's BodyLimitMiddleware (413 beyond)
     params: dict[str, Any] = dict(request.query_params)
     source: Any = None
     label = "body"

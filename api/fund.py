@@ -32,6 +32,7 @@ from starlette.concurrency import run_in_threadpool
 from pattogis import analysis, config
 from pattogis.errors import InputError, NotFound, PermissionDenied
 from pattogis.fund import MODES, export
+from pattogis.io import UploadLimits
 from pattogis.store import KeyRing, Role
 
 UPLOAD_SUFFIXES = (".csv", ".gpkg", ".geojson", ".json", ".zip", ".parquet", ".geoparquet")
@@ -112,7 +113,8 @@ def fund_router(runs: MutableMapping[str, gpd.GeoDataFrame], *,
             with tempfile.TemporaryDirectory(prefix="pattogis-fund-") as d:
                 tmp = Path(d) / f"upload{suffix}"
                 tmp.write_bytes(data)
-                projects = analysis.read_applications(tmp, label=name)
+                projects = analysis.read_applications(tmp, label=name,
+                                                         limits=UploadLimits.from_settings())
             res = analysis.fund(call, projects, mode, label=name)
             return projects, res
 

@@ -256,12 +256,14 @@ def fund_territory() -> Any:
     return workspace.default().cached("fund_territory", Territory.from_layers)
 
 
-def read_applications(path: str | Path, *, label: str | None = None) -> gpd.GeoDataFrame:
+def read_applications(path: str | Path, *, label: str | None = None,
+                      limits: Any = None) -> gpd.GeoDataFrame:
     """Applications from a file (CSV with ``wkt``/``epsg``, GPKG, GeoJSON, zipped SHP,
-    GeoParquet), checked, with the eligibility facts taken from the territory."""
+    GeoParquet), checked, with the eligibility facts taken from the territory; ``limits``
+    (:class:`pattogis.io.UploadLimits`) for a client's upload."""
     from pattogis.fund import projects_from_table
 
-    return projects_from_table(path, territory=fund_territory(), label=label)
+    return projects_from_table(path, territory=fund_territory(), label=label, limits=limits)
 
 
 def fund(call: str | Path | None = None, projects: gpd.GeoDataFrame | str | Path | None = None,

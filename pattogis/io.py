@@ -12,6 +12,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 @contextlib.contextmanager
@@ -159,3 +160,61 @@ def check_parquet(path: str | Path, limits: UploadLimits | None = None,
     if size > lim.max_inflated_bytes:
         raise PayloadTooLarge(f"the columns inflate to {size} bytes, more than the limit of "
                               f"{lim.max_inflated_bytes}", file=label)
+
+
+#: What a zip may carry as its one layer.
+READABLE_SUFFIXES = (".shp", ".gpkg", ".geojson", ".json", ".parquet", ".fgb")
+
+
+def read_vector_file(path: str | Path, *, label: str | None = None,
+                     limits: UploadLimits | None = None, layer: str | None = None) -> Any:
+    """Read the one vector layer of a file as a GeoDataFrame: GeoPackage, GeoJSON, FlatGeobuf,
+    GeoParquet, a Shapefile, or a zip holding one of them.
+
+    A zip is always inflated by :func:`safe_unzip` (counted and bounded, never by GDAL). With
+    ``limits`` (an upload from a client) a GeoParquet is checked from its footer and the number of
+    features is capped before anything is read; without them (a local file) only the zip is
+    bounded. Errors name the file (``label``): InputError (422), PayloadTooLarge (413).
+    """
+    # Heavy readers imported here: io is the bottom floor, imported by light modules too.
+    import geopandas as gpd
+    import pyogrio
+
+    from pattogis.errors import InputError, PayloadTooLarge
+
+    path = Path(path)
+    label = label or path.name
+    suffix = path.suffix.lower()
+    if suffix == ".zip":
+        with tempfile.TemporaryDirectory(prefix="pattogis-zip-") as d:
+            files = safe_unzip(path, d, limits or UploadLimits.from_settings(), label=label)
+            found = sorted(f for f in files if f.suffix.lower() in READABLE_SUFFIXES)
+            if len(found) != 1:
+                raise InputError(f"the zip holds {len(found)} readable layers, expected one",
+                                 file=label, hint="zip one Shapefile (.shp, .shx, .dbf, .prj), "
+                                 "GeoPackage or GeoJSON")
+            return read_vector_file(found[0], label=label, limits=limits)
+    if suffix in (".parquet", ".geoparquet"):
+        if limits is not None:
+            check_parquet(path, limits, label=label)
+        try:
+            return gpd.read_parquet(path)
+        except Exception as e:  # pyarrow and geopandas raise several kinds
+            raise InputError(f"cannot read the GeoParquet file: {e}", file=label) from e
+    try:
+        found_layers = pyogrio.list_layers(path)
+        if len(found_layers) == 0:
+            raise InputError("the file holds no layer", file=label)
+        name = layer or str(found_layers[0][0])
+        n = pyogrio.read_info(path, layer=name)["features"]
+    except InputError:
+        raise
+    except Exception as e:  # GDAL raises several kinds on broken files
+        raise InputError(f"cannot read the file: {e}", file=label) from e
+    if limits is not None and n > limits.max_features:
+        raise PayloadTooLarge(f"{n} features, more than the limit of {limits.max_features}",
+                              file=label, hint="send them in smaller batches")
+    try:
+        return gpd.read_file(path, layer=name, engine="pyogrio")
+    except Exception as e:  # GDAL raises several kinds on broken files
+        raise InputError(f"cannot read the file: {e}", file=label) from e

@@ -23,12 +23,12 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-import pyogrio
 import pyproj
 import shapely
 
 from pattogis import config
 from pattogis.errors import InputError
+from pattogis.io import UploadLimits, read_vector_file
 
 FIELDS = ["proposal_id", "scenario", "comune_istat", "ptype", "exemption", "pool", "title", "date",
           "status", "owner"]
@@ -209,7 +209,7 @@ def read_proposals(source: Any, *, crs: str | None = None, label: str | None = N
         path = Path(source)
         if not path.exists():
             raise InputError("file not found", file=str(path))
-        gdf = _read_file(path, label)
+        gdf = read_vector_file(path, label=label, limits=UploadLimits.from_settings())
         if gdf.crs is None:
             if crs is None:
                 raise InputError("the file has no CRS", file=label,
@@ -239,7 +239,6 @@ def read_proposals(source: Any, *, crs: str | None = None, label: str | None = N
     return out
 
 
-_READABLE = (".shp", ".gpkg", ".geojson", ".json", ".parquet")
 
 
 def _file_text(gdf: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
@@ -259,46 +258,6 @@ def _file_text(gdf: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
                         else v.isoformat() if hasattr(v, "isoformat") and not isinstance(v, str)
                         else v for v in s]
     return gdf
-
-
-def _read_file(path: Path, label: str) -> gpd.GeoDataFrame:
-    """A proposals file read within the upload limits: a zip is inflated by
-    :func:`pattogis.io.safe_unzip` (counted, bounded) and GDAL reads the extracted file."""
-    from pattogis.errors import PayloadTooLarge
-    from pattogis.io import UploadLimits, check_parquet, safe_unzip
-
-    lim = UploadLimits.from_settings()
-    if path.suffix.lower() == ".zip":
-        with tempfile.TemporaryDirectory() as d:
-            files = safe_unzip(path, d, lim, label=label)
-            found = sorted(f for f in files if f.suffix.lower() in _READABLE)
-            if len(found) != 1:
-                raise InputError(f"the zip holds {len(found)} readable layers, expected one",
-                                 file=label, hint="zip one Shapefile (.shp, .shx, .dbf, .prj), "
-                                 "GeoPackage or GeoJSON")
-            return _read_file(found[0], label)
-    if path.suffix.lower() == ".parquet":
-        check_parquet(path, lim, label=label)
-        try:
-            return gpd.read_parquet(path)
-        except Exception as e:  # pyarrow and geopandas raise several kinds
-            raise InputError(f"cannot read the GeoParquet file: {e}", file=label) from e
-    try:
-        layers = pyogrio.list_layers(path)
-        if len(layers) == 0:
-            raise InputError("the file holds no layer", file=label)
-        n = pyogrio.read_info(path, layer=str(layers[0][0]))["features"]
-    except InputError:
-        raise
-    except Exception as e:
-        raise InputError(f"cannot read the file: {e}", file=label) from e
-    if n > lim.max_features:
-        raise PayloadTooLarge(f"{n} features, more than the limit of {lim.max_features}",
-                              file=label, hint="send them in smaller batches")
-    try:
-        return gpd.read_file(path, layer=str(layers[0][0]), engine="pyogrio")
-    except Exception as e:
-        raise InputError(f"cannot read the file: {e}", file=label) from e
 
 
 def _check_lonlat(gdf: gpd.GeoDataFrame, label: str) -> None:

@@ -408,6 +408,7 @@ def scheda_comune_html(istat: str, *, scenario: str | None = None,
     p = led.proposals[led.proposals["comune_istat"] == istat] if len(led.proposals) else led.proposals
     pcols = ["proposal_id", "ptype", "status", "date", "area_ha", "outside_tu_ha", "consumed_ha",
              "exempt_ha", "desealed_ha"]
+    pcols = [c for c in pcols if c in p.columns]  # a store's proposal may carry no date
     types = {k: v.get("label", k) for k, v in config.law()["proposal_types"].items()}
     ptab = pd.DataFrame(p[pcols]).assign(ptype=lambda d: d["ptype"].map(types).fillna(d["ptype"]))
     if "title" in p.columns:  # the title under the id: the table must fit an A4 page

@@ -266,6 +266,15 @@ def real_client(built_layers: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPa
     st.close()
 
 
+def _same_doc(a: httpx.Response, b: httpx.Response) -> bool:
+    """Two answers equal but for the generation time a document prints."""
+    import re
+
+    def strip(r: httpx.Response) -> str:
+        return re.sub(r"\d{2}/\d{2}/\d{4} \d{2}:\d{2} UTC", "", r.text)
+    return strip(a) == strip(b)
+
+
 @pytest.mark.realdata
 def test_drafts_are_not_public_in_any_face(real_client) -> None:  # noqa: ANN001
     client, st, keys = real_client
@@ -298,6 +307,21 @@ def test_drafts_are_not_public_in_any_face(real_client) -> None:  # noqa: ANN001
     row = [f for f in items["features"] if f["properties"]["istat"] == "037032"][0]
     assert row["properties"]["n_proposals"] == 0
     assert client.get(f"/proposals/{pid}").status_code == 404
+    # the documents and the monitoring follow the same rule (the draft's title, or its hectares)
+    faces = [("/analysis/monitoring", {"comune": "037032"}),
+             ("/analysis/scheda/comune/037032", {"format": "html"}),
+             ("/analysis/export/ledger", {"format": "csv", "comune": "037032"})]
+    for url, params in faces:
+        hidden = client.get(url, params=params)
+        shown = client.get(url, params=params, headers={"X-API-Key": keys["comune:037032"]})
+        assert hidden.status_code == 200 and shown.status_code == 200, (url, hidden.text[:200])
+        other = client.get(url, params=params, headers={"X-API-Key": keys["comune:037006"]})
+        # the draft counts only for its owner; another comune sees what the public sees
+        assert not _same_doc(hidden, shown) and _same_doc(hidden, other), url
+        assert "RISERVATA" not in hidden.text, url
+    assert "RISERVATA" in client.get("/analysis/scheda/comune/037032",
+                                     headers={"X-API-Key": keys["metro"]}).text
+
     # submitted: public everywhere
     st.update(pid, {"status": "presentata"}, role="comune:037032")
     assert budget(None)["n_proposals"] == 1
@@ -320,3 +344,16 @@ def test_fund_map_takes_call_ids_not_paths(real_client, monkeypatch: pytest.Monk
         assert r.status_code == 404 and "bando_2023" in r.json()["detail"], (bad, r.text)
         assert time.perf_counter() - t0 < 1.0
     assert opened == []  # no file named by the request was opened
+
+
+@pytest.mark.realdata
+def test_every_upload_face_inflates_within_the_limits(real_client) -> None:  # noqa: ANN001
+    """Own sites (/analysis/score) and fund applications (/fund/runs) read zips through the same
+    bounded inflater as proposals: a zip bomb is a 413 naming the limit, not 1 GiB of work."""
+    client, _, keys = real_client
+    bomb = zip_bomb(256 * 2**20)
+    r = client.post("/analysis/score", files={"file": ("siti.zip", bomb, "application/zip")})
+    assert r.status_code == 413 and "zip bomb" in r.text, r.text
+    r = client.post("/fund/runs", files={"file": ("domande.zip", bomb, "application/zip")},
+                    headers={"X-API-Key": keys["metro"]})
+    assert r.status_code == 413 and "zip bomb" in r.text, r.text

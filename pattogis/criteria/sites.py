@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import json
 import tempfile
-import zipfile
 from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
@@ -27,6 +26,7 @@ from pattogis import config
 from pattogis.criteria.context import CriteriaContext, check_not_geographic
 from pattogis.criteria.zonal import zonal_stats
 from pattogis.errors import InputError
+from pattogis.io import UploadLimits, read_vector_file
 from pattogis.proposals import _from_geojson_obj  # the project's GeoJSON parser (rows, crs member)
 
 POLYGON_TYPES = (3, 6)  # shapely type ids of Polygon and MultiPolygon
@@ -76,31 +76,6 @@ def sniff_format(data: bytes) -> str:
     if bytes(data[:4096]).lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{"):
         return "geojson"
     return "csv"
-
-
-def read_zip(path: str | Path, *, label: str | None = None) -> gpd.GeoDataFrame:
-    """The one Shapefile in a zip archive (with its .shx, .dbf and, for its CRS, .prj).
-
-    Every read of a zip archive goes through here, so limits on archives apply in one place.
-    """
-    label = label or str(path)
-    try:
-        with zipfile.ZipFile(path) as z:
-            names = [n for n in z.namelist() if not n.endswith("/") and "__MACOSX" not in n]
-    except zipfile.BadZipFile as e:
-        raise InputError(f"not a readable zip archive: {e}", file=label) from e
-    shp = [n for n in names if n.lower().endswith(".shp")]
-    if len(shp) != 1:
-        raise InputError(f"the archive must hold exactly one Shapefile (.shp), found {len(shp)}",
-                         file=label, hint="Zip the .shp with its .shx, .dbf and .prj files")
-    stem = shp[0][:-4]
-    lacking = [ext for ext in (".shx", ".dbf") if not any(n.lower() == (stem + ext).lower() for n in names)]
-    if lacking:
-        raise InputError(f"the Shapefile {shp[0]} lacks {', '.join(lacking)}", file=label)
-    try:
-        return gpd.read_file(f"/vsizip/{Path(path).resolve()}/{shp[0]}", engine="pyogrio")
-    except Exception as e:  # GDAL raises several types on broken files
-        raise InputError(f"cannot read the Shapefile: {e}", file=label) from e
 
 
 def _pick(columns: list[str], chosen: str | None, tried: list[str], what: str, label: str,
@@ -165,8 +140,10 @@ def _read_csv(text: str, label: str, crs: str | None, params: dict[str, Any], *,
 
 
 def _read_source(source: Any, label: str, crs: str | None, params: dict[str, Any],
-                 fmt: str | None, csv_fields: dict[str, str | None]) -> gpd.GeoDataFrame:
-    """Any accepted source as a GeoDataFrame in the CRS it declares (``crs`` when none)."""
+                 fmt: str | None, csv_fields: dict[str, str | None],
+                 limits: UploadLimits | None = None) -> gpd.GeoDataFrame:
+    """Any accepted source as a GeoDataFrame in the CRS it declares (``crs`` when none). Bytes
+    are an upload: read within the settings' upload limits."""
     if isinstance(source, gpd.GeoDataFrame):
         return source.copy()
     if isinstance(source, dict):
@@ -187,7 +164,8 @@ def _read_source(source: Any, label: str, crs: str | None, params: dict[str, Any
         with tempfile.TemporaryDirectory() as d:
             p = Path(d) / f"upload.{fmt}"
             p.write_bytes(bytes(source))
-            return _read_source(p, label, crs, params, fmt, csv_fields)
+            return _read_source(p, label, crs, params, fmt, csv_fields,
+                                limits=UploadLimits.from_settings())
     path = Path(source)
     if not path.exists():
         raise InputError("file not found", file=str(path))
@@ -197,14 +175,8 @@ def _read_source(source: Any, label: str, crs: str | None, params: dict[str, Any
                          hint="Use .gpkg, .geojson, a zipped Shapefile (.zip), .parquet or .csv")
     if fmt in ("geojson", "csv"):
         return _read_source(path.read_bytes(), label, crs, params, fmt, csv_fields)
-    if fmt == "zip":
-        return read_zip(path, label=label)
-    try:
-        if fmt == "parquet":
-            return gpd.read_parquet(path)
-        return gpd.read_file(path, engine="pyogrio")
-    except Exception as e:  # pyogrio / pyarrow raise several types on broken files
-        raise InputError(f"cannot read the file as {fmt}: {e}", file=label) from e
+    # zips are inflated by pattogis.io (bounded), never by GDAL
+    return read_vector_file(path, label=label, limits=limits)
 
 
 def _check_in_italy(gdf: gpd.GeoDataFrame, label: str) -> None:
@@ -264,7 +236,7 @@ def read_candidates(source: Any, *, crs: str | None = None, id_field: str | None
 
     ``source``: a path, upload bytes, a GeoJSON dict or a GeoDataFrame. Formats: GeoPackage,
     GeoJSON (RFC 7946 CRS84 lon/lat, or the CRS of a legacy ``crs`` member), a zipped Shapefile
-    (:func:`read_zip`), GeoParquet, CSV with a WKT column or lon/lat columns (``,`` ``;`` or tab
+    (inflated within limits by :func:`pattogis.io.read_vector_file`), GeoParquet, CSV with a WKT column or lon/lat columns (``,`` ``;`` or tab
     separated; decimal comma accepted). The format comes from the first bytes of an upload, from
     the suffix of a path, or ``fmt``. ``crs``: the CRS of a source that declares none (CSV and
     GeoJSON default to WGS84 lon/lat); a source that declares one keeps it.

@@ -44,6 +44,7 @@ from pattogis.errors import InputError
 from pattogis.fund.call import APPLICANT_TYPES
 from pattogis.fund.fmt import to_cents_array
 from pattogis.fund.territory import Territory, resolve
+from pattogis.io import UploadLimits, read_vector_file
 
 REQUIRED = ("project_id", "applicant", "applicant_type", "requested_eur", "merit")
 OPTIONAL = ("title", "unione", "comune_istat", "territorial_system", "fragile",
@@ -416,9 +417,11 @@ def _sniff(path: Path) -> tuple[str, bool]:
 def projects_from_table(path: str | Path, *, layer: str | None = None,
                         tu: gpd.GeoDataFrame | None = None,
                         territory: Territory | None = None,
-                        label: str | None = None) -> pd.DataFrame:
+                        label: str | None = None,
+                        limits: UploadLimits | None = None) -> pd.DataFrame:
     """Read and check a projects file: CSV (',' or ';' separated; with ';' decimals may use a
-    comma), GeoPackage (``layer`` or the first), GeoJSON, Shapefile or GeoParquet.
+    comma), GeoPackage (``layer`` or the first), GeoJSON, Shapefile or GeoParquet. ``limits``:
+    an upload's limits (:class:`pattogis.io.UploadLimits`); a zip is always inflated bounded.
 
     Returns :func:`validate_projects`'s table (a GeoDataFrame in the working CRS when the file
     has geometries). Errors name the file, the rows (1 = first record) and the field.
@@ -438,10 +441,10 @@ def projects_from_table(path: str | Path, *, layer: str | None = None,
             df: pd.DataFrame = pd.read_csv(io.StringIO(body), sep=sep, dtype=str,
                                            keep_default_na=False)
             df.columns = [str(c).strip() for c in df.columns]
-        elif suffix in (".parquet", ".geoparquet"):
-            df = gpd.read_parquet(path)
-        elif suffix in (".gpkg", ".geojson", ".json", ".shp", ".zip", ".fgb"):
-            df = gpd.read_file(path, layer=layer) if layer else gpd.read_file(path)
+        elif suffix in (".parquet", ".geoparquet", ".gpkg", ".geojson", ".json", ".shp", ".zip",
+                        ".fgb"):
+            # zips inflated within limits by pattogis.io, never by GDAL
+            df = read_vector_file(path, label=src, limits=limits, layer=layer)
         else:
             raise InputError(f"unsupported projects file type '{suffix}'", file=src,
                              hint="use CSV, GeoPackage, GeoJSON, Shapefile or GeoParquet")
