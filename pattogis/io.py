@@ -190,9 +190,17 @@ def read_vector_file(path: str | Path, *, label: str | None = None,
             files = safe_unzip(path, d, limits or UploadLimits.from_settings(), label=label)
             found = sorted(f for f in files if f.suffix.lower() in READABLE_SUFFIXES)
             if len(found) != 1:
-                raise InputError(f"the zip holds {len(found)} readable layers, expected one",
-                                 file=label, hint="zip one Shapefile (.shp, .shx, .dbf, .prj), "
-                                 "GeoPackage or GeoJSON")
+                raise InputError(f"the zip must hold exactly one layer (one Shapefile, "
+                                 f"GeoPackage or GeoJSON), found {len(found)}", file=label,
+                                 hint="zip one Shapefile (.shp, .shx, .dbf, .prj), GeoPackage "
+                                 "or GeoJSON")
+            if found[0].suffix.lower() == ".shp":
+                lacking = [ext for ext in (".shx", ".dbf")
+                           if not found[0].with_suffix(ext).exists()
+                           and not found[0].with_suffix(ext.upper()).exists()]
+                if lacking:
+                    raise InputError(f"the Shapefile {found[0].name} lacks {', '.join(lacking)}",
+                                     file=label, hint="zip the .shp with its .shx, .dbf and .prj")
             return read_vector_file(found[0], label=label, limits=limits)
     if suffix in (".parquet", ".geoparquet"):
         if limits is not None:

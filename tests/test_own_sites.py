@@ -117,7 +117,12 @@ def test_zip_without_one_shapefile_is_refused(tmp_path):
         f.writestr("leggimi.txt", "nulla")
     with pytest.raises(InputError) as e:
         read_candidates(z)
-    assert "exactly one Shapefile" in str(e.value)
+    assert "exactly one layer" in str(e.value) and "found 0" in str(e.value)
+    with zipfile.ZipFile(z, "w") as f:  # a .shp without its .dbf: refused, not read bare
+        f.writestr("siti.shp", b"\0" * 100)
+        f.writestr("siti.shx", b"\0" * 100)
+    with pytest.raises(InputError, match=r"siti.shp lacks .dbf"):
+        read_candidates(z)
 
 
 # --- every format, on the real layers, through both faces ----------------------------------------
