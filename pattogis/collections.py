@@ -53,6 +53,10 @@ class Summary:
     bbox: tuple[float, float, float, float] | None
     geometry_type: str
     temporal: tuple[str | None, str | None] | None = None
+    #: (name, dtype) of each property, dtype as pandas/pyogrio name it ('int64', 'object'...)
+    fields: tuple[tuple[str, str], ...] = ()
+    #: the CRS the features are stored in ('EPSG:25832'), None when unknown
+    storage_crs: str | None = None
 
 
 @dataclass(frozen=True)
@@ -140,6 +144,10 @@ class CollectionData:
         n = len(gdf)
         self.count = n
         geoms = np.asarray(gdf.geometry.values, dtype=object)
+        #: the CRS the data are stored in (EPSG:25832 for the layer set) and their geometries in
+        #: it, unrounded: what a request in the storage CRS gets back exactly
+        self.storage_crs = pyproj.CRS.from_user_input(gdf.crs)
+        self.source_geometry = geoms
         tr = pyproj.Transformer.from_crs(gdf.crs, CRS84, always_xy=True)
 
         def _reproject(xy: np.ndarray) -> np.ndarray:
@@ -188,7 +196,73 @@ class CollectionData:
             self.t_start, self.t_end = start, end
             self.temporal = (_iso(t.min()), _iso(t.max()))
 
+        #: the properties (positions 0..n-1 as index): filters, sorting and property selection
+        self.properties = pd.DataFrame(gdf.drop(columns=gdf.geometry.name)).reset_index(drop=True)
+        self.fields = tuple((str(c), str(t)) for c, t in self.properties.dtypes.items())
+        self.numeric_ids = numeric_ids
+        self._frame: gpd.GeoDataFrame | None = None
         self.features = self._feature_texts(gdf, numeric_ids)
+
+    def frame(self, storage: bool = False) -> gpd.GeoDataFrame:
+        """Properties with the CRS84 geometry (or the storage one) as column ``geometry``: what
+        CQL2 filters are evaluated on (positions as index)."""
+        if storage:
+            return gpd.GeoDataFrame(self.properties, geometry=gpd.GeoSeries(
+                self.source_geometry, crs=self.storage_crs), crs=self.storage_crs)
+        if self._frame is None:
+            self._frame = gpd.GeoDataFrame(self.properties, geometry=gpd.GeoSeries(
+                self.geometry, crs=CRS84), crs=CRS84)
+        return self._frame
+
+    def sort(self, pos: np.ndarray, keys: list[tuple[str, bool]]) -> np.ndarray:
+        """``pos`` ordered by properties (name, ascending) in turn; ties keep feature order,
+        missing values last."""
+        if not keys or not len(pos):
+            return pos
+        sub = self.properties.iloc[pos][[k for k, _ in keys]]
+        order = sub.sort_values(by=[k for k, _ in keys], ascending=[a for _, a in keys],
+                                kind="mergesort", na_position="last").index
+        return np.asarray(order, dtype=np.int64)
+
+    def page_texts(self, pos: np.ndarray, *, properties: list[str] | None = None,
+                   crs: pyproj.CRS | None = None) -> np.ndarray:
+        """GeoJSON text of the features at ``pos``: from the cache for CRS84 with every property,
+        else built for this page only: ``properties`` (None: all) and geometries in ``crs``
+        (None: CRS84; the storage CRS: the stored coordinates unrounded; another: reprojected in
+        that CRS's axis order and rounded to 1e-7 degrees or 1 mm)."""
+        if properties is None and crs is None:
+            return self.features[pos]
+        n = len(pos)
+        if n == 0:
+            return np.empty(0, dtype=object)
+        if crs is None:
+            geoms = self.geometry[pos]
+        elif crs == self.storage_crs:
+            geoms = self.source_geometry[pos]
+        else:
+            tr = pyproj.Transformer.from_crs(self.storage_crs, crs)  # authority axis order
+            digits = COORD_DECIMALS if crs.is_geographic else 3
+
+            def _to(xy: np.ndarray) -> np.ndarray:
+                a, b = tr.transform(xy[:, 0], xy[:, 1])
+                return np.round(np.column_stack([a, b]), digits)
+
+            geoms = shapely.transform(self.source_geometry[pos], _to)
+        geom_json = pd.Series(shapely.to_geojson(geoms), dtype=object).fillna("null")
+        props = self.properties.iloc[pos]
+        if properties is not None:
+            props = props[properties]
+        prop_json = pd.Series("{", index=range(n), dtype=object)
+        for k, c in enumerate(props.columns):
+            key = ("," if k else "") + json.dumps(str(c), ensure_ascii=False) + ":"
+            prop_json = prop_json + key + json_values(props[c]).to_numpy()
+        prop_json = prop_json + "}"
+        ids = pd.Series(self.ids[pos], dtype=object)
+        if not self.numeric_ids:
+            ids = ids.map(json.dumps)
+        text = ('{"type":"Feature","id":' + ids + ',"geometry":' + geom_json
+                + ',"properties":' + prop_json + "}")
+        return text.to_numpy(dtype=object)
 
     def _feature_texts(self, gdf: gpd.GeoDataFrame, numeric_ids: bool) -> np.ndarray:
         """GeoJSON text of every feature, built column-wise (no per-feature Python logic)."""
@@ -223,16 +297,23 @@ class CollectionData:
         self,
         bbox: tuple[float, float, float, float] | None = None,
         interval: tuple[np.datetime64 | None, np.datetime64 | None] | None = None,
+        *,
+        region: shapely.Geometry | None = None,
+        mask: np.ndarray | None = None,
     ) -> np.ndarray:
         """Sorted positions of the features intersecting ``bbox`` (CRS84, minlon > maxlon crosses
-        the antimeridian) and the closed time ``interval`` (UTC, None = open end). The interval is
-        ignored when the collection has no datetime field."""
-        if bbox is None:
+        the antimeridian) or ``region`` (a CRS84 polygon: a box given in another CRS, densified),
+        within the closed time ``interval`` (UTC, None = open end; ignored when the collection
+        has no datetime field) and true in the boolean ``mask`` (one value per feature)."""
+        if bbox is None and region is None:
             pos = np.arange(self.count)
         else:
-            x0, y0, x1, y1 = bbox
-            boxes = [shapely.box(x0, y0, x1, y1)] if x0 <= x1 else [
-                shapely.box(x0, y0, 180.0, y1), shapely.box(-180.0, y0, x1, y1)]
+            if region is not None:
+                boxes = [region]
+            else:
+                x0, y0, x1, y1 = bbox  # type: ignore[misc]
+                boxes = [shapely.box(x0, y0, x1, y1)] if x0 <= x1 else [
+                    shapely.box(x0, y0, 180.0, y1), shapely.box(-180.0, y0, x1, y1)]
             hits = [self.tree.query(b, predicate="intersects") for b in boxes]
             pos = np.unique(np.concatenate(hits)) if hits else np.arange(0)
         if interval is not None and self.t_start is not None:
@@ -243,10 +324,15 @@ class CollectionData:
             if lo is not None:
                 keep &= self.t_end[pos] >= lo
             pos = pos[keep]
+        if mask is not None:
+            pos = pos[np.asarray(mask, dtype=bool)[pos]]
         return pos
 
     def summary(self) -> Summary:
-        return Summary(self.count, self.bbox, self.geometry_type, self.temporal)
+        auth = self.storage_crs.to_authority()
+        crs = f"{auth[0]}:{auth[1]}" if auth else self.storage_crs.to_string()
+        return Summary(self.count, self.bbox, self.geometry_type, self.temporal, self.fields,
+                       crs)
 
 
 def json_values(col: pd.Series) -> pd.Series:
@@ -277,6 +363,35 @@ def json_values(col: pd.Series) -> pd.Series:
         out = np.array([one(v) for v in values], dtype=object) if n else np.empty(0, object)
     out[missing] = "null"
     return pd.Series(out, index=range(n), dtype=object)
+
+
+def json_schema_type(dtype: str) -> dict[str, str]:
+    """JSON Schema of a property from its pandas/pyogrio dtype name, exact about integer width
+    (GDAL's OAPIF driver reads ``format: int64`` as a 64-bit field) and dates."""
+    d = dtype.lower()
+    if d in ("bool", "boolean"):
+        return {"type": "boolean"}
+    if d.startswith(("int", "uint")):
+        bits = "".join(ch for ch in d if ch.isdigit()) or "64"
+        return {"type": "integer", "format": "int64" if int(bits) > 32 else "int32"}
+    if d.startswith("float"):
+        return {"type": "number", "format": "double" if d.endswith("64") else "float"}
+    if d.startswith("datetime64"):
+        return {"type": "string", "format": "date-time"}
+    if d == "date":
+        return {"type": "string", "format": "date"}
+    return {"type": "string"}
+
+
+_GEOMETRY_FORMATS = {"Point": "geometry-point", "LineString": "geometry-linestring",
+                     "Polygon": "geometry-polygon", "MultiPoint": "geometry-multipoint",
+                     "MultiLineString": "geometry-multilinestring",
+                     "MultiPolygon": "geometry-multipolygon"}
+
+
+def geometry_format(geometry_type: str) -> str:
+    """The OGC JSON Schema format of a geometry type ('geometry-any' when mixed)."""
+    return _GEOMETRY_FORMATS.get(geometry_type.removesuffix(" Z"), "geometry-any")
 
 
 _TYPE_NAMES = {0: "Point", 1: "LineString", 3: "Polygon", 4: "MultiPoint", 5: "MultiLineString",
@@ -486,7 +601,11 @@ def _gpkg_summary(path: Path, layer: str, dt_field: str | None) -> Callable[[], 
             df = pyogrio.read_dataframe(path, layer=layer, columns=[dt_field], read_geometry=False)
             t, _ = _to_utc(df[dt_field], field=dt_field, collection=layer)
             temporal = (_iso(t.min()), _iso(t.max()))
-        return Summary(n, bbox, str(info["geometry_type"]), temporal)
+        fields = tuple((str(f), "date" if o == "OFTDate" else str(t)) for f, t, o in zip(
+            info["fields"], info["dtypes"], info["ogr_types"], strict=True))
+        crs = pyproj.CRS.from_user_input(info["crs"]).to_authority() if info["crs"] else None
+        return Summary(n, bbox, str(info["geometry_type"]), temporal, fields,
+                       f"{crs[0]}:{crs[1]}" if crs else None)
 
     return summary
 
