@@ -465,6 +465,18 @@ def equality_mask(data: CollectionData, query: Mapping[str, str]) -> np.ndarray 
     return mask
 
 
+def _bbox_literal(*c: float) -> shapely.Geometry:
+    """CQL2's BBOX(minx, miny, maxx, maxy[, ...]) literal, which pygeofilter's text parser hands
+    over as a function call."""
+    if len(c) not in (4, 6):
+        raise ValueError(f"BBOX needs 4 or 6 numbers, got {len(c)}")
+    return shapely.box(c[0], c[1], c[2], c[3]) if len(c) == 4 else shapely.box(
+        c[0], c[1], c[3], c[4])
+
+
+_CQL2_FUNCTIONS = {"bbox": _bbox_literal, "BBOX": _bbox_literal}
+
+
 def cql2_mask(data: CollectionData, text: str, lang: str | None,
               filter_crs: pyproj.CRS | None) -> np.ndarray:
     """Features matching a CQL2 filter, parsed and evaluated by pygeofilter on the collection's
@@ -503,7 +515,7 @@ def cql2_mask(data: CollectionData, text: str, lang: str | None,
         raise BadRequest("filter-crs must be CRS84 or the storage CRS", field="filter-crs")
     frame = data.frame(storage=filter_crs is not None)
     try:
-        result = to_filter(frame, tree)
+        result = to_filter(frame, tree, function_map=_CQL2_FUNCTIONS)
     except Exception as e:  # type mismatches (text compared with a number...) are the user's
         raise BadRequest(f"filter cannot be evaluated on this collection: {e}",
                          field="filter") from None
