@@ -57,12 +57,23 @@ def optional_router(module: str, factory: str, *args: Callable[[AppContext], Any
 
 
 def _features(ctx: AppContext) -> APIRouter:
-    return features_router(ctx.registry)
+    from api.tiles import CONFORMANCE as TILES_CONFORMANCE
+
+    maps = [{"href": "/maps/", "rel": "related", "type": "text/html",
+             "title": "Mappe (map pages)"}]
+    return features_router(ctx.registry, extra_links=maps, extra_conformance=TILES_CONFORMANCE)
+
+
+def _tiles(ctx: AppContext) -> APIRouter:
+    from api.tiles import tiles_router
+
+    return tiles_router(ctx.registry)
 
 
 #: The routers of the app, in order. Append a factory to serve a new router.
 ROUTER_FACTORIES: list[RouterFactory] = [
     _features,
+    _tiles,  # vector tiles of the collections (issue 15)
     optional_router("api.proposals", "proposals_router", lambda ctx: ctx.get_store),
     optional_router("api.analysis", "analysis_router", lambda ctx: ctx.registry,
                     lambda ctx: ctx.get_store),

@@ -661,9 +661,12 @@ def features_router(
     description: str = ("Open layers of the Città metropolitana di Bologna for territorial "
                         "regeneration and zero-net land consumption (OGC API - Features)."),
     extra_links: list[dict[str, str]] | None = None,
+    extra_conformance: list[str] | None = None,
 ) -> APIRouter:
     """The OGC API - Features endpoints serving ``registry``; ``extra_links`` are added to the
-    landing page (e.g. by other routers)."""
+    landing page (e.g. by other routers; an href starting with / is taken from the server root)
+    and ``extra_conformance`` to the conformance classes (those other routers implement)."""
+    conformance_classes = CONFORMANCE + list(extra_conformance or [])
     router = APIRouter(tags=["OGC API - Features"])
     f_only = declared(FormatParam)
     feature_names = declared(FeatureParams)
@@ -687,7 +690,8 @@ def features_router(
             _link(f"{base}/docs", "service-doc", HTML, "the API documentation"),
             _link(f"{base}/conformance", "conformance", JSON, "conformance classes"),
             _link(f"{base}/collections", "data", JSON, "the feature collections"),
-            *(extra_links or []),
+            *({**ln, "href": base + ln["href"] if ln["href"].startswith("/") else ln["href"]}
+              for ln in extra_links or []),
         ]
         if wants_html(request, p.f):
             body = (f"<p>{esc(description)}</p>"
@@ -702,9 +706,9 @@ def features_router(
         if wants_html(request, p.f):
             base = _base(request)
             return html_page("Conformance", "<ul>" + "".join(
-                f"<li>{esc(c)}</li>" for c in CONFORMANCE) + "</ul>",
+                f"<li>{esc(c)}</li>" for c in conformance_classes) + "</ul>",
                 [(f"{base}/?f=html", "home")])
-        return {"conformsTo": CONFORMANCE}
+        return {"conformsTo": conformance_classes}
 
     def collection_doc_full(cid: str, base: str) -> dict[str, Any]:
         doc = collection_doc(registry, cid, base)
@@ -718,6 +722,8 @@ def features_router(
             _link(f"{url}/items?f=html", "items", HTML, f"features of {cid} as HTML"),
             _link(f"{url}/queryables", REL_QUERYABLES, SCHEMA_JSON, "the queryables"),
             _link(f"{url}/schema", REL_SCHEMA, SCHEMA_JSON, "the schema of the features"),
+            _link(f"{url}/tiles", "http://www.opengis.net/def/rel/ogc/1.0/tilesets-vector",
+                  JSON, "vector tiles (Mapbox Vector Tiles)"),
             _link(f"{url}/schema", "describedby", SCHEMA_JSON, "the schema of the features"),
             # GDAL's OAPIF driver (3.6) takes exact field types (64-bit integers included) from
             # a GML application schema linked with the camel-case rel of the drafts

@@ -439,6 +439,53 @@ def test_conformance_declares_what_is_served(client: TestClient) -> None:
     assert r.status_code == 400 and "temporal" in r.json()["detail"]
 
 
+def test_vector_tiles_known_answer(client: TestClient, toy_gpkg: Path) -> None:
+    morecantile = need("morecantile")
+    mvt = need("mapbox_vector_tile")
+    tms = morecantile.tms.get("WebMercatorQuad")
+    lon, lat = lonlat(X0 + 1000, Y0 + 1000)  # middle of the grid
+    z = 16  # a tile of ~400 m: part of the grid falls in it
+    t = tms.tile(lon, lat, z)
+    w, s_, e, n = tms.bounds(t)
+    src = grid_source(toy_gpkg).to_crs("OGC:CRS84")
+    inside = src.index[(src.geometry.x >= w) & (src.geometry.x <= e) & (src.geometry.y >= s_)
+                       & (src.geometry.y <= n)]
+    assert 0 < len(inside) < N * N
+    r = client.get(f"/collections/grid_points/tiles/WebMercatorQuad/{z}/{t.y}/{t.x}")
+    assert r.status_code == 200 and r.headers["content-type"] == "application/vnd.mapbox-vector-tile"
+    layer = mvt.decode(r.content)["grid_points"]
+    got = {f["id"]: f for f in layer["features"]}
+    # the tile also carries the points of its 64/4096 buffer: every point inside is there
+    assert set(inside) <= set(got)
+    pad = (e - w) * 64 / 4096 * 1.01
+    near = src.index[(src.geometry.x >= w - pad) & (src.geometry.x <= e + pad)
+                     & (src.geometry.y >= s_ - pad) & (src.geometry.y <= n + pad)]
+    assert set(got) <= set(near)
+    k = inside[0]
+    assert got[k]["properties"] == {"i": int(src.loc[k, "i"]), "j": int(src.loc[k, "j"]),
+                                    "name": src.loc[k, "name"]}
+    # position: the tile's integer grid (4096 a side, y up) within 1 unit of the exact point
+    x_m, y_m = pyproj.Transformer.from_crs(CRS, "EPSG:3857", always_xy=True).transform(
+        X0 + STEP * src.loc[k, "i"], Y0 + STEP * src.loc[k, "j"])
+    xmin, ymin, xmax, ymax = tms.xy_bounds(t)
+    gx, gy = got[k]["geometry"]["coordinates"]
+    assert abs(gx - (x_m - xmin) / (xmax - xmin) * 4096) <= 1
+    assert abs(gy - (y_m - ymin) / (ymax - ymin) * 4096) <= 1
+    # metadata, an empty tile far away, and a tile outside the matrix
+    ts = client.get("/collections/grid_points/tiles/WebMercatorQuad").json()
+    item = next(x for x in ts["links"] if x["rel"] == "item")
+    assert item["href"].endswith("/{tileMatrix}/{tileRow}/{tileCol}") and ts["minzoom"] == 0
+    assert client.get("/collections/grid_points/tiles").json()["tilesets"][0]["dataType"] == \
+        "vector"
+    assert client.get("/tileMatrixSets/WebMercatorQuad").json()["id"] == "WebMercatorQuad"
+    empty = client.get(f"/collections/grid_points/tiles/WebMercatorQuad/{z}/0/0")
+    assert mvt.decode(empty.content).get("grid_points", {"features": []})["features"] == []
+    assert client.get("/collections/grid_points/tiles/WebMercatorQuad/2/4/0").status_code == 404
+    assert client.get("/collections/grid_points/tiles/Nessuno/2/0/0").status_code == 404
+    conf = client.get("/conformance").json()["conformsTo"]
+    assert "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/mvt" in conf
+
+
 # --------------------------------------------------------------------------- datetime
 
 
