@@ -87,7 +87,7 @@ def encode_tile(data: CollectionData, layer: str, z: int, x: int, y: int,
 
     geoms = shapely.transform(data.source_geometry[pos], _to)
     geoms = shapely.clip_by_rect(geoms, -BUFFER, -BUFFER, EXTENT + BUFFER, EXTENT + BUFFER)
-    geoms = shapely.simplify(geoms, 0.25, preserve_topology=True)
+    geoms = shapely.simplify(geoms, EXTENT / 256 / 4, preserve_topology=True)  # 1/4 pixel
     keep = ~(shapely.is_empty(geoms) | shapely.is_missing(geoms))
     pos, geoms = pos[keep], geoms[keep]
     props = data.properties.iloc[pos]

@@ -72,8 +72,9 @@ TU_COLOR = "#6a51a3"
 HEAT_COLORS = ["#2c7bb6", "#abd9e9", "#ffffbf", "#fdae61", "#d7191c"]
 HUB_COLOR = "#111111"
 RAIL_COLOR = "#111111"
-NO_TILES_NOTE = ("Nessuno sfondo cartografico: la piattaforma funziona offline. Lo sfondo "
-                 "OpenStreetMap si attiva dal selettore dei livelli (serve internet).")
+NO_TILES_NOTE = ("Sfondo dai nostri dati (confini e nomi dei comuni, ferrovie, strade "
+                 "principali, rilievo): funziona offline. Lo sfondo OpenStreetMap si attiva dal "
+                 "selettore dei livelli (serve internet).")
 
 
 def _badge(text: str) -> str:
@@ -202,10 +203,19 @@ def overview_map(*, static_url: str | None = None, data_url: str | None = None,
                        title=f"Territorio urbanizzato – {esc(names.get(c, c))}")
             for c, a, b, s in zip(tu["comune_istat"], tu["area_ha"], tu["n_buildings"], tu["source"],
                                   strict=True)]
-    fc = to_features(tu, {"popup": pops, "tip": [f"TU {esc(names.get(c, c))}" for c in tu["comune_istat"]]},
-                     simplify_m=simplify_m)
-    geojson_layer(fc, _name("Territorio urbanizzato", tu_derived), attribution=tu_src, key="tu",
-                  style=_style(TU_COLOR, TU_COLOR, 0.6, 0.45)).add_to(m)
+    if data_url is not None:  # from the API: vector tiles, not 0.9 MB of inline GeoJSON
+        tiles_layer(m, "territorio_urbanizzato", data_url,
+                    name=_name("Territorio urbanizzato", tu_derived), title="Territorio urbanizzato",
+                    fields={"name": "Comune", "area_ha": "Superficie (ha)",
+                            "n_buildings": "Edifici considerati", "source": "Perimetro"},
+                    color=TU_COLOR, fill=TU_COLOR, weight=0.6, fill_opacity=0.45, min_zoom=0,
+                    show=True, key="tu", attribution=tu_src)
+    else:
+        fc = to_features(tu, {"popup": pops, "tip": [f"TU {esc(names.get(c, c))}"
+                                                     for c in tu["comune_istat"]]},
+                         simplify_m=simplify_m)
+        geojson_layer(fc, _name("Territorio urbanizzato", tu_derived), attribution=tu_src,
+                      key="tu", style=_style(TU_COLOR, TU_COLOR, 0.6, 0.45)).add_to(m)
     legend.append(LegendSection(
         "Territorio urbanizzato (TU) provvisorio", [(TU_COLOR, f"TU, totale {fmt_ha(tu['area_ha'].sum(), 0)}")],
         derived=tu_derived, source=tu_src,
@@ -250,7 +260,49 @@ def overview_map(*, static_url: str | None = None, data_url: str | None = None,
     return m
 
 
+#: Layers the API pages draw from vector tiles (OGC API - Tiles) instead of GeoJSON by bbox:
+#: layer -> popup fields (property -> Italian label).
+TILED = {"buildings": {"idag": "Aggregato strutturale", "comune_istat": "Comune (ISTAT)",
+                       "area_m2": "Superficie (m²)"}}
+
+
+def tiles_layer(m: folium.Map, collection: str, data_url: str, *, name: str, title: str,
+                fields: dict[str, str], color: str, fill: str, weight: float,
+                fill_opacity: float, min_zoom: int, show: bool, key: str,
+                attribution: str) -> str:
+    """A layer drawn from Mapbox Vector Tiles of the API's /collections/{collection}/tiles by
+    Leaflet.VectorGrid: only the tiles in view travel (and the browser caches them). Popups
+    list ``fields`` (property -> Italian label). Returns the id of its status line."""
+    note_id = f"pg-od-{key}"
+    root = data_url.rstrip("/").removesuffix("/maps/data")
+    payload = {"url": f"{root}/collections/{collection}/tiles/WebMercatorQuad/{{z}}/{{y}}/{{x}}",
+               "layer": collection, "minZoom": min_zoom, "color": color, "fill": fill,
+               "weight": weight, "fillOpacity": fill_opacity, "noteId": note_id,
+               "title": title, "fields": fields,
+               "zoomText": f"visibile da zoom {min_zoom}: avvicinati",
+               "onText": "tasselli vettoriali dall'API",
+               "offText": "livello spento (attivalo dal selettore)", "r0": 2.5, "k": 1.2}
+    ScriptLayer("tiles", payload, name=name, show=show, attribution=attribution,
+                key=key).add_to(m)
+    return note_id
+
+
+def _tiles_layer(m: folium.Map, key: str, data_url: str, show: bool) -> LegendSection:
+    spec = ON_DEMAND[key]
+    src = source_text([key])
+    zoom = max(spec.min_zoom - 2, 13)
+    note_id = tiles_layer(m, key, data_url, name=_name(spec.label, False) + _badge("tasselli"),
+                          title=spec.label, fields=TILED[key], color=spec.color, fill=spec.fill,
+                          weight=spec.weight, fill_opacity=spec.fill_opacity, min_zoom=zoom,
+                          show=show, key=key, attribution=src)
+    return LegendSection(spec.label, [(spec.fill, spec.label)], kind=spec.kind, source=src,
+                         status_id=note_id,
+                         note=f"Tasselli vettoriali (OGC API - Tiles) da zoom {zoom}.")
+
+
 def _on_demand_layer(m: folium.Map, key: str, data_url: str, show: bool) -> LegendSection:
+    if key in TILED:
+        return _tiles_layer(m, key, data_url, show)
     spec = ON_DEMAND[key]
     src = source_text([key])
     note_id = f"pg-od-{key}"
