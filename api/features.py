@@ -343,11 +343,16 @@ def items_body(
     keep: Mapping[str, str],
     attribution: str,
     texts: np.ndarray | None = None,
+    matched: int | None = None,
+    page_offset: int | None = None,
 ) -> bytes:
     """The FeatureCollection page: metadata as JSON, then the features' texts (``texts``: those
-    of the page, default the cached CRS84 ones)."""
-    matched = int(len(pos))
+    of the page, default the cached CRS84 ones). ``pos`` is every match, paged here; or, with
+    ``page_offset``, only the page's features, which start at ``page_offset`` of ``matched``."""
     page = pos[offset:offset + limit]
+    if page_offset is not None:
+        offset = page_offset
+    matched = int(len(pos)) if matched is None else matched
     links = [_link(f"{url}?{_query({**keep, 'limit': limit, 'offset': offset})}", "self",
                    GEOJSON, "this page"),
              _link(url.rsplit("/items", 1)[0], "collection", JSON, "the collection")]
@@ -366,7 +371,7 @@ def items_body(
         "attribution": attribution,
         "links": links,
     }, ensure_ascii=False)
-    features = ",".join(data.features[page] if texts is None else texts)
+    features = ",".join(data.texts(page) if texts is None else texts)
     return (meta[:-1] + ',"features":[' + features + "]}").encode()
 
 
@@ -840,6 +845,9 @@ def features_router(
     def items(collectionId: str, request: Request,  # noqa: N803 - OGC name
               p: Annotated[ItemsParams, Depends()]) -> Response:
         col = registry.get(collectionId)
+        cold = cold_page(collectionId, request, p)
+        if cold is not None:
+            return cold
         data = registry.data(collectionId)
         names = queryables(data)
         q = check_params(request, items_names | set(names))
@@ -875,6 +883,24 @@ def features_router(
                           attribution=col.attribution,
                           texts=data.page_texts(page, properties=props, crs=crs))
         return GeoJSONResponse(body, headers=crs_header(crs))
+
+    def cold_page(cid: str, request: Request, p: ItemsParams) -> Response | None:
+        """A plain page (limit, offset, f=json) of a collection still loading: read straight
+        from the store, so the first requests after start do not wait for the whole layer."""
+        plain = set(request.query_params) <= {"limit", "offset", "f"}
+        if not plain or wants_html(request, p.f) or registry.loaded(cid) is not None:
+            return None
+        check_params(request, {"limit", "offset", "f"})
+        s = registry.summary(cid)
+        page = registry.cold_page(cid, p.offset, p.limit)
+        pos = np.arange(page.count)
+        # numberMatched from the store's count; items_body pages over it
+        url = f"{_base(request)}/collections/{quote(cid, safe='')}/items"
+        keep = {k: v for k, v in request.query_params.items() if k == "f"}
+        body = items_body(page, pos, offset=0, limit=p.limit, url=url, keep=keep,
+                          attribution=registry.get(cid).attribution,
+                          matched=s.count, page_offset=p.offset)
+        return GeoJSONResponse(body, headers=CRS_HEADER)
 
     def items_html(data: CollectionData, pos: np.ndarray, p: ItemsParams, url: str,
                    keep: Mapping[str, str], attribution: str, request: Request,

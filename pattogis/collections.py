@@ -14,6 +14,7 @@ serialisation. The cache is keyed by the collection's *version*: for GeoPackage 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -82,6 +83,9 @@ class Collection:
     version: Callable[[], Hashable] | None = None
     summary: Callable[[], Summary] | None = None
     keywords: tuple[str, ...] = ()
+    #: ``page(offset, limit)`` reads features offset..offset+limit (in feature order) straight
+    #: from the store, for requests that arrive while the collection is still being loaded
+    page: Callable[[int, int], gpd.GeoDataFrame] | None = None
 
 
 def _file_version(path: Path) -> tuple[str, int, int, int]:
@@ -148,25 +152,23 @@ class CollectionData:
         #: it, unrounded: what a request in the storage CRS gets back exactly
         self.storage_crs = pyproj.CRS.from_user_input(gdf.crs)
         self.source_geometry = geoms
-        tr = pyproj.Transformer.from_crs(gdf.crs, CRS84, always_xy=True)
-
-        def _reproject(xy: np.ndarray) -> np.ndarray:
-            x, y = tr.transform(xy[:, 0], xy[:, 1])
-            return np.round(np.column_stack([x, y]), COORD_DECIMALS)
-
-        # One pass: reproject and round (shapely.transform is vectorised over all coordinates).
-        self.geometry = shapely.transform(geoms, _reproject) if n else geoms
-        self.tree = shapely.STRtree(self.geometry)
-        present = ~shapely.is_missing(self.geometry) & ~shapely.is_empty(self.geometry)
+        self._to84 = pyproj.Transformer.from_crs(gdf.crs, CRS84, always_xy=True)
+        self._from84 = pyproj.Transformer.from_crs(CRS84, gdf.crs, always_xy=True)
+        # The index is built on the stored geometries: no reprojection of the whole layer at
+        # load time (CRS84 geometries are made per page, and for the whole layer only when a
+        # CQL2 spatial filter in CRS84 needs them).
+        self.tree = shapely.STRtree(geoms)
+        self._geometry84: np.ndarray | None = None
+        present = ~shapely.is_missing(geoms) & ~shapely.is_empty(geoms)
         if present.any():
-            b = shapely.bounds(self.geometry[present])
-            self.bbox: tuple[float, float, float, float] | None = (
-                float(np.nanmin(b[:, 0])), float(np.nanmin(b[:, 1])),
-                float(np.nanmax(b[:, 2])), float(np.nanmax(b[:, 3])),
-            )
+            b = shapely.bounds(geoms[present])
+            box = (float(np.nanmin(b[:, 0])), float(np.nanmin(b[:, 1])),
+                   float(np.nanmax(b[:, 2])), float(np.nanmax(b[:, 3])))
+            self.bbox: tuple[float, float, float, float] | None = tuple(  # type: ignore[assignment]
+                float(v) for v in self._to84.transform_bounds(*box, densify_pts=21))
         else:
             self.bbox = None
-        types = pd.unique(shapely.get_type_id(self.geometry[present]))
+        types = pd.unique(shapely.get_type_id(geoms[present]))
         self.geometry_type = _geometry_type(types)
 
         index = gdf.index
@@ -201,7 +203,49 @@ class CollectionData:
         self.fields = tuple((str(c), str(t)) for c, t in self.properties.dtypes.items())
         self.numeric_ids = numeric_ids
         self._frame: gpd.GeoDataFrame | None = None
-        self.features = self._feature_texts(gdf, numeric_ids)
+        # GeoJSON text of each feature (CRS84, every property), made the first time a page
+        # holds it: the first request after start costs one page, not the whole layer
+        self.features = np.full(n, None, dtype=object)
+        self._texts_lock = threading.Lock()
+
+    @property
+    def geometry(self) -> np.ndarray:
+        """Every geometry in CRS84, rounded to COORD_DECIMALS (made on first use)."""
+        if self._geometry84 is None:
+            self._geometry84 = self._crs84(self.source_geometry)
+        return self._geometry84
+
+    def _crs84(self, geoms: np.ndarray) -> np.ndarray:
+        def _reproject(xy: np.ndarray) -> np.ndarray:
+            x, y = self._to84.transform(xy[:, 0], xy[:, 1])
+            return np.round(np.column_stack([x, y]), COORD_DECIMALS)
+
+        return shapely.transform(geoms, _reproject) if len(geoms) else geoms
+
+    def to_storage(self, area: shapely.Geometry) -> shapely.Geometry:
+        """A CRS84 polygon in the storage CRS, its edges densified first (1/100 of its size)
+        so that straight lon/lat edges keep their course."""
+        x0, y0, x1, y1 = shapely.bounds(area)
+        fine = shapely.segmentize(area, max(x1 - x0, y1 - y0, 1e-9) / 100)
+
+        def _to(xy: np.ndarray) -> np.ndarray:
+            x, y = self._from84.transform(xy[:, 0], xy[:, 1])
+            return np.column_stack([x, y])
+
+        return shapely.transform(fine, _to)
+
+    def texts(self, pos: np.ndarray) -> np.ndarray:
+        """GeoJSON text (CRS84, every property) of the features at ``pos``, from the memo or
+        made now for the missing ones (vectorised over them) and kept."""
+        out = self.features[pos]
+        missing = np.flatnonzero(pd.isna(out))
+        if len(missing):
+            todo = pos[missing]
+            made = self._build_texts(todo, None, self._crs84(self.source_geometry[todo]))
+            with self._texts_lock:
+                self.features[todo] = made
+            out[missing] = made
+        return out
 
     def frame(self, storage: bool = False) -> gpd.GeoDataFrame:
         """Properties with the CRS84 geometry (or the storage one) as column ``geometry``: what
@@ -231,12 +275,12 @@ class CollectionData:
         (None: CRS84; the storage CRS: the stored coordinates unrounded; another: reprojected in
         that CRS's axis order and rounded to 1e-7 degrees or 1 mm)."""
         if properties is None and crs is None:
-            return self.features[pos]
+            return self.texts(pos)
         n = len(pos)
         if n == 0:
             return np.empty(0, dtype=object)
         if crs is None:
-            geoms = self.geometry[pos]
+            geoms = self._crs84(self.source_geometry[pos])
         elif crs == self.storage_crs:
             geoms = self.source_geometry[pos]
         else:
@@ -248,6 +292,14 @@ class CollectionData:
                 return np.round(np.column_stack([a, b]), digits)
 
             geoms = shapely.transform(self.source_geometry[pos], _to)
+        return self._build_texts(pos, properties, geoms)
+
+    def _build_texts(self, pos: np.ndarray, properties: list[str] | None,
+                     geoms: np.ndarray) -> np.ndarray:
+        """GeoJSON texts of the features at ``pos`` with these geometries, column-wise."""
+        n = len(pos)
+        if n == 0:
+            return np.empty(0, dtype=object)
         geom_json = pd.Series(shapely.to_geojson(geoms), dtype=object).fillna("null")
         props = self.properties.iloc[pos]
         if properties is not None:
@@ -259,28 +311,6 @@ class CollectionData:
         prop_json = prop_json + "}"
         ids = pd.Series(self.ids[pos], dtype=object)
         if not self.numeric_ids:
-            ids = ids.map(json.dumps)
-        text = ('{"type":"Feature","id":' + ids + ',"geometry":' + geom_json
-                + ',"properties":' + prop_json + "}")
-        return text.to_numpy(dtype=object)
-
-    def _feature_texts(self, gdf: gpd.GeoDataFrame, numeric_ids: bool) -> np.ndarray:
-        """GeoJSON text of every feature, built column-wise (no per-feature Python logic)."""
-        n = len(gdf)
-        if n == 0:
-            return np.empty(0, dtype=object)
-        geom_json = pd.Series(shapely.to_geojson(self.geometry), dtype=object).fillna("null")
-        props = gdf.drop(columns=gdf.geometry.name)
-        if len(props.columns):
-            prop_json = pd.Series("{", index=range(n), dtype=object)
-            for k, c in enumerate(props.columns):
-                key = ("," if k else "") + json.dumps(str(c), ensure_ascii=False) + ":"
-                prop_json = prop_json + key + json_values(props[c])
-            prop_json = prop_json + "}"
-        else:
-            prop_json = pd.Series("{}", index=range(n), dtype=object)
-        ids = pd.Series(self.ids, dtype=object)
-        if not numeric_ids:
             ids = ids.map(json.dumps)
         text = ('{"type":"Feature","id":' + ids + ',"geometry":' + geom_json
                 + ',"properties":' + prop_json + "}")
@@ -314,7 +344,21 @@ class CollectionData:
                 x0, y0, x1, y1 = bbox  # type: ignore[misc]
                 boxes = [shapely.box(x0, y0, x1, y1)] if x0 <= x1 else [
                     shapely.box(x0, y0, 180.0, y1), shapely.box(-180.0, y0, x1, y1)]
-            hits = [self.tree.query(b, predicate="intersects") for b in boxes]
+            # the index is in the storage CRS: the area goes there (densified), not the data;
+            # first cut to the data's extent (a box reaching the antimeridian has no place in
+            # a UTM zone, and nothing outside the extent can match)
+            hits = []
+            if self.bbox is not None:
+                e0, f0, e1, f1 = self.bbox
+                pad = max(e1 - e0, f1 - f0, 1e-6) * 0.01
+                extent = shapely.box(e0 - pad, f0 - pad, e1 + pad, f1 + pad)
+                for b in boxes:
+                    cut = shapely.intersection(b, extent)
+                    if not cut.is_empty and cut.area > 0:
+                        hits.append(self.tree.query(self.to_storage(cut), predicate="intersects"))
+                    elif not cut.is_empty:  # a degenerate box (a line or a point)
+                        hits.append(self.tree.query(self.to_storage(cut.buffer(1e-9)),
+                                                    predicate="intersects"))
             pos = np.unique(np.concatenate(hits)) if hits else np.arange(0)
         if interval is not None and self.t_start is not None:
             lo, hi = interval
@@ -517,6 +561,38 @@ class CollectionRegistry:
             entry.data = data
             return data
 
+    def loaded(self, collection_id: str) -> CollectionData | None:
+        """The collection if it is loaded (current version) and can be served at once; else
+        None, after starting its load in a background thread. Only for collections that can
+        read a page straight from their store (``Collection.page``); the others are loaded now
+        (:meth:`data`)."""
+        col = self.get(collection_id)
+        if col.page is None:
+            return self.data(collection_id)
+        version = col.version() if col.version is not None else None
+        with self._lock:
+            entry = self._entries.setdefault(collection_id, _Entry())
+        cached = entry.data
+        if cached is not None and cached.version == version and cached.collection is col:
+            return cached
+        if not entry.lock.locked():
+            def _load() -> None:
+                with contextlib.suppress(Exception):  # the next request that loads it says why
+                    self.data(collection_id)
+
+            threading.Thread(target=_load, name=f"pattogis-load-{collection_id}",
+                             daemon=True).start()
+        return None
+
+    def cold_page(self, collection_id: str, offset: int, limit: int) -> CollectionData:
+        """Features offset..offset+limit read straight from the store, as a small
+        CollectionData (positions 0..n-1 are the page's)."""
+        col = self.get(collection_id)
+        if col.page is None:
+            raise ConfigError(f"collection '{collection_id}' cannot read pages from its store")
+        version = col.version() if col.version is not None else None
+        return CollectionData(col, col.page(offset, limit), version)
+
     def summary(self, collection_id: str) -> Summary:
         """Count, CRS84 bbox, geometry type, temporal extent: from the cache when loaded, else
         from the collection's cheap ``summary`` (GeoPackage metadata), else by loading it."""
@@ -573,6 +649,7 @@ def _gpkg_collections(path: Path) -> dict[str, Collection]:
             attribution=str(row.get("attribution") or ""),
             licence=str(row.get("licence") or ""),
             provider=_gpkg_provider(path, name),
+            page=_gpkg_page(path, name),
             datetime_field=dt_field,
             date_only=date_only,
             version=lambda p=path: _file_version(p),
@@ -587,6 +664,16 @@ def _gpkg_provider(path: Path, layer: str) -> Provider:
         return pyogrio.read_dataframe(path, layer=layer, fid_as_index=True, use_arrow=True)
 
     return provider
+
+
+def _gpkg_page(path: Path, layer: str) -> Callable[[int, int], gpd.GeoDataFrame]:
+    def page(offset: int, limit: int) -> gpd.GeoDataFrame:
+        # fid order, the order of the loaded collection: paging is the same cold or warm
+        # (without arrow: its reader scans the skipped features, GDAL's does not)
+        return pyogrio.read_dataframe(path, layer=layer, fid_as_index=True, use_arrow=False,
+                                      skip_features=offset, max_features=limit)
+
+    return page
 
 
 def _gpkg_summary(path: Path, layer: str, dt_field: str | None) -> Callable[[], Summary]:

@@ -72,8 +72,8 @@ def encode_tile(data: CollectionData, layer: str, z: int, x: int, y: int,
         return mapbox_vector_tile.encode([{"name": layer, "features": []}])
     west, south, east, north = matrix.bounds(tile)
     pad_deg = (east - west) * BUFFER / EXTENT
-    pos = data.tree.query(shapely.box(west - pad_deg, south - pad_deg, east + pad_deg,
-                                      north + pad_deg), predicate="intersects")
+    pos = data.tree.query(data.to_storage(shapely.box(
+        west - pad_deg, south - pad_deg, east + pad_deg, north + pad_deg)), predicate="intersects")
     pos = np.sort(pos)
     if not len(pos):
         return mapbox_vector_tile.encode([{"name": layer, "features": []}])

@@ -439,6 +439,26 @@ def test_conformance_declares_what_is_served(client: TestClient) -> None:
     assert r.status_code == 400 and "temporal" in r.json()["detail"]
 
 
+def test_cold_page_from_the_store_equals_the_loaded_page(toy_gpkg: Path) -> None:
+    """The first request after start is answered from the GeoPackage while the layer loads in
+    the background; the page is the same as once it is loaded."""
+    reg = CollectionRegistry(gpkg=toy_gpkg)
+    c = TestClient(create_app(reg, routers=None))
+    url = "/collections/grid_points/items?limit=7&offset=390"
+    assert reg.loaded("grid_points") is None or True  # starts the background load
+    cold = reg.cold_page("grid_points", 390, 7)
+    assert list(cold.ids) == [str(k) for k in range(391, 398)]
+    first = c.get(url).json()
+    reg.data("grid_points")  # loaded now
+    assert reg.loaded("grid_points") is not None
+    warm = c.get(url).json()
+    for fc in (first, warm):
+        fc.pop("timeStamp")
+    assert first == warm
+    assert first["numberMatched"] == N * N and len(first["features"]) == 7
+    assert "next" in links(first) and links(first)["prev"]["href"].endswith("offset=383")
+
+
 def test_vector_tiles_known_answer(client: TestClient, toy_gpkg: Path) -> None:
     morecantile = need("morecantile")
     mvt = need("mapbox_vector_tile")

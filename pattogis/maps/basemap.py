@@ -57,11 +57,12 @@ def hillshade(dem: np.ndarray, cell: float, azimuth: float = 315.0,
               altitude: float = 45.0) -> np.ndarray:
     """Hillshade 0..1 of an elevation grid (metres, square cells of ``cell`` metres, north up):
     the usual illumination formula with the sun at ``azimuth``/``altitude`` degrees."""
-    dy, dx = np.gradient(dem, cell)
-    slope = np.arctan(np.hypot(dx, dy))
-    aspect = np.arctan2(-dx, dy)
-    az, alt = np.radians(360.0 - azimuth + 90.0), np.radians(altitude)
-    shade = np.sin(alt) * np.cos(slope) + np.cos(alt) * np.sin(slope) * np.cos(az - aspect)
+    d_row, d_col = np.gradient(dem, cell)
+    gx, gy = d_col, -d_row                     # slopes towards east and north (rows go south)
+    norm = np.sqrt(gx * gx + gy * gy + 1.0)    # surface normal (-gx, -gy, 1) / norm
+    az, alt = np.radians(azimuth), np.radians(altitude)
+    sun = (np.cos(alt) * np.sin(az), np.cos(alt) * np.cos(az), np.sin(alt))  # east, north, up
+    shade = (-gx * sun[0] - gy * sun[1] + sun[2]) / norm
     return np.clip(shade, 0.0, 1.0)
 
 
@@ -115,7 +116,7 @@ def build() -> Basemap | None:
     # every boundary once (shared edges are not drawn twice), as one multi-line
     edges = gpd.GeoDataFrame(geometry=[shapely.line_merge(shapely.union_all(
         comuni.geometry.boundary.values))], crs=comuni.crs)
-    fc_comuni = to_features(edges, simplify_m=30.0, precision=PRECISION)
+    fc_comuni = to_features(edges, simplify_m=50.0, precision=PRECISION)
     # name labels at a point inside each comune
     pts = comuni.assign(geometry=comuni.geometry.representative_point())
     fc_pts = to_features(pts, {"label": "name"}, precision=PRECISION)
@@ -127,7 +128,7 @@ def build() -> Basemap | None:
         if len(main):
             one = gpd.GeoDataFrame(geometry=[shapely.line_merge(shapely.union_all(
                 main.clip(area).geometry.values))], crs=main.crs)
-            roads = to_features(one, simplify_m=15.0, precision=PRECISION)
+            roads = to_features(one, simplify_m=30.0, precision=PRECISION)
     rail = None
     try:
         from pattogis.data.build import resolve_raw
@@ -140,7 +141,7 @@ def build() -> Basemap | None:
             if len(lines):
                 one = gpd.GeoDataFrame(geometry=[shapely.line_merge(shapely.union_all(
                     lines.geometry.values))], crs=lines.crs)
-                rail = to_features(one, simplify_m=15.0, precision=PRECISION)
+                rail = to_features(one, simplify_m=30.0, precision=PRECISION)
     except PattogisError:
         rail = None
     hs = _hillshade_png(province)
