@@ -133,6 +133,8 @@ def test_landing_links_resolve(client: TestClient) -> None:
     for rel in ("self", "service-desc", "conformance", "data"):
         assert client.get(ln[rel]["href"]).status_code == 200, rel
     assert client.get("/?f=json").status_code == 200
+    maps = [x for x in r.json()["links"] if x["rel"] == "related"]
+    assert maps and maps[0]["href"].endswith("/maps/") and maps[0]["type"] == "text/html"
 
 
 def test_conformance_classes(client: TestClient) -> None:

@@ -431,6 +431,10 @@ def test_api_pages_and_transfer_size(app) -> None:
     assert c.get("/maps/fund").status_code == 200
     idx = c.get("/maps/")
     assert idx.status_code == 200 and "Mappe della Città metropolitana di Bologna" in idx.text
+    # the comune and Unione pickers: every comune by ISTAT code, the Unioni by name
+    assert len(re.findall(r'<option value="037\d{3}">', idx.text)) == 55
+    assert '<option value="037001">Anzola dell&#x27;Emilia</option>' in idx.text
+    assert 'action="/maps/sites"' in idx.text and "Unione Terre d&#x27;Acqua" in idx.text
     js = c.get("/maps/static/leaflet/leaflet.js")
     assert js.status_code == 200 and "Leaflet 1.9.4" in js.text
     assert c.get("/maps/static/leaflet/images/layers.png").headers["content-type"] == "image/png"
