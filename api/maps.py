@@ -134,8 +134,9 @@ def maps_router(*, proposals: ProposalsProvider | None = None, sites: SitesProvi
                scenario: str = "base") -> Response:
         try:
             props = proposals(scenario) if proposals is not None else None
+            base = proposals("base") if proposals is not None and scenario != "base" else None
             m = pages.budget_map(props, comune=comune, scenario=scenario, static_url=static_url,
-                                 data_url=data_url)
+                                 data_url=data_url, base_proposals=base)
         except PattogisError as e:
             raise _http(e) from e
         return _html(request, mbase.render(m))

@@ -310,6 +310,31 @@ def test_budget_page_shows_ledger_figures(layers_env: Path, proposals: gpd.GeoDa
 
 
 @pytest.mark.realdata
+def test_scenario_page_maps_the_difference_from_base(layers_env: Path,
+                                                      proposals: gpd.GeoDataFrame) -> None:
+    """Scenario 'alt' drops the 1 ha new urbanisation of the base: its remaining local quota in
+    COMUNE is exactly 1 ha more than the base's, and every other comune's is unchanged."""
+    from pattogis.maps import pages
+    from pattogis.maps.base import render
+
+    alt = proposals[proposals["ptype"] != "nuova_urbanizzazione"].assign(scenario="alt")
+    both = pd.concat([proposals, alt], ignore_index=True)
+    m = pages.budget_map(alt, scenario="alt", base_proposals=proposals)
+    layer = next(ch for ch in m._children.values() if getattr(ch, "key", None) == "scenario_diff")
+    feats = layer.payload["data"]["features"]
+    assert len(feats) == 55
+    deltas = {f["properties"]["tip"].rsplit(": ", 1)[0]: f["properties"]["tip"].rsplit(": ", 1)[1]
+              for f in feats}
+    assert deltas["Anzola dell&#x27;Emilia"] == "1,00 ha"
+    assert {v for k, v in deltas.items() if k != "Anzola dell&#x27;Emilia"} == {"0,00 ha"}
+    assert "Differenza (scenario − base)" in feats[0]["properties"]["popup"]
+    # the same from one table holding both scenarios
+    m2 = pages.budget_map(both, scenario="alt")
+    assert "Quota locale residua: «alt» − base (ha)" in render(m2)
+    assert "scenario_diff" not in render(pages.budget_map(proposals, scenario="base"))
+
+
+@pytest.mark.realdata
 def test_sites_page_contributions_and_rank_interval(scored_sites: gpd.GeoDataFrame) -> None:
     from pattogis import maps
     from pattogis.maps.base import fmt_num

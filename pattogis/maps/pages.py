@@ -32,6 +32,7 @@ from pattogis.maps.base import (
     SIMPLIFY_M,
     VIRIDIS,
     YL_OR_RD,
+    Classes,
     LegendSection,
     add_layer_control,
     add_legend,
@@ -260,6 +261,39 @@ def overview_map(*, static_url: str | None = None, data_url: str | None = None,
     return m
 
 
+DIFF_COLORS = ["#b2182b", "#ef8a62", "#f7f7f7", "#67a9cf", "#2166ac"]  # less ... more quota
+
+
+def scenario_difference_layer(m: folium.Map, comuni: gpd.GeoDataFrame, cmp: pd.DataFrame,
+                              scenario: str, source: str, simplify_m: float) -> LegendSection:
+    """Remaining local quota per comune, scenario minus base (ha; negative: the scenario uses
+    more quota), in a diverging palette centred on 0 (``cmp``: ``ledger.compare(base, scen)``)."""
+    d = comuni[["istat", "name", "geometry"]].merge(
+        cmp[["istat", "remaining_locale_ha_base", f"remaining_locale_ha_{scenario}",
+             "delta_remaining_locale_ha"]], on="istat")
+    delta = d["delta_remaining_locale_ha"].to_numpy(dtype=float)
+    top = float(np.nanmax(np.abs(delta))) if len(delta) and np.isfinite(delta).any() else 0.0
+    top = max(top, 0.01)
+    breaks = [-top, -top / 3, -0.005, 0.005, top / 3, top]
+    cls = Classes(breaks, DIFF_COLORS, decimals=2, unit="ha")
+    pops = [table_html([
+        ("Quota locale residua – base", fmt_ha(b)),
+        (f"Quota locale residua – «{esc(scenario)}»", fmt_ha(s_)),
+        ("<b>Differenza (scenario − base)</b>", f"<b>{fmt_ha(x)}</b>"),
+    ], title=esc(n)) for n, b, s_, x in zip(
+        d["name"], d["remaining_locale_ha_base"], d[f"remaining_locale_ha_{scenario}"], delta,
+        strict=True)]
+    fc = to_features(d, {"popup": pops, "tip": [f"{esc(n)}: {fmt_ha(x)}" for n, x in
+                                                zip(d["name"], delta, strict=True)],
+                         "_fill": cls.color(delta)}, simplify_m=simplify_m)
+    geojson_layer(fc, f"Differenza dallo scenario base («{esc(scenario)}» − base)",
+                  attribution=source, highlight=True, key="scenario_diff",
+                  style=_style("#ccc", "#666", 0.7, 0.75)).add_to(m)
+    return LegendSection(f"Quota locale residua: «{scenario}» − base (ha)", cls.legend(),
+                         source=source, note="Negativo: lo scenario usa più quota della base; "
+                         "positivo: ne libera (desigillazioni, proposte ritirate).")
+
+
 #: Layers the API pages draw from vector tiles (OGC API - Tiles) instead of GeoJSON by bbox:
 #: layer -> popup fields (property -> Italian label).
 TILED = {"buildings": {"idag": "Aggregato strutturale", "comune_istat": "Comune (ISTAT)",
@@ -388,10 +422,13 @@ def _trajectory_svg(t: pd.DataFrame, width: int = 320, height: int = 120) -> str
 
 def budget_map(proposals: gpd.GeoDataFrame | None = None, *, comune: str | None = None,
                scenario: str = "base", static_url: str | None = None, data_url: str | None = None,
-               simplify_m: float = SIMPLIFY_M) -> folium.Map:
+               simplify_m: float = SIMPLIFY_M,
+               base_proposals: gpd.GeoDataFrame | None = None) -> folium.Map:
     """Remaining local quota (LR 24/2017, PTM 1% pool) per comune, the proposals coloured by type
     and their ledger figures in ha. ``comune`` (ISTAT code) zooms to one comune, shows its TU and
-    proposals and its path to 2050."""
+    proposals and its path to 2050. For a scenario other than 'base', ``base_proposals`` (the base
+    scenario's; default: those of ``proposals``) give the map of the difference in remaining
+    local quota per comune, scenario minus base."""
     from pattogis import ledger
 
     law = config.law()
@@ -437,6 +474,11 @@ def budget_map(proposals: gpd.GeoDataFrame | None = None, *, comune: str | None 
     legend.append(LegendSection("Quota locale residua (ha)", items, source=src_c,
                                 note="Quota locale = 1% del TU al 1/1/2018 (PTM art. 49); "
                                 "residuo = quota − consumo + desigillazione."))
+    if scenario != "base":  # issue 15: the scenario's difference from the base, per comune
+        base_led = ledger.compute(comuni, tu, base_proposals if base_proposals is not None
+                                  else proposals, scenario="base", law=law)
+        legend.append(scenario_difference_layer(m, c, ledger.compare(base_led, led), scenario,
+                                                src_c, simplify_m))
 
     tu_sel = tu[tu["comune_istat"] == comune] if comune else tu
     tu_derived = bool((tu_sel["source"] != "official").any())
