@@ -51,7 +51,7 @@ def _html(request: Request, text: str | bytes, gz: bytes | None = None) -> Respo
 
 
 INDEX = """<!doctype html><html lang="it"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width,initial-scale=1">
+<meta name="viewport" content="width=device-width,initial-scale=1"><link rel="icon" href="data:,">
 <title>pattogis – mappe</title><style>body{{font:15px/1.5 system-ui,sans-serif;max-width:760px;
 margin:2em auto;padding:0 1em;color:#222}} li{{margin:.4em 0}} code{{background:#f3f3f3}}
 form{{display:flex;gap:.5em;align-items:center;flex-wrap:wrap;margin:.3em 0 1em}}

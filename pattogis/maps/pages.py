@@ -482,9 +482,17 @@ def budget_map(proposals: gpd.GeoDataFrame | None = None, *, comune: str | None 
 
     tu_sel = tu[tu["comune_istat"] == comune] if comune else tu
     tu_derived = bool((tu_sel["source"] != "official").any())
-    fc = to_features(tu_sel, {"tip": ["Territorio urbanizzato"] * len(tu_sel)}, simplify_m=simplify_m)
-    geojson_layer(fc, _name("Territorio urbanizzato", tu_derived), attribution=src_tu, key="tu",
-                  style=_style(TU_COLOR, TU_COLOR, 0.8, 0.25)).add_to(m)
+    if data_url is not None and comune is None:  # every comune's TU: vector tiles from the API
+        tiles_layer(m, "territorio_urbanizzato", data_url,
+                    name=_name("Territorio urbanizzato", tu_derived), title="Territorio urbanizzato",
+                    fields={"name": "Comune", "area_ha": "Superficie (ha)"}, color=TU_COLOR,
+                    fill=TU_COLOR, weight=0.8, fill_opacity=0.25, min_zoom=0, show=True,
+                    key="tu", attribution=src_tu)
+    else:
+        fc = to_features(tu_sel, {"tip": ["Territorio urbanizzato"] * len(tu_sel)},
+                         simplify_m=simplify_m)
+        geojson_layer(fc, _name("Territorio urbanizzato", tu_derived), attribution=src_tu,
+                      key="tu", style=_style(TU_COLOR, TU_COLOR, 0.8, 0.25)).add_to(m)
     legend.append(LegendSection("Territorio urbanizzato (TU)", [(TU_COLOR, "TU provvisorio")],
                                 derived=tu_derived, source=src_tu))
 
