@@ -59,12 +59,23 @@ def optional_router(module: str, factory: str, *args: Callable[[AppContext], Any
 
 
 def _features(ctx: AppContext) -> APIRouter:
-    return features_router(ctx.registry)
+    from api.tiles import CONFORMANCE as TILES_CONFORMANCE
+
+    maps = [{"href": "/maps/", "rel": "related", "type": "text/html",
+             "title": "Mappe (map pages)"}]
+    return features_router(ctx.registry, extra_links=maps, extra_conformance=TILES_CONFORMANCE)
+
+
+def _tiles(ctx: AppContext) -> APIRouter:
+    from api.tiles import tiles_router
+
+    return tiles_router(ctx.registry)
 
 
 #: The routers of the app, in order. Append a factory to serve a new router.
 ROUTER_FACTORIES: list[RouterFactory] = [
     _features,
+    _tiles,  # vector tiles of the collections (issue 15)
     optional_router("api.proposals", "proposals_router", lambda ctx: ctx.get_store),
     optional_router("api.analysis", "analysis_router", lambda ctx: ctx.registry,
                     lambda ctx: ctx.get_store),
@@ -142,12 +153,33 @@ def create_app(
     )
     app.state.context = ctx
     install(app, max_body_bytes=max_body_bytes)
+    _add_web_middleware(app)  # gzip, CORS, HEAD (issue 15)
     for factory in routers if routers is not None else ROUTER_FACTORIES:
         router = factory(ctx)
         if router is not None:
             app.include_router(router)
     _serve_openapi_30(app)
     return app
+
+
+def _add_web_middleware(app: FastAPI) -> None:
+    """gzip for responses over 1 KB (a 10,000-feature page shrinks about 8x); CORS for the
+    origins of ``api_cors_origins`` in settings.yaml; HEAD answered like GET without a body."""
+    from fastapi.middleware.cors import CORSMiddleware
+    from fastapi.middleware.gzip import GZipMiddleware
+
+    from api.features import HeadMiddleware
+    from pattogis import config
+
+    origins = config.settings().get("api_cors_origins", ["*"])
+    if isinstance(origins, str):
+        origins = [origins]
+    app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=5)
+    if origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(origins), allow_methods=["*"],
+                           allow_headers=["*"], expose_headers=["Content-Crs"],
+                           allow_credentials=False)
+    app.add_middleware(HeadMiddleware)
 
 
 # -- OpenAPI 3.1 (what FastAPI writes) to 3.0 (what OGC oas30 and GDAL expect) ----------------

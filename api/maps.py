@@ -47,16 +47,36 @@ def _html(request: Request, text: str | bytes, gz: bytes | None = None) -> Respo
 
 
 INDEX = """<!doctype html><html lang="it"><head><meta charset="utf-8">
-<title>pattogis – mappe</title><style>body{{font:15px/1.5 system-ui,sans-serif;max-width:720px;
-margin:2em auto;padding:0 1em;color:#222}} li{{margin:.4em 0}} code{{background:#f3f3f3}}</style>
+<meta name="viewport" content="width=device-width,initial-scale=1"><link rel="icon" href="data:,">
+<title>pattogis – mappe</title><style>body{{font:15px/1.5 system-ui,sans-serif;max-width:760px;
+margin:2em auto;padding:0 1em;color:#222}} li{{margin:.4em 0}} code{{background:#f3f3f3}}
+form{{display:flex;gap:.5em;align-items:center;flex-wrap:wrap;margin:.3em 0 1em}}
+select{{font:inherit;max-width:26em}} button{{font:inherit}}</style>
 </head><body><h1>Mappe della Città metropolitana di Bologna</h1><ul>
 <li><a href="{p}/overview">Territorio</a>: fragilità dei comuni, sistemi territoriali, territorio
 urbanizzato, poli produttivi, stazioni, fermate e piste ciclabili.</li>
-<li><a href="{p}/budget">Bilancio del consumo di suolo</a> (LR 24/2017); per un comune:
-<code>{p}/budget?comune=037006</code>.</li>
-<li>Confronto dei siti di un'Unione: <code>{p}/sites?unione=Unione%20Reno%20Galliera</code>.</li>
+<li><a href="{p}/budget">Bilancio del consumo di suolo</a> (LR 24/2017) di tutti i comuni.</li>
 <li><a href="{p}/fund">Assegnazione del fondo perequativo</a>.</li>
-</ul><p>Fonti dei dati: {attribution}.</p></body></html>"""
+</ul>
+<h2>Un comune</h2>
+<form action="{p}/budget" method="get"><label for="pg-comune">Bilancio del suolo di</label>
+<select id="pg-comune" name="comune" required>{comuni}</select><button>Apri</button></form>
+<h2>Un'Unione</h2>
+<form action="{p}/sites" method="get"><label for="pg-unione">Confronto dei siti di</label>
+<select id="pg-unione" name="unione" required>{unioni}</select><button>Apri</button></form>
+<p><a href="/">API (OGC API – Features e Tiles)</a> · <a href="/collections?f=html">collezioni</a>
+</p><p><small>Fonti dei dati: {attribution}.</small></p></body></html>"""
+
+
+def picker_options() -> tuple[str, str]:
+    """<option>s of the comuni (ISTAT code, name; by name) and of the Unioni (by name), from the
+    built layer set."""
+    comuni = layers.open_layer("comuni")[["istat", "name", "unione"]].sort_values("name")
+    opts_c = "".join(f'<option value="{mbase.esc(i)}">{mbase.esc(n)}</option>'
+                     for i, n in zip(comuni["istat"], comuni["name"], strict=True))
+    unioni = sorted(u for u in comuni["unione"].dropna().unique() if str(u).strip())
+    opts_u = "".join(f'<option value="{mbase.esc(u)}">{mbase.esc(u)}</option>' for u in unioni)
+    return opts_c, opts_u
 
 
 def maps_router(*, proposals: ProposalsProvider | None = None, sites: SitesProvider | None = None,
@@ -90,9 +110,11 @@ def maps_router(*, proposals: ProposalsProvider | None = None, sites: SitesProvi
     def index(request: Request) -> Response:
         try:
             attribution = mbase.esc(layers.attribution())
+            comuni, unioni = picker_options()
         except PattogisError as e:
             raise _http(e) from e
-        return _html(request, INDEX.format(p=prefix, attribution=attribution))
+        return _html(request, INDEX.format(p=prefix, attribution=attribution, comuni=comuni,
+                                           unioni=unioni))
 
     @router.get("/overview", summary="Overview map of the territory (HTML)", response_class=HTMLResponse)
     def overview(request: Request) -> Response:
@@ -108,8 +130,9 @@ def maps_router(*, proposals: ProposalsProvider | None = None, sites: SitesProvi
                scenario: str = "base") -> Response:
         try:
             props = proposals(scenario) if proposals is not None else None
+            base = proposals("base") if proposals is not None and scenario != "base" else None
             m = pages.budget_map(props, comune=comune, scenario=scenario, static_url=static_url,
-                                 data_url=data_url)
+                                 data_url=data_url, base_proposals=base)
         except PattogisError as e:
             raise _http(e) from e
         return _html(request, mbase.render(m))

@@ -14,6 +14,7 @@ serialisation. The cache is keyed by the collection's *version*: for GeoPackage 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -53,6 +54,10 @@ class Summary:
     bbox: tuple[float, float, float, float] | None
     geometry_type: str
     temporal: tuple[str | None, str | None] | None = None
+    #: (name, dtype) of each property, dtype as pandas/pyogrio name it ('int64', 'object'...)
+    fields: tuple[tuple[str, str], ...] = ()
+    #: the CRS the features are stored in ('EPSG:25832'), None when unknown
+    storage_crs: str | None = None
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,9 @@ class Collection:
     version: Callable[[], Hashable] | None = None
     summary: Callable[[], Summary] | None = None
     keywords: tuple[str, ...] = ()
+    #: ``page(offset, limit)`` reads features offset..offset+limit (in feature order) straight
+    #: from the store, for requests that arrive while the collection is still being loaded
+    page: Callable[[int, int], gpd.GeoDataFrame] | None = None
 
 
 def _file_version(path: Path) -> tuple[str, int, int, int]:
@@ -140,25 +148,27 @@ class CollectionData:
         n = len(gdf)
         self.count = n
         geoms = np.asarray(gdf.geometry.values, dtype=object)
-        tr = pyproj.Transformer.from_crs(gdf.crs, CRS84, always_xy=True)
-
-        def _reproject(xy: np.ndarray) -> np.ndarray:
-            x, y = tr.transform(xy[:, 0], xy[:, 1])
-            return np.round(np.column_stack([x, y]), COORD_DECIMALS)
-
-        # One pass: reproject and round (shapely.transform is vectorised over all coordinates).
-        self.geometry = shapely.transform(geoms, _reproject) if n else geoms
-        self.tree = shapely.STRtree(self.geometry)
-        present = ~shapely.is_missing(self.geometry) & ~shapely.is_empty(self.geometry)
+        #: the CRS the data are stored in (EPSG:25832 for the layer set) and their geometries in
+        #: it, unrounded: what a request in the storage CRS gets back exactly
+        self.storage_crs = pyproj.CRS.from_user_input(gdf.crs)
+        self.source_geometry = geoms
+        self._to84 = pyproj.Transformer.from_crs(gdf.crs, CRS84, always_xy=True)
+        self._from84 = pyproj.Transformer.from_crs(CRS84, gdf.crs, always_xy=True)
+        # The index is built on the stored geometries: no reprojection of the whole layer at
+        # load time (CRS84 geometries are made per page, and for the whole layer only when a
+        # CQL2 spatial filter in CRS84 needs them).
+        self.tree = shapely.STRtree(geoms)
+        self._geometry84: np.ndarray | None = None
+        present = ~shapely.is_missing(geoms) & ~shapely.is_empty(geoms)
         if present.any():
-            b = shapely.bounds(self.geometry[present])
-            self.bbox: tuple[float, float, float, float] | None = (
-                float(np.nanmin(b[:, 0])), float(np.nanmin(b[:, 1])),
-                float(np.nanmax(b[:, 2])), float(np.nanmax(b[:, 3])),
-            )
+            b = shapely.bounds(geoms[present])
+            box = (float(np.nanmin(b[:, 0])), float(np.nanmin(b[:, 1])),
+                   float(np.nanmax(b[:, 2])), float(np.nanmax(b[:, 3])))
+            self.bbox: tuple[float, float, float, float] | None = tuple(  # type: ignore[assignment]
+                float(v) for v in self._to84.transform_bounds(*box, densify_pts=21))
         else:
             self.bbox = None
-        types = pd.unique(shapely.get_type_id(self.geometry[present]))
+        types = pd.unique(shapely.get_type_id(geoms[present]))
         self.geometry_type = _geometry_type(types)
 
         index = gdf.index
@@ -188,25 +198,119 @@ class CollectionData:
             self.t_start, self.t_end = start, end
             self.temporal = (_iso(t.min()), _iso(t.max()))
 
-        self.features = self._feature_texts(gdf, numeric_ids)
+        #: the properties (positions 0..n-1 as index): filters, sorting and property selection
+        self.properties = pd.DataFrame(gdf.drop(columns=gdf.geometry.name)).reset_index(drop=True)
+        self.fields = tuple((str(c), str(t)) for c, t in self.properties.dtypes.items())
+        self.numeric_ids = numeric_ids
+        self._frame: gpd.GeoDataFrame | None = None
+        # GeoJSON text of each feature (CRS84, every property), made the first time a page
+        # holds it: the first request after start costs one page, not the whole layer
+        self.features = np.full(n, None, dtype=object)
+        self._texts_lock = threading.Lock()
 
-    def _feature_texts(self, gdf: gpd.GeoDataFrame, numeric_ids: bool) -> np.ndarray:
-        """GeoJSON text of every feature, built column-wise (no per-feature Python logic)."""
-        n = len(gdf)
+    @property
+    def geometry(self) -> np.ndarray:
+        """Every geometry in CRS84, rounded to COORD_DECIMALS (made on first use)."""
+        if self._geometry84 is None:
+            self._geometry84 = self._crs84(self.source_geometry)
+        return self._geometry84
+
+    def _crs84(self, geoms: np.ndarray) -> np.ndarray:
+        def _reproject(xy: np.ndarray) -> np.ndarray:
+            x, y = self._to84.transform(xy[:, 0], xy[:, 1])
+            return np.round(np.column_stack([x, y]), COORD_DECIMALS)
+
+        return shapely.transform(geoms, _reproject) if len(geoms) else geoms
+
+    def to_storage(self, area: shapely.Geometry) -> shapely.Geometry:
+        """A CRS84 polygon in the storage CRS, its edges densified first (1/100 of its size)
+        so that straight lon/lat edges keep their course."""
+        x0, y0, x1, y1 = shapely.bounds(area)
+        fine = shapely.segmentize(area, max(x1 - x0, y1 - y0, 1e-9) / 100)
+
+        def _to(xy: np.ndarray) -> np.ndarray:
+            x, y = self._from84.transform(xy[:, 0], xy[:, 1])
+            return np.column_stack([x, y])
+
+        return shapely.transform(fine, _to)
+
+    def texts(self, pos: np.ndarray) -> np.ndarray:
+        """GeoJSON text (CRS84, every property) of the features at ``pos``, from the memo or
+        made now for the missing ones (vectorised over them) and kept."""
+        out = self.features[pos]
+        missing = np.flatnonzero(pd.isna(out))
+        if len(missing):
+            todo = pos[missing]
+            made = self._build_texts(todo, None, self._crs84(self.source_geometry[todo]))
+            with self._texts_lock:
+                self.features[todo] = made
+            out[missing] = made
+        return out
+
+    def frame(self, storage: bool = False) -> gpd.GeoDataFrame:
+        """Properties with the CRS84 geometry (or the storage one) as column ``geometry``: what
+        CQL2 filters are evaluated on (positions as index)."""
+        if storage:
+            return gpd.GeoDataFrame(self.properties, geometry=gpd.GeoSeries(
+                self.source_geometry, crs=self.storage_crs), crs=self.storage_crs)
+        if self._frame is None:
+            self._frame = gpd.GeoDataFrame(self.properties, geometry=gpd.GeoSeries(
+                self.geometry, crs=CRS84), crs=CRS84)
+        return self._frame
+
+    def sort(self, pos: np.ndarray, keys: list[tuple[str, bool]]) -> np.ndarray:
+        """``pos`` ordered by properties (name, ascending) in turn; ties keep feature order,
+        missing values last."""
+        if not keys or not len(pos):
+            return pos
+        sub = self.properties.iloc[pos][[k for k, _ in keys]]
+        order = sub.sort_values(by=[k for k, _ in keys], ascending=[a for _, a in keys],
+                                kind="mergesort", na_position="last").index
+        return np.asarray(order, dtype=np.int64)
+
+    def page_texts(self, pos: np.ndarray, *, properties: list[str] | None = None,
+                   crs: pyproj.CRS | None = None) -> np.ndarray:
+        """GeoJSON text of the features at ``pos``: from the cache for CRS84 with every property,
+        else built for this page only: ``properties`` (None: all) and geometries in ``crs``
+        (None: CRS84; the storage CRS: the stored coordinates unrounded; another: reprojected in
+        that CRS's axis order and rounded to 1e-7 degrees or 1 mm)."""
+        if properties is None and crs is None:
+            return self.texts(pos)
+        n = len(pos)
         if n == 0:
             return np.empty(0, dtype=object)
-        geom_json = pd.Series(shapely.to_geojson(self.geometry), dtype=object).fillna("null")
-        props = gdf.drop(columns=gdf.geometry.name)
-        if len(props.columns):
-            prop_json = pd.Series("{", index=range(n), dtype=object)
-            for k, c in enumerate(props.columns):
-                key = ("," if k else "") + json.dumps(str(c), ensure_ascii=False) + ":"
-                prop_json = prop_json + key + json_values(props[c])
-            prop_json = prop_json + "}"
+        if crs is None:
+            geoms = self._crs84(self.source_geometry[pos])
+        elif crs == self.storage_crs:
+            geoms = self.source_geometry[pos]
         else:
-            prop_json = pd.Series("{}", index=range(n), dtype=object)
-        ids = pd.Series(self.ids, dtype=object)
-        if not numeric_ids:
+            tr = pyproj.Transformer.from_crs(self.storage_crs, crs)  # authority axis order
+            digits = COORD_DECIMALS if crs.is_geographic else 3
+
+            def _to(xy: np.ndarray) -> np.ndarray:
+                a, b = tr.transform(xy[:, 0], xy[:, 1])
+                return np.round(np.column_stack([a, b]), digits)
+
+            geoms = shapely.transform(self.source_geometry[pos], _to)
+        return self._build_texts(pos, properties, geoms)
+
+    def _build_texts(self, pos: np.ndarray, properties: list[str] | None,
+                     geoms: np.ndarray) -> np.ndarray:
+        """GeoJSON texts of the features at ``pos`` with these geometries, column-wise."""
+        n = len(pos)
+        if n == 0:
+            return np.empty(0, dtype=object)
+        geom_json = pd.Series(shapely.to_geojson(geoms), dtype=object).fillna("null")
+        props = self.properties.iloc[pos]
+        if properties is not None:
+            props = props[properties]
+        prop_json = pd.Series("{", index=range(n), dtype=object)
+        for k, c in enumerate(props.columns):
+            key = ("," if k else "") + json.dumps(str(c), ensure_ascii=False) + ":"
+            prop_json = prop_json + key + json_values(props[c]).to_numpy()
+        prop_json = prop_json + "}"
+        ids = pd.Series(self.ids[pos], dtype=object)
+        if not self.numeric_ids:
             ids = ids.map(json.dumps)
         text = ('{"type":"Feature","id":' + ids + ',"geometry":' + geom_json
                 + ',"properties":' + prop_json + "}")
@@ -223,17 +327,38 @@ class CollectionData:
         self,
         bbox: tuple[float, float, float, float] | None = None,
         interval: tuple[np.datetime64 | None, np.datetime64 | None] | None = None,
+        *,
+        region: shapely.Geometry | None = None,
+        mask: np.ndarray | None = None,
     ) -> np.ndarray:
         """Sorted positions of the features intersecting ``bbox`` (CRS84, minlon > maxlon crosses
-        the antimeridian) and the closed time ``interval`` (UTC, None = open end). The interval is
-        ignored when the collection has no datetime field."""
-        if bbox is None:
+        the antimeridian) or ``region`` (a CRS84 polygon: a box given in another CRS, densified),
+        within the closed time ``interval`` (UTC, None = open end; ignored when the collection
+        has no datetime field) and true in the boolean ``mask`` (one value per feature)."""
+        if bbox is None and region is None:
             pos = np.arange(self.count)
         else:
-            x0, y0, x1, y1 = bbox
-            boxes = [shapely.box(x0, y0, x1, y1)] if x0 <= x1 else [
-                shapely.box(x0, y0, 180.0, y1), shapely.box(-180.0, y0, x1, y1)]
-            hits = [self.tree.query(b, predicate="intersects") for b in boxes]
+            if region is not None:
+                boxes = [region]
+            else:
+                x0, y0, x1, y1 = bbox  # type: ignore[misc]
+                boxes = [shapely.box(x0, y0, x1, y1)] if x0 <= x1 else [
+                    shapely.box(x0, y0, 180.0, y1), shapely.box(-180.0, y0, x1, y1)]
+            # the index is in the storage CRS: the area goes there (densified), not the data;
+            # first cut to the data's extent (a box reaching the antimeridian has no place in
+            # a UTM zone, and nothing outside the extent can match)
+            hits = []
+            if self.bbox is not None:
+                e0, f0, e1, f1 = self.bbox
+                pad = max(e1 - e0, f1 - f0, 1e-6) * 0.01
+                extent = shapely.box(e0 - pad, f0 - pad, e1 + pad, f1 + pad)
+                for b in boxes:
+                    cut = shapely.intersection(b, extent)
+                    if not cut.is_empty and cut.area > 0:
+                        hits.append(self.tree.query(self.to_storage(cut), predicate="intersects"))
+                    elif not cut.is_empty:  # a degenerate box (a line or a point)
+                        hits.append(self.tree.query(self.to_storage(cut.buffer(1e-9)),
+                                                    predicate="intersects"))
             pos = np.unique(np.concatenate(hits)) if hits else np.arange(0)
         if interval is not None and self.t_start is not None:
             lo, hi = interval
@@ -243,10 +368,15 @@ class CollectionData:
             if lo is not None:
                 keep &= self.t_end[pos] >= lo
             pos = pos[keep]
+        if mask is not None:
+            pos = pos[np.asarray(mask, dtype=bool)[pos]]
         return pos
 
     def summary(self) -> Summary:
-        return Summary(self.count, self.bbox, self.geometry_type, self.temporal)
+        auth = self.storage_crs.to_authority()
+        crs = f"{auth[0]}:{auth[1]}" if auth else self.storage_crs.to_string()
+        return Summary(self.count, self.bbox, self.geometry_type, self.temporal, self.fields,
+                       crs)
 
 
 def json_values(col: pd.Series) -> pd.Series:
@@ -277,6 +407,35 @@ def json_values(col: pd.Series) -> pd.Series:
         out = np.array([one(v) for v in values], dtype=object) if n else np.empty(0, object)
     out[missing] = "null"
     return pd.Series(out, index=range(n), dtype=object)
+
+
+def json_schema_type(dtype: str) -> dict[str, str]:
+    """JSON Schema of a property from its pandas/pyogrio dtype name, exact about integer width
+    (GDAL's OAPIF driver reads ``format: int64`` as a 64-bit field) and dates."""
+    d = dtype.lower()
+    if d in ("bool", "boolean"):
+        return {"type": "boolean"}
+    if d.startswith(("int", "uint")):
+        bits = "".join(ch for ch in d if ch.isdigit()) or "64"
+        return {"type": "integer", "format": "int64" if int(bits) > 32 else "int32"}
+    if d.startswith("float"):
+        return {"type": "number", "format": "double" if d.endswith("64") else "float"}
+    if d.startswith("datetime64"):
+        return {"type": "string", "format": "date-time"}
+    if d == "date":
+        return {"type": "string", "format": "date"}
+    return {"type": "string"}
+
+
+_GEOMETRY_FORMATS = {"Point": "geometry-point", "LineString": "geometry-linestring",
+                     "Polygon": "geometry-polygon", "MultiPoint": "geometry-multipoint",
+                     "MultiLineString": "geometry-multilinestring",
+                     "MultiPolygon": "geometry-multipolygon"}
+
+
+def geometry_format(geometry_type: str) -> str:
+    """The OGC JSON Schema format of a geometry type ('geometry-any' when mixed)."""
+    return _GEOMETRY_FORMATS.get(geometry_type.removesuffix(" Z"), "geometry-any")
 
 
 _TYPE_NAMES = {0: "Point", 1: "LineString", 3: "Polygon", 4: "MultiPoint", 5: "MultiLineString",
@@ -402,6 +561,38 @@ class CollectionRegistry:
             entry.data = data
             return data
 
+    def loaded(self, collection_id: str) -> CollectionData | None:
+        """The collection if it is loaded (current version) and can be served at once; else
+        None, after starting its load in a background thread. Only for collections that can
+        read a page straight from their store (``Collection.page``); the others are loaded now
+        (:meth:`data`)."""
+        col = self.get(collection_id)
+        if col.page is None:
+            return self.data(collection_id)
+        version = col.version() if col.version is not None else None
+        with self._lock:
+            entry = self._entries.setdefault(collection_id, _Entry())
+        cached = entry.data
+        if cached is not None and cached.version == version and cached.collection is col:
+            return cached
+        if not entry.lock.locked():
+            def _load() -> None:
+                with contextlib.suppress(Exception):  # the next request that loads it says why
+                    self.data(collection_id)
+
+            threading.Thread(target=_load, name=f"pattogis-load-{collection_id}",
+                             daemon=True).start()
+        return None
+
+    def cold_page(self, collection_id: str, offset: int, limit: int) -> CollectionData:
+        """Features offset..offset+limit read straight from the store, as a small
+        CollectionData (positions 0..n-1 are the page's)."""
+        col = self.get(collection_id)
+        if col.page is None:
+            raise ConfigError(f"collection '{collection_id}' cannot read pages from its store")
+        version = col.version() if col.version is not None else None
+        return CollectionData(col, col.page(offset, limit), version)
+
     def summary(self, collection_id: str) -> Summary:
         """Count, CRS84 bbox, geometry type, temporal extent: from the cache when loaded, else
         from the collection's cheap ``summary`` (GeoPackage metadata), else by loading it."""
@@ -421,9 +612,13 @@ class CollectionRegistry:
         return self.data(collection_id).summary()
 
     def warm(self) -> None:
-        """Load every collection (e.g. in a background thread at server start)."""
+        """Load every collection and make every feature's GeoJSON text (e.g. in a background
+        thread at server start): later pages are string joins, for more memory (the texts of
+        the 221k buildings are about 80 MB)."""
         for cid in self.ids():
-            self.data(cid)
+            data = self.data(cid)
+            for start in range(0, data.count, 20_000):
+                data.texts(np.arange(start, min(start + 20_000, data.count)))
 
 
 def _gpkg_collections(path: Path) -> dict[str, Collection]:
@@ -458,6 +653,7 @@ def _gpkg_collections(path: Path) -> dict[str, Collection]:
             attribution=str(row.get("attribution") or ""),
             licence=str(row.get("licence") or ""),
             provider=_gpkg_provider(path, name),
+            page=_gpkg_page(path, name),
             datetime_field=dt_field,
             date_only=date_only,
             version=lambda p=path: _file_version(p),
@@ -474,6 +670,16 @@ def _gpkg_provider(path: Path, layer: str) -> Provider:
     return provider
 
 
+def _gpkg_page(path: Path, layer: str) -> Callable[[int, int], gpd.GeoDataFrame]:
+    def page(offset: int, limit: int) -> gpd.GeoDataFrame:
+        # fid order, the order of the loaded collection: paging is the same cold or warm
+        # (without arrow: its reader scans the skipped features, GDAL's does not)
+        return pyogrio.read_dataframe(path, layer=layer, fid_as_index=True, use_arrow=False,
+                                      skip_features=offset, max_features=limit)
+
+    return page
+
+
 def _gpkg_summary(path: Path, layer: str, dt_field: str | None) -> Callable[[], Summary]:
     def summary() -> Summary:
         info = pyogrio.read_info(path, layer=layer)
@@ -486,7 +692,11 @@ def _gpkg_summary(path: Path, layer: str, dt_field: str | None) -> Callable[[], 
             df = pyogrio.read_dataframe(path, layer=layer, columns=[dt_field], read_geometry=False)
             t, _ = _to_utc(df[dt_field], field=dt_field, collection=layer)
             temporal = (_iso(t.min()), _iso(t.max()))
-        return Summary(n, bbox, str(info["geometry_type"]), temporal)
+        fields = tuple((str(f), "date" if o == "OFTDate" else str(t)) for f, t, o in zip(
+            info["fields"], info["dtypes"], info["ogr_types"], strict=True))
+        crs = pyproj.CRS.from_user_input(info["crs"]).to_authority() if info["crs"] else None
+        return Summary(n, bbox, str(info["geometry_type"]), temporal, fields,
+                       f"{crs[0]}:{crs[1]}" if crs else None)
 
     return summary
 

@@ -519,8 +519,11 @@ def scheda_site_html(scored: gpd.GeoDataFrame, site_id: str) -> str:
     body = (f"{ident}{warn}<h2>Perché questo punteggio</h2><p>{why}</p>"
             f"<h2>Criteri</h2>{table}{missing}"
             "<p class='note'>Contributo di ogni criterio al punteggio secondo il metodo del profilo "
-            "(somma pesata: peso × valore normalizzato). La posizione e l'intervallo si riferiscono "
-            "ai siti valutati insieme a questo.</p>"
+            "(somma pesata: peso × valore normalizzato). I valori normalizzati e il punteggio sono "
+            "calcolati rispetto all'insieme di riferimento metropolitano (i siti candidati del "
+            "layer 'candidates'): lo stesso sito ha lo stesso punteggio in ogni mappa, elenco e "
+            "API. La posizione e l'intervallo si riferiscono invece ai siti valutati insieme a "
+            "questo.</p>"
             f"<h2>Mappa</h2>{_img(mp, 'mappa del sito')}")
     return html_document(f"Scheda del sito {r['site_id']}", body, attribution=attribution,
                          generated=_now())

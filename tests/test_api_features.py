@@ -111,7 +111,8 @@ def client(toy_gpkg: Path) -> TestClient:
 
 
 def links(doc: dict) -> dict[str, dict]:
-    return {ln["rel"]: ln for ln in doc["links"]}
+    """Links by rel; the first of a rel (the JSON one) where several types share it."""
+    return {ln["rel"]: ln for ln in reversed(doc["links"])}
 
 
 def qs(href: str) -> dict[str, str]:
@@ -132,6 +133,8 @@ def test_landing_links_resolve(client: TestClient) -> None:
     for rel in ("self", "service-desc", "conformance", "data"):
         assert client.get(ln[rel]["href"]).status_code == 200, rel
     assert client.get("/?f=json").status_code == 200
+    maps = [x for x in r.json()["links"] if x["rel"] == "related"]
+    assert maps and maps[0]["href"].endswith("/maps/") and maps[0]["type"] == "text/html"
 
 
 def test_conformance_classes(client: TestClient) -> None:
@@ -277,6 +280,234 @@ def test_empty_collection(client: TestClient) -> None:
     assert fc["numberMatched"] == 0 and fc["features"] == [] and "next" not in links(fc)
 
 
+# --------------------------------------------------------------------------- Parts 2, 3, 5
+
+
+def grid_source(toy_gpkg: Path) -> gpd.GeoDataFrame:
+    return pyogrio.read_dataframe(toy_gpkg, layer="grid_points", fid_as_index=True)
+
+
+def ids_of(client: TestClient, url: str, **params: object) -> list[int]:
+    r = client.get(url, params={"limit": 10_000, **params})
+    assert r.status_code == 200, r.text
+    return [f["id"] for f in r.json()["features"]]
+
+
+def test_queryables_and_schema_have_exact_types(client: TestClient) -> None:
+    col = client.get("/collections/grid_points").json()
+    ln = {x["rel"]: x for x in col["links"]}
+    q = client.get(ln["http://www.opengis.net/def/rel/ogc/1.0/queryables"]["href"])
+    assert q.status_code == 200 and q.headers["content-type"] == "application/schema+json"
+    props = q.json()["properties"]
+    assert props["i"] == {"title": "i", "type": "integer", "format": "int64"}
+    assert props["name"]["type"] == "string"
+    assert props["geometry"]["format"] == "geometry-point"
+    schema = client.get(ln["describedby"]["href"]).json()
+    assert schema["$schema"].startswith("https://json-schema.org/draft/2020-12")
+    assert set(schema["properties"]) == {"i", "j", "name", "geometry"}
+    # the GML application schema GDAL reads: 64-bit integers as xs:long
+    xsd = client.get(ln["describedBy"]["href"])
+    assert xsd.headers["content-type"].startswith("text/xml")
+    assert '<xs:element name="i" type="xs:long"' in xsd.text
+    assert 'type="gml:PointPropertyType"' in xsd.text
+    assert "gml:PointPropertyType" not in client.get(
+        "/collections/parcels/schema.xsd").text  # polygons: gml:SurfacePropertyType
+    assert client.get("/collections/parcels/queryables").json()["properties"]["when"] == {
+        "title": "when", "type": "string", "format": "date-time"}
+
+
+def test_property_equality_filter(client: TestClient) -> None:
+    assert ids_of(client, "/collections/grid_points/items", i=3) == [fid(3, j) for j in range(N)]
+    assert ids_of(client, "/collections/grid_points/items", i=3, j=4) == [fid(3, 4)]
+    assert ids_of(client, "/collections/grid_points/items", name="Città 7") == [8]
+    fc = client.get("/collections/grid_points/items", params={"i": 3, "limit": 5}).json()
+    assert fc["numberMatched"] == N and "i=3" in links(fc)["next"]["href"]
+
+
+@pytest.mark.parametrize(("lang", "text"), [
+    # pygeofilter's grammar wants identifiers of 2+ characters unquoted: "i" is quoted
+    ("cql2-text", '"i" < 3 AND "j" >= 18'),
+    ("cql2-text", '("i" BETWEEN 0 AND 2) AND "j" IN (18, 19)'),
+    ("cql2-json", json.dumps({"op": "and", "args": [
+        {"op": "<", "args": [{"property": "i"}, 3]},
+        {"op": ">=", "args": [{"property": "j"}, 18]}]})),
+    (None, '"i" * 10 + "j" < 40 AND "j" >= 18'),
+])
+def test_cql2_filter_known_answer(client: TestClient, lang: str | None, text: str) -> None:
+    params = {"filter": text, **({"filter-lang": lang} if lang else {})}
+    want = sorted(fid(i, j) for i in range(3) for j in (18, 19))
+    assert sorted(ids_of(client, "/collections/grid_points/items", **params)) == want
+
+
+def test_cql2_like_and_spatial_match_geopandas(client: TestClient, toy_gpkg: Path) -> None:
+    src = grid_source(toy_gpkg)
+    got = ids_of(client, "/collections/grid_points/items", filter="name LIKE 'Città 1%'")
+    assert sorted(got) == sorted(src.index[src["name"].str.startswith("Città 1")])
+    # a polygon in CRS84 covering part of the grid, against shapely on the reprojected source
+    x0, y0 = lonlat(X0 + 250, Y0 + 250)
+    x1, y1 = lonlat(X0 + 1050, Y0 + 650)
+    poly = f"POLYGON(({x0} {y0},{x1} {y0},{x1} {y1},{x0} {y1},{x0} {y0}))"
+    ref = src.to_crs("OGC:CRS84")
+    want = ref.index[ref.intersects(shapely.from_wkt(poly))]
+    assert len(want) > 10
+    got = ids_of(client, "/collections/grid_points/items",
+                 filter=f'S_INTERSECTS(geometry, {poly}) AND "i" > 5')
+    assert sorted(got) == sorted(want[ref.loc[want, "i"] > 5])
+    # the same box in the storage CRS (filter-crs): exact against the source
+    box = f"BBOX({X0 + 250},{Y0 + 250},{X0 + 1050},{Y0 + 650})"
+    got = ids_of(client, "/collections/grid_points/items", filter=f"S_INTERSECTS(geometry,{box})",
+                 **{"filter-crs": "http://www.opengis.net/def/crs/EPSG/0/25832"})
+    assert sorted(got) == sorted(src.cx[X0 + 250:X0 + 1050, Y0 + 250:Y0 + 650].index)
+
+
+def test_crs_part2(client: TestClient, toy_gpkg: Path) -> None:
+    src = grid_source(toy_gpkg)
+    utm = "http://www.opengis.net/def/crs/EPSG/0/25832"
+    col = client.get("/collections/grid_points").json()
+    assert col["storageCrs"] == utm and utm in col["crs"]
+    assert col["crs"][0].endswith("/OGC/1.3/CRS84")
+    r = client.get("/collections/grid_points/items", params={"crs": utm, "limit": 400})
+    assert r.headers["content-crs"] == f"<{utm}>"
+    got = {f["id"]: f["geometry"]["coordinates"] for f in r.json()["features"]}
+    assert got == {k: [g.x, g.y] for k, g in src.geometry.items()}  # the stored values, exactly
+    # EPSG:4326 in its axis order: latitude first
+    f = client.get("/collections/grid_points/items/42",
+                   params={"crs": "http://www.opengis.net/def/crs/EPSG/0/4326"}).json()
+    lon, lat = lonlat(X0 + 200, Y0 + 100)
+    np.testing.assert_allclose(f["geometry"]["coordinates"], [lat, lon], atol=2e-7)
+    # bbox in the storage CRS: same features as geopandas on the source
+    b = (X0 + 150, Y0 + 450, X0 + 520, Y0 + 1230)
+    got_ids = ids_of(client, "/collections/grid_points/items", bbox=",".join(map(str, b)),
+                     **{"bbox-crs": utm})
+    assert sorted(got_ids) == sorted(src.cx[b[0]:b[2], b[1]:b[3]].index)
+    assert len(got_ids) == 4 * 8
+
+
+def test_sortby_and_properties(client: TestClient) -> None:
+    fc = client.get("/collections/grid_points/items",
+                    params={"sortby": "-i,+j", "limit": 3, "properties": "j,name"}).json()
+    assert [f["id"] for f in fc["features"]] == [fid(19, 0), fid(19, 1), fid(19, 2)]
+    assert fc["features"][0]["properties"] == {"j": 0, "name": f"Città {fid(19, 0) - 1}"}
+    nxt = client.get(links(fc)["next"]["href"]).json()
+    assert [f["id"] for f in nxt["features"]] == [fid(19, 3), fid(19, 4), fid(19, 5)]
+    none = client.get("/collections/grid_points/items/5", params={"f": "json"}).json()
+    assert none["properties"]["i"] == 0
+    empty = client.get("/collections/grid_points/items", params={"properties": ""}).json()
+    assert empty["features"][0]["properties"] == {}
+    by_name = ids_of(client, "/collections/grid_points/items", sortby="name", filter='"i" = 0')
+    assert by_name == sorted(by_name, key=lambda k: f"Città {k - 1}")
+
+
+def test_html_pages_by_f_and_by_accept(client: TestClient) -> None:
+    browser = {"accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+    for url in ("/", "/conformance", "/collections", "/collections/grid_points",
+                "/collections/grid_points/items", "/collections/grid_points/items/42",
+                "/collections/grid_points/queryables"):
+        r = client.get(url, headers=browser)
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/html"), url
+        assert r.text.startswith("<!doctype html>") and "<h1>" in r.text, url
+        assert client.get(url, params={"f": "html"}).text == r.text, url
+        assert client.get(url).headers["content-type"].startswith("application/"), url
+    page = client.get("/collections/grid_points/items?f=html&limit=5&i=2").text
+    assert "Features 1–5 of 20" in page and "i=2" in page and "Città 41" in page
+
+
+def test_gzip_cors_head(client: TestClient) -> None:
+    r = client.get("/collections/grid_points/items?limit=400",
+                   headers={"accept-encoding": "gzip"})
+    assert r.headers["content-encoding"] == "gzip" and len(r.json()["features"]) == 400
+    r = client.get("/collections", headers={"origin": "https://mappe.example.it"})
+    assert r.headers["access-control-allow-origin"] == "*"
+    pre = client.options("/collections/grid_points/items", headers={
+        "origin": "https://mappe.example.it", "access-control-request-method": "GET"})
+    assert pre.status_code == 200
+    h = client.head("/collections/grid_points/items?limit=3")
+    assert h.status_code == 200 and h.content == b""
+    assert h.headers["content-type"] == "application/geo+json"
+    assert client.head("/collections/nessuna").status_code == 404
+
+
+def test_conformance_declares_what_is_served(client: TestClient) -> None:
+    conf = set(client.get("/conformance").json()["conformsTo"])
+    for c in ("ogcapi-features-2/1.0/conf/crs", "ogcapi-features-3/1.0/conf/filter",
+              "ogcapi-features-3/1.0/conf/queryables", "cql2/1.0/conf/cql2-text",
+              "cql2/1.0/conf/cql2-json", "ogcapi-features-1/1.0/conf/html"):
+        assert f"http://www.opengis.net/spec/{c}" in conf
+    # not claimed: temporal operators (pygeofilter's geopandas backend has none)
+    assert not any("temporal-functions" in c for c in conf)
+    r = client.get("/collections/parcels/items", params={"filter-lang": "cql2-json", "filter":
+        json.dumps({"op": "t_after", "args": [{"property": "when"},
+                                               {"timestamp": "2024-01-01T00:00:00Z"}]})})
+    assert r.status_code == 400 and "temporal" in r.json()["detail"]
+
+
+def test_cold_page_from_the_store_equals_the_loaded_page(toy_gpkg: Path) -> None:
+    """The first request after start is answered from the GeoPackage while the layer loads in
+    the background; the page is the same as once it is loaded."""
+    reg = CollectionRegistry(gpkg=toy_gpkg)
+    c = TestClient(create_app(reg, routers=None))
+    url = "/collections/grid_points/items?limit=7&offset=390"
+    assert reg.loaded("grid_points") is None or True  # starts the background load
+    cold = reg.cold_page("grid_points", 390, 7)
+    assert list(cold.ids) == [str(k) for k in range(391, 398)]
+    first = c.get(url).json()
+    reg.data("grid_points")  # loaded now
+    assert reg.loaded("grid_points") is not None
+    warm = c.get(url).json()
+    for fc in (first, warm):
+        fc.pop("timeStamp")
+    assert first == warm
+    assert first["numberMatched"] == N * N and len(first["features"]) == 7
+    assert "next" in links(first) and links(first)["prev"]["href"].endswith("offset=383")
+
+
+def test_vector_tiles_known_answer(client: TestClient, toy_gpkg: Path) -> None:
+    morecantile = need("morecantile")
+    mvt = need("mapbox_vector_tile")
+    tms = morecantile.tms.get("WebMercatorQuad")
+    lon, lat = lonlat(X0 + 1000, Y0 + 1000)  # middle of the grid
+    z = 16  # a tile of ~400 m: part of the grid falls in it
+    t = tms.tile(lon, lat, z)
+    w, s_, e, n = tms.bounds(t)
+    src = grid_source(toy_gpkg).to_crs("OGC:CRS84")
+    inside = src.index[(src.geometry.x >= w) & (src.geometry.x <= e) & (src.geometry.y >= s_)
+                       & (src.geometry.y <= n)]
+    assert 0 < len(inside) < N * N
+    r = client.get(f"/collections/grid_points/tiles/WebMercatorQuad/{z}/{t.y}/{t.x}")
+    assert r.status_code == 200 and r.headers["content-type"] == "application/vnd.mapbox-vector-tile"
+    layer = mvt.decode(r.content)["grid_points"]
+    got = {f["id"]: f for f in layer["features"]}
+    # the tile also carries the points of its 64/4096 buffer: every point inside is there
+    assert set(inside) <= set(got)
+    pad = (e - w) * 64 / 4096 * 1.01
+    near = src.index[(src.geometry.x >= w - pad) & (src.geometry.x <= e + pad)
+                     & (src.geometry.y >= s_ - pad) & (src.geometry.y <= n + pad)]
+    assert set(got) <= set(near)
+    k = inside[0]
+    assert got[k]["properties"] == {"i": int(src.loc[k, "i"]), "j": int(src.loc[k, "j"]),
+                                    "name": src.loc[k, "name"]}
+    # position: the tile's integer grid (4096 a side, y up) within 1 unit of the exact point
+    x_m, y_m = pyproj.Transformer.from_crs(CRS, "EPSG:3857", always_xy=True).transform(
+        X0 + STEP * src.loc[k, "i"], Y0 + STEP * src.loc[k, "j"])
+    xmin, ymin, xmax, ymax = tms.xy_bounds(t)
+    gx, gy = got[k]["geometry"]["coordinates"]
+    assert abs(gx - (x_m - xmin) / (xmax - xmin) * 4096) <= 1
+    assert abs(gy - (y_m - ymin) / (ymax - ymin) * 4096) <= 1
+    # metadata, an empty tile far away, and a tile outside the matrix
+    ts = client.get("/collections/grid_points/tiles/WebMercatorQuad").json()
+    item = next(x for x in ts["links"] if x["rel"] == "item")
+    assert item["href"].endswith("/{tileMatrix}/{tileRow}/{tileCol}") and ts["minzoom"] == 0
+    assert client.get("/collections/grid_points/tiles").json()["tilesets"][0]["dataType"] == \
+        "vector"
+    assert client.get("/tileMatrixSets/WebMercatorQuad").json()["id"] == "WebMercatorQuad"
+    empty = client.get(f"/collections/grid_points/tiles/WebMercatorQuad/{z}/0/0")
+    assert mvt.decode(empty.content).get("grid_points", {"features": []})["features"] == []
+    assert client.get("/collections/grid_points/tiles/WebMercatorQuad/2/4/0").status_code == 404
+    assert client.get("/collections/grid_points/tiles/Nessuno/2/0/0").status_code == 404
+    conf = client.get("/conformance").json()["conformsTo"]
+    assert "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/mvt" in conf
+
+
 # --------------------------------------------------------------------------- datetime
 
 
@@ -343,17 +574,26 @@ def test_registered_collection_with_string_ids_and_dates(toy_gpkg: Path) -> None
     ("/collections/grid_points/items?bbox=1,2,nan,4", 400, ["bbox", "finite"]),
     ("/collections/grid_points/items?bbox=1,95,2,96", 400, ["bbox", "latitude"]),
     ("/collections/grid_points/items?bbox=1,50,2,40", 400, ["bbox", "latitude"]),
-    ("/collections/grid_points/items?limit=0", 400, ["limit", "0"]),
+    ("/collections/grid_points/items?limit=0", 400, ["limit", "1"]),
     ("/collections/grid_points/items?limit=10001", 400, ["limit", "10000"]),
     ("/collections/grid_points/items?limit=tanti", 400, ["limit", "integer"]),
+    ("/collections/grid_points/items?crs=EPSG:3003", 400, ["crs", "25832"]),
+    ("/collections/grid_points/items?bbox-crs=EPSG:25832", 400, ["bbox-crs"]),
+    ("/collections/grid_points/items?filter=i%20%3E", 400, ["filter", "cql2-text"]),
+    ("/collections/grid_points/items?filter=colour%3D1", 400, ["colour", "queryables"]),
+    ("/collections/grid_points/items?filter=name%20%3E%203", 400, ["filter", "evaluated"]),
+    ("/collections/grid_points/items?filter=%7B&filter-lang=cql2-json", 400, ["cql2-json"]),
+    ("/collections/grid_points/items?sortby=colour", 400, ["sortby", "colour"]),
+    ("/collections/grid_points/items?properties=i,colour", 400, ["properties", "colour"]),
+    ("/collections/grid_points/items?i=uno", 400, ["i", "integer"]),
     ("/collections/grid_points/items?offset=-1", 400, ["offset"]),
     ("/collections/grid_points/items?datetime=ieri", 400, ["datetime", "RFC 3339"]),
     ("/collections/grid_points/items?datetime=2024-05-02/2024-05-01", 400, ["before"]),
     ("/collections/grid_points/items?datetime=2024-13-01", 400, ["datetime"]),
     ("/collections/grid_points/items?colour=red", 400, ["colour"]),
     ("/collections/grid_points/items?limit=1&limit=2", 400, ["limit", "more than once"]),
-    ("/collections/grid_points/items?f=xml", 400, ["xml"]),
-    ("/collections?f=html", 400, ["html"]),
+    ("/collections/grid_points/items?f=xml", 400, ["f", "geojson"]),
+    ("/collections?f=xml", 400, ["f", "html"]),
 ])
 def test_bad_input(client: TestClient, url: str, status: int, words: list[str]) -> None:
     r = client.get(url)
@@ -530,62 +770,106 @@ def _same_values(got: pd.Series, ref: pd.Series, name: str) -> None:
         assert norm(got) == norm(ref), name
 
 
-def test_gdal_oapif_round_trip_every_collection(built_layers: Path) -> None:
-    gpkg = built_layers / "bologna.gpkg"
-    names = [str(n) for n, t in pyogrio.list_layers(gpkg) if t is not None]
+@pytest.fixture(scope="module")
+def server(built_layers: Path) -> Iterator[str]:
+    """uvicorn serving the real layer set, warm."""
     env = {"PATTOGIS_LAYERS_DIR": str(built_layers), "PATTOGIS_API_WARM": "1"}
     with uvicorn_server(env) as url:
-        src = f"OAPIF:{url}/"
-        served = [str(n) for n, _ in pyogrio.list_layers(src)]
-        assert set(names) <= set(served)
-        # Collections registered by other modules (analysis results): GDAL reads them whole
-        # and gets the count the server announces.
-        for name in sorted(set(served) - set(names)):
-            meta = httpx.get(f"{url}/collections/{name}", timeout=120).json()
-            if meta["itemCount"] <= 10_000:
-                got = pyogrio.read_dataframe(src, layer=name, PAGE_SIZE=10_000,
-                                             INITIAL_REQUEST_PAGE_SIZE=10_000)
-                assert len(got) == meta["itemCount"], name
-        for name in names:
-            n = pyogrio.read_info(gpkg, layer=name)["features"]
-            assert pyogrio.read_info(src, layer=name)["features"] == n, name  # numberMatched
-            if n > 10_000:
-                continue  # checked through a bbox below: large layers are paged, never dumped
-            # One page of up to 10,000, and the schema sampled from all of it (GDAL guesses
-            # field types from the first page: 20 features could make an int64 look int32).
-            got = pyogrio.read_dataframe(src, layer=name, fid_as_index=True,
-                                         PAGE_SIZE=10_000, INITIAL_REQUEST_PAGE_SIZE=10_000)
-            ref = pyogrio.read_dataframe(gpkg, layer=name, fid_as_index=True).to_crs("OGC:CRS84")
-            assert len(got) == n, name
-            assert sorted(got.index) == sorted(ref.index), name
-            got = got.loc[ref.index]
-            for col in ref.columns.drop(ref.geometry.name):
-                _same_values(got[col], ref[col], f"{name}.{col}")
-            g, r = np.asarray(got.geometry.values), np.asarray(ref.geometry.values)
-            assert (shapely.get_type_id(g) == shapely.get_type_id(r)).all(), name
-            assert (shapely.get_num_coordinates(g) == shapely.get_num_coordinates(r)).all(), name
-            # same vertices in the same order, to the 1e-7 degrees the server rounds to
-            np.testing.assert_allclose(shapely.get_coordinates(g), shapely.get_coordinates(r),
-                                       atol=6e-8, rtol=0, err_msg=name)
+        yield url
 
-        # buildings: a bbox of ~2 x 2 km, paged by GDAL at 100 a page, against an independent
-        # count (GeoPackage read, reprojected, intersected with the box by shapely).
-        box = (11.30, 44.60, 11.33, 44.62)
-        got = pyogrio.read_dataframe(src, layer="buildings", bbox=box, fid_as_index=True,
+
+def test_gdal_oapif_round_trip_every_collection(built_layers: Path, server: str) -> None:
+    gpkg = built_layers / "bologna.gpkg"
+    names = [str(n) for n, t in pyogrio.list_layers(gpkg) if t is not None]
+    url = server
+    src = f"OAPIF:{url}/"
+    served = [str(n) for n, _ in pyogrio.list_layers(src)]
+    assert set(names) <= set(served)
+    # Collections registered by other modules (analysis results): GDAL reads them whole
+    # and gets the count the server announces.
+    for name in sorted(set(served) - set(names)):
+        meta = httpx.get(f"{url}/collections/{name}", timeout=120).json()
+        if meta["itemCount"] <= 10_000:
+            got = pyogrio.read_dataframe(src, layer=name)
+            assert len(got) == meta["itemCount"], name
+    for name in names:
+        n = pyogrio.read_info(gpkg, layer=name)["features"]
+        assert pyogrio.read_info(src, layer=name)["features"] == n, name  # numberMatched
+        if n > 10_000:
+            continue  # checked through a bbox below: large layers are paged, never dumped
+        # GDAL's default options: the field types come from the schema the server links,
+        # not from a guess on the first page (which made 64-bit ids 32-bit)
+        got = pyogrio.read_dataframe(src, layer=name, fid_as_index=True)
+        ref = pyogrio.read_dataframe(gpkg, layer=name, fid_as_index=True)
+        # GDAL >= 3.7 asks for the advertised storageCrs (the stored coordinates, exact);
+        # older GDAL gets CRS84 rounded to 1e-7 degrees
+        geographic = pyproj.CRS(got.crs).is_geographic
+        if geographic:
+            ref = ref.to_crs("OGC:CRS84")
+        assert len(got) == n, name
+        assert sorted(got.index) == sorted(ref.index), name
+        got = got.loc[ref.index]
+        for col in ref.columns.drop(ref.geometry.name):
+            if pd.api.types.is_integer_dtype(ref[col]):  # exact, not through floats
+                assert pd.api.types.is_integer_dtype(got[col]), f"{name}.{col}"
+                assert (got[col].to_numpy() == ref[col].to_numpy()).all(), f"{name}.{col}"
+            _same_values(got[col], ref[col], f"{name}.{col}")
+        g, r = np.asarray(got.geometry.values), np.asarray(ref.geometry.values)
+        assert (shapely.get_type_id(g) == shapely.get_type_id(r)).all(), name
+        assert (shapely.get_num_coordinates(g) == shapely.get_num_coordinates(r)).all(), name
+        # same vertices in the same order, to the 1e-7 degrees the server rounds to (or
+        # exactly, in the storage CRS)
+        np.testing.assert_allclose(shapely.get_coordinates(g), shapely.get_coordinates(r),
+                                   atol=6e-8 if geographic else 1e-9, rtol=0, err_msg=name)
+
+    # buildings: a bbox of ~2 x 2 km, paged by GDAL at 100 a page, against an independent
+    # selection (GeoPackage read, intersected with the box by shapely).
+    box = (11.30, 44.60, 11.33, 44.62)
+    utm = pyproj.Transformer.from_crs("OGC:CRS84", CRS, always_xy=True)
+    wide = utm.transform_bounds(*box, densify_pts=21)
+    ref = pyogrio.read_dataframe(gpkg, layer="buildings", bbox=tuple(
+        v + s * 50 for v, s in zip(wide, (-1, -1, 1, 1), strict=True)), fid_as_index=True)
+    if not pyproj.CRS(pyogrio.read_info(src, layer="buildings")["crs"]).is_geographic:
+        # GDAL in the storage CRS sends bbox with bbox-crs: the answer is exact
+        got = pyogrio.read_dataframe(src, layer="buildings", bbox=wide, fid_as_index=True,
                                      PAGE_SIZE=100)
-        utm = pyproj.Transformer.from_crs("OGC:CRS84", CRS, always_xy=True)
-        wide = utm.transform_bounds(*box, densify_pts=21)
-        ref = pyogrio.read_dataframe(gpkg, layer="buildings", bbox=tuple(
-            v + s * 50 for v, s in zip(wide, (-1, -1, 1, 1), strict=True)), fid_as_index=True)
-        ref = ref.to_crs("OGC:CRS84")
-        # distance in degrees on purpose: compared with the 1e-7 degree rounding of the server
-        dist = pd.Series(shapely.distance(np.asarray(ref.geometry.values), shapely.box(*box)),
-                         index=ref.index)
         assert 0 < len(got) < 10_000
-        assert set(ref.index[dist == 0]) <= set(got.index)
-        # Served coordinates are rounded to 1e-7 degrees: a building ending 5 mm short of the
-        # box edge may touch it. Nothing farther than that may come back.
-        assert dist.loc[sorted(set(got.index))].max() <= 1e-7
+        assert sorted(got.index) == sorted(ref.index[ref.intersects(shapely.box(*wide))])
+        return
+    got = pyogrio.read_dataframe(src, layer="buildings", bbox=box, fid_as_index=True,
+                                 PAGE_SIZE=100)
+    ref = ref.to_crs("OGC:CRS84")
+    # distance in degrees on purpose: compared with the 1e-7 degree rounding of the server
+    dist = pd.Series(shapely.distance(np.asarray(ref.geometry.values), shapely.box(*box)),
+                     index=ref.index)
+    assert 0 < len(got) < 10_000
+    assert set(ref.index[dist == 0]) <= set(got.index)
+    # Served coordinates are rounded to 1e-7 degrees: a building ending 5 mm short of the
+    # box edge may touch it. Nothing farther than that may come back.
+    assert dist.loc[sorted(set(got.index))].max() <= 1e-7
+
+
+def test_ogr2ogr_keeps_64_bit_ids(server: str, tmp_path: Path) -> None:
+    """The command a QGIS/GDAL user runs, with GDAL's own defaults (the issue's repro)."""
+    ogr2ogr = shutil.which("ogr2ogr")
+    if ogr2ogr is None:
+        if os.environ.get("CI", "").strip().lower() == "true":
+            pytest.fail("ogr2ogr missing: .ci/run installs gdal-bin")
+        pytest.skip("ogr2ogr (gdal-bin) not installed")
+    out = tmp_path / "x.gpkg"
+    subprocess.run([ogr2ogr, "-f", "GPKG", str(out), f"OAPIF:{server}/", "roads_nodes"],
+                   check=True, capture_output=True, timeout=300)
+    got = pyogrio.read_dataframe(out, read_geometry=False)
+    assert int(got["osmid"].max()) == 12_947_446_731
+
+
+def test_owslib_reads_queryables(server: str) -> None:
+    features = need("owslib.ogcapi.features").Features(server)
+    q = features.collection_queryables("roads_nodes")
+    assert q["properties"]["osmid"]["type"] == "integer"
+    assert q["properties"]["osmid"]["format"] == "int64"
+    items = features.collection_items("comuni", istat="037006", limit=5)
+    assert [f["properties"]["name"] for f in items["features"]] == ["Bologna"]
 
 
 @pytest.fixture(scope="module")
@@ -598,6 +882,32 @@ def real_app(built_layers: Path, tmp_path_factory: pytest.TempPathFactory) -> Fa
         mp.setenv("PATTOGIS_API_KEYS", str(tmp / "keys.json"))
         return create_app(CollectionRegistry(gpkg=built_layers / "bologna.gpkg"),
                           get_store=lambda: open_store(tmp / "proposals.gpkg"))
+
+
+def test_real_cql2_and_crs_match_geopandas(real_app: FastAPI, built_layers: Path) -> None:
+    c = TestClient(real_app)
+    src = pyogrio.read_dataframe(built_layers / "bologna.gpkg", layer="buildings",
+                                 fid_as_index=True)
+    want = src.index[(src["area_m2"] > 3000) & (src["comune_istat"] == "037032")]
+    r = c.get("/collections/buildings/items", params={
+        "filter": "area_m2 > 3000 AND comune_istat = '037032'", "limit": 10_000})
+    assert r.status_code == 200, r.text
+    fc = r.json()
+    assert 0 < fc["numberMatched"] == len(want) <= 10_000
+    assert sorted(f["id"] for f in fc["features"]) == sorted(want)
+    # a box in EPSG:25832, answered in EPSG:25832: the stored coordinates of the same features
+    b = pyproj.Transformer.from_crs("OGC:CRS84", CRS, always_xy=True).transform_bounds(
+        11.30, 44.60, 11.33, 44.62)
+    utm = "http://www.opengis.net/def/crs/EPSG/0/25832"
+    fc = c.get("/collections/buildings/items", params={
+        "bbox": ",".join(map(str, b)), "bbox-crs": utm, "crs": utm, "limit": 10_000}).json()
+    ref = src[src.intersects(shapely.box(*b))]
+    assert 0 < len(ref) == fc["numberMatched"] < 10_000
+    got = gpd.GeoDataFrame.from_features(fc["features"], crs=CRS)
+    got.index = [f["id"] for f in fc["features"]]
+    assert sorted(got.index) == sorted(ref.index)
+    assert shapely.equals_exact(np.asarray(got.loc[ref.index].geometry.values),
+                                np.asarray(ref.geometry.values), tolerance=1e-9).all()
 
 
 def test_big_layer_pages_and_bbox(real_app: FastAPI) -> None:

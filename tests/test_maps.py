@@ -34,6 +34,10 @@ CRS = "EPSG:25832"
 COMUNE = "037001"          # Anzola dell'Emilia
 UNIONE = "Unione Terre d'Acqua"
 MAX_PAGE_BYTES = 2_000_000
+# a written page inlines Leaflet, every layer and the offline base map (~150 KB): it opens from
+# file:// with no server. Pages served by the API are held to the issue's 300 KB instead.
+MAX_FILE_BYTES = 2_300_000
+MAX_API_TRANSFER = 300_000
 
 # every data source the overview shows must be credited on the page
 OVERVIEW_ATTRIBUTIONS = [
@@ -237,7 +241,7 @@ def test_overview_page_labels_attribution_size(overview_file: Path) -> None:
     from pattogis.maps.base import fmt_ha
 
     html = overview_file.read_text(encoding="utf-8")
-    assert len(html.encode()) < MAX_PAGE_BYTES
+    assert len(html.encode()) < MAX_FILE_BYTES
     _no_cdn(html)
     assert "L.tileLayer" in html and "Sfondo OpenStreetMap (richiede internet)" in html
     for label in ("Legenda", "Indice di fragilità dei comuni (0–1)", "Sistemi territoriali",
@@ -303,6 +307,31 @@ def test_budget_page_shows_ledger_figures(layers_env: Path, proposals: gpd.GeoDa
     # no comune: all comuni, metropolitan residue in the panel
     html_all = maps.render(maps.budget_map(None))
     assert "Residuo metropolitano" in html_all and "Nessuna proposta" in html_all
+
+
+@pytest.mark.realdata
+def test_scenario_page_maps_the_difference_from_base(layers_env: Path,
+                                                      proposals: gpd.GeoDataFrame) -> None:
+    """Scenario 'alt' drops the 1 ha new urbanisation of the base: its remaining local quota in
+    COMUNE is exactly 1 ha more than the base's, and every other comune's is unchanged."""
+    from pattogis.maps import pages
+    from pattogis.maps.base import render
+
+    alt = proposals[proposals["ptype"] != "nuova_urbanizzazione"].assign(scenario="alt")
+    both = pd.concat([proposals, alt], ignore_index=True)
+    m = pages.budget_map(alt, scenario="alt", base_proposals=proposals)
+    layer = next(ch for ch in m._children.values() if getattr(ch, "key", None) == "scenario_diff")
+    feats = layer.payload["data"]["features"]
+    assert len(feats) == 55
+    deltas = {f["properties"]["tip"].rsplit(": ", 1)[0]: f["properties"]["tip"].rsplit(": ", 1)[1]
+              for f in feats}
+    assert deltas["Anzola dell&#x27;Emilia"] == "1,00 ha"
+    assert {v for k, v in deltas.items() if k != "Anzola dell&#x27;Emilia"} == {"0,00 ha"}
+    assert "Differenza (scenario − base)" in feats[0]["properties"]["popup"]
+    # the same from one table holding both scenarios
+    m2 = pages.budget_map(both, scenario="alt")
+    assert "Quota locale residua: «alt» − base (ha)" in render(m2)
+    assert "scenario_diff" not in render(pages.budget_map(proposals, scenario="base"))
 
 
 @pytest.mark.realdata
@@ -391,9 +420,14 @@ def app(layers_env: Path, proposals: gpd.GeoDataFrame, scored_sites: gpd.GeoData
             raise NotFound(f"no scored sites for '{unione}'")
         return scored_sites
 
+    from api.tiles import tiles_router
+    from pattogis.collections import CollectionRegistry
+
     a = FastAPI()
     a.include_router(maps_router(proposals=lambda scenario: proposals[proposals["scenario"] == scenario],
                                  sites=sites, fund=lambda call: fund_result))
+    # the pages draw buildings and TU from the vector tiles of the same server
+    a.include_router(tiles_router(CollectionRegistry(gpkg=layers_env / "bologna.gpkg")))
     return a
 
 
@@ -405,7 +439,7 @@ def test_api_pages_and_transfer_size(app) -> None:
     r = c.get("/maps/overview", headers={"Accept-Encoding": "gzip"})
     assert r.status_code == 200 and r.headers["content-encoding"] == "gzip"
     transferred = int(r.headers["content-length"])
-    assert transferred < MAX_PAGE_BYTES
+    assert transferred < MAX_API_TRANSFER
     html = r.text
     assert len(html.encode()) < MAX_PAGE_BYTES  # even uncompressed
     assert transferred < len(html.encode()) / 2
@@ -422,6 +456,10 @@ def test_api_pages_and_transfer_size(app) -> None:
     assert c.get("/maps/fund").status_code == 200
     idx = c.get("/maps/")
     assert idx.status_code == 200 and "Mappe della Città metropolitana di Bologna" in idx.text
+    # the comune and Unione pickers: every comune by ISTAT code, the Unioni by name
+    assert len(re.findall(r'<option value="037\d{3}">', idx.text)) == 55
+    assert '<option value="037001">Anzola dell&#x27;Emilia</option>' in idx.text
+    assert 'action="/maps/sites"' in idx.text and "Unione Terre d&#x27;Acqua" in idx.text
     js = c.get("/maps/static/leaflet/leaflet.js")
     assert js.status_code == 200 and "Leaflet 1.9.4" in js.text
     assert c.get("/maps/static/leaflet/images/layers.png").headers["content-type"] == "image/png"
@@ -552,6 +590,65 @@ def test_browser_pages_via_api(chromium: str, server: str, page: str, key: str, 
     assert rep.errors == []
     assert expect in rep.values[0]
     assert rep.screenshot is not None and rep.screenshot.stat().st_size > 20_000
+
+
+def test_hillshade_known_answers() -> None:
+    """Sun from the north-west 45 degrees up: flat ground gets sin 45 deg; a 45 deg slope facing
+    the sun (west or north) (1/2 + sqrt(2)/2)/sqrt(2) = 0.8536, one facing away 0.1464."""
+    from pattogis.maps.basemap import hillshade
+
+    cell = 10.0
+    rows, cols = np.mgrid[0:20, 0:20] * cell  # row index grows southward (north-up raster)
+    flat = hillshade(np.zeros((20, 20)), cell)
+    np.testing.assert_allclose(flat, np.sin(np.radians(45)), atol=1e-12)
+    lit, dark = (0.5 + np.sqrt(0.5)) / np.sqrt(2), (-0.5 + np.sqrt(0.5)) / np.sqrt(2)
+    np.testing.assert_allclose(hillshade(cols, cell), lit, atol=1e-12)    # rises east: faces west
+    np.testing.assert_allclose(hillshade(-cols, cell), dark, atol=1e-12)  # faces east
+    np.testing.assert_allclose(hillshade(rows, cell), lit, atol=1e-12)    # rises south: faces north
+    np.testing.assert_allclose(hillshade(-rows, cell), dark, atol=1e-12)  # faces south
+
+
+@pytest.mark.realdata
+def test_basemap_is_our_layers_inside_the_province(layers_env: Path) -> None:
+    from pattogis import layers
+    from pattogis.maps import basemap
+
+    bm = basemap.build()
+    assert bm is not None and bm.hillshade_png.startswith(b"\x89PNG")
+    # the lines are simplified after clipping (by up to 50 m): a margin of ~65 m; a national
+    # railway drawn unclipped would stick out by kilometres
+    province = layers.open_layer("comuni").to_crs(4326).union_all().buffer(8e-4)
+    for fc in (bm.rail, bm.roads, bm.comuni):
+        geoms = shapely.from_geojson([json.dumps(f["geometry"]) for f in fc["features"]])
+        assert shapely.within(geoms, province).all()  # nothing outside drawn as the province's
+    names = {f["properties"]["label"] for f in bm.comuni["features"]
+             if f["geometry"]["type"] == "Point"}
+    assert len(names) == 55 and "Bologna" in names
+    assert "OpenStreetMap" in bm.attribution and "SRTM" in bm.attribution
+
+
+@pytest.mark.browser
+@pytest.mark.realdata
+def test_browser_overview_basemap_and_vector_tiles(chromium: str, server: str) -> None:
+    from pattogis.maps.browser import check_page
+
+    # a built-up spot of Imola (comune 037032), where the buildings layer has features
+    rep = check_page(
+        f"{server}/maps/overview", SHOTS / "overview_tiles_imola.png", settle_s=2.5,
+        actions=["pattogis.map.setView([44.301, 11.645], 16, {animate: false})",
+                 "pattogis.map.addLayer(pattogis.layers.buildings)"],
+        evaluate=["document.documentElement.lang",
+                  "document.querySelector('.leaflet-control-scale').innerText",
+                  "Object.values(pattogis.layers.buildings.getLayers()[0]._vectorTiles)"
+                  ".reduce(function(a,t){return a+Object.keys(t._features||{}).length},0)",
+                  "pattogis.layers.basemap.getLayers().length"])
+    assert rep.errors == []
+    assert not [u for u in rep.requests if not u.startswith((server, "data:"))], rep.requests
+    lang, scale, n_buildings, n_base = rep.values
+    assert lang == "it" and scale.strip().endswith("m") and "ft" not in scale and "mi" not in scale
+    assert n_buildings > 100 and n_base > 50
+    assert any("/collections/buildings/tiles/WebMercatorQuad/16/" in u for u in rep.requests)
+    assert any("/collections/territorio_urbanizzato/tiles/" in u for u in rep.requests)
 
 
 def test_gzip_roundtrip_of_helper() -> None:

@@ -47,6 +47,8 @@ STATIC_FILES = {
     "leaflet/images/marker-icon-2x.png": "image/png",
     "leaflet/images/marker-shadow.png": "image/png",
     "leaflet/LICENSE": "text/plain",
+    "vectorgrid/Leaflet.VectorGrid.bundled.min.js": "application/javascript",
+    "vectorgrid/LICENSE": "text/plain",
 }
 
 PRECISION = 6           # decimals of lon/lat kept in pages (~0.1 m)
@@ -221,7 +223,15 @@ PAGE_CSS = f"""
   .pg-title {{ position: fixed; top: 10px; left: 54px; z-index: 1000; max-width: 40vw; }}
   .pg-title h1 {{ font-size: 17px; margin: 0; }}
   .pg-title p {{ margin: 2px 0 0; font-size: 12px; color: #555; }}
-  .leaflet-control-attribution {{ font-size: 10px; max-width: 55vw; }}
+  /* compact attribution: one line, the full text on hover or focus */
+  .leaflet-control-attribution {{ font-size: 10px; max-width: 34vw; white-space: nowrap;
+    overflow: hidden; text-overflow: ellipsis; }}
+  .leaflet-control-attribution:hover, .leaflet-control-attribution:focus-within {{
+    white-space: normal; max-width: 60vw; }}
+  .pg-label {{ background: none; border: 0; box-shadow: none; font: 600 11px system-ui,
+    sans-serif; color: #333; text-shadow: 0 0 3px #fff, 0 0 3px #fff; padding: 0; }}
+  .pg-label::before {{ display: none; }}
+  .pg-far .pg-label {{ display: none; }}
   .leaflet-control-layers-expanded {{ font-size: 12px; padding: 4px 8px; }}
   .pg-legend {{ position: fixed; bottom: 56px; left: 10px; z-index: 1000; max-width: 290px;
     font-size: 12px;
@@ -238,7 +248,7 @@ PAGE_CSS = f"""
   .pg-badge {{ display: inline-block; font-size: 10px; font-weight: 600; color: #7a4b00;
     background: #ffe9b3; border: 1px solid #e0b44c; border-radius: 3px; padding: 0 4px;
     margin-left: 4px; text-transform: uppercase; letter-spacing: .03em; }}
-  .pg-panel {{ position: fixed; bottom: 28px; right: 10px; z-index: 1000; max-width: 360px;
+  .pg-panel {{ position: fixed; bottom: 30px; right: 10px; z-index: 1000; max-width: 360px;
     max-height: 45vh; overflow: auto; }}
   .pg-pop-title {{ font-weight: 600; margin-bottom: 4px; }}
   table.pg-pop {{ border-collapse: collapse; font-size: 12px; }}
@@ -284,26 +294,38 @@ def _use_local_assets(m: folium.Map, static_url: str | None) -> None:
         header.add_child(be.CssLink(f"{base}/leaflet/leaflet.css"), name="leaflet_css")
         header.add_child(be.JavascriptLink(f"{base}/leaflet/leaflet.js"), name="leaflet")
     header.add_child(be.Element(PAGE_CSS), name="pattogis_css")
+    if static_url is not None:  # vector tiles are drawn from the API only
+        header.add_child(be.JavascriptLink(
+            f"{static_url.rstrip('/')}/vectorgrid/Leaflet.VectorGrid.bundled.min.js"),
+            name="vectorgrid")
     # an empty inline icon: browsers would otherwise ask the server for /favicon.ico
     header.add_child(be.Element('<link rel="icon" href="data:,">'), name="favicon")
 
 
 def base_map(title: str, subtitle: str = "", *, bounds: list[list[float]] | None = None,
-             static_url: str | None = None, osm_tiles: bool = True) -> folium.Map:
-    """An empty page: no base tiles, local Leaflet, title box, scale bar.
+             static_url: str | None = None, osm_tiles: bool = True,
+             basemap: bool = True) -> folium.Map:
+    """An empty page: local Leaflet, title box, metric scale bar and (``basemap``) the offline
+    base map drawn from our own layers (:func:`add_basemap`).
 
     ``osm_tiles``: add an OpenStreetMap tile overlay, off by default (needs internet).
     """
-    m = folium.Map(location=[44.49, 11.34], zoom_start=9, tiles=None, control_scale=True,
+    m = folium.Map(location=[44.49, 11.34], zoom_start=9, tiles=None, control_scale=False,
                    prefer_canvas=True, zoom_snap=0.25)
     _use_local_assets(m, static_url)
     root = m.get_root()
     root.title = title
+    # metric scale only (the page is marked lang="it" by render())
+    MapScript("L.control.scale({imperial: false, metric: true}).addTo({map});").add_to(m)
     root.html.add_child(be.Element(
         f"<div class='pg-box pg-title'><h1>{esc(title)}</h1>"
         + (f"<p>{esc(subtitle)}</p>" if subtitle else "") + "</div>"), name="pg_title")
     # attribution prefix without Leaflet's link to a remote site
     MapScript("{map}.attributionControl.setPrefix('Leaflet | pattogis');").add_to(m)
+    if basemap:
+        from pattogis.maps.basemap import add_basemap
+
+        add_basemap(m)
     if osm_tiles:
         folium.TileLayer(OSM_TILES, attr=OSM_ATTR, name="Sfondo OpenStreetMap (richiede internet)",
                          overlay=True, show=False, control=True, max_zoom=19).add_to(m)
@@ -384,8 +406,8 @@ def add_layer_control(m: folium.Map) -> None:
 
 
 def render(m: folium.Map) -> str:
-    """The page as one HTML string."""
-    return m.get_root().render()
+    """The page as one HTML string, marked as Italian."""
+    return m.get_root().render().replace("<html>", '<html lang="it">', 1)
 
 
 def maps_dir() -> Path:

@@ -112,10 +112,66 @@ window.pattogis = (function () {
     map.on('overlayremove', function (e) { if (e.layer === group) { status(o, o.offText); } });
     map.whenReady(function () { if (map.hasLayer(group)) { refresh(); } else { status(o, o.offText); } });
   }
+  function basemap(group, map, o) {
+    // the offline base map: hillshade image, main roads, railways, comune boundaries and names
+    // the hillshade (250 m cells) only where it reads as relief, not as blocks
+    var relief = o.image ? L.imageOverlay(o.image, o.bounds, {opacity: 1, interactive: false}) : null;
+    function lines(fc, st) {
+      if (fc) { L.geoJSON(fc, {style: st, interactive: false}).eachLayer(function (l) { group.addLayer(l); }); }
+    }
+    lines(o.roads, {color: '#c98f3b', weight: 1.6, opacity: 0.8});
+    lines(o.rail, {color: '#555', weight: 1.4, opacity: 0.9, dashArray: '5 3'});
+    L.geoJSON(o.comuni, {
+      filter: function (f) { return f.geometry.type !== 'Point'; },
+      style: {color: '#8a8a8a', weight: 0.8, opacity: 0.9, fill: false}, interactive: false
+    }).eachLayer(function (l) { group.addLayer(l); });
+    L.geoJSON(o.comuni, {
+      filter: function (f) { return f.geometry.type === 'Point'; },
+      pointToLayer: function (f, ll) {
+        var m = L.circleMarker(ll, {radius: 0, opacity: 0, fillOpacity: 0, interactive: false});
+        m.bindTooltip(String(f.properties.label || ''), {permanent: true, direction: 'center',
+                                                         className: 'pg-label'});
+        return m;
+      }
+    }).eachLayer(function (l) { group.addLayer(l); });
+    function far() {
+      var c = map.getContainer(), z = map.getZoom();
+      if (z < o.labelZoom) { c.classList.add('pg-far'); } else { c.classList.remove('pg-far'); }
+      if (relief) {
+        if (z <= o.reliefMaxZoom && !group.hasLayer(relief)) { group.addLayer(relief); relief.bringToBack(); }
+        if (z > o.reliefMaxZoom && group.hasLayer(relief)) { group.removeLayer(relief); }
+      }
+    }
+    map.on('zoomend', far); map.whenReady(far);
+  }
+  function tiles(group, map, o) {
+    // vector tiles (OGC API - Tiles, MVT) drawn by Leaflet.VectorGrid; popups from properties
+    if (!L.vectorGrid) { console.error('pattogis: Leaflet.VectorGrid missing'); return; }
+    var st = {}, s = styler(o)();
+    st[o.layer] = Object.assign({}, s, {fill: true, radius: 3});
+    var vg = L.vectorGrid.protobuf(o.url, {
+      vectorTileLayerStyles: st, interactive: true, minZoom: o.minZoom, maxNativeZoom: 22,
+      rendererFactory: L.canvas.tile, getFeatureId: function (f) { return f.id; }
+    });
+    vg.on('click', function (e) {
+      var p = e.layer.properties || {}, d = document.createElement('div');
+      var b = document.createElement('b'); b.textContent = o.title; d.appendChild(b);
+      Object.keys(o.fields).forEach(function (k) {
+        if (p[k] === undefined) { return; }
+        d.appendChild(document.createElement('br'));
+        d.appendChild(document.createTextNode(o.fields[k] + ': ' + p[k]));
+      });
+      L.popup().setLatLng(e.latlng).setContent(d).openOn(map);
+    });
+    group.addLayer(vg);
+    function note() { status(o, map.getZoom() < o.minZoom ? o.zoomText : (map.hasLayer(group) ? o.onText : o.offText)); }
+    map.on('zoomend overlayadd overlayremove', note); map.whenReady(note);
+  }
   // layers by key and the map, for scripts and tests: pattogis.layers.bus_stops, pattogis.map
   var registry = {};
   function register(key, group, map) { if (key) { registry[key] = group; } window.pattogis.map = map; }
-  return {bind: bind, geojson: geojson, points: points, onDemand: onDemand, layers: registry,
+  return {bind: bind, geojson: geojson, points: points, onDemand: onDemand, basemap: basemap,
+          tiles: tiles, layers: registry,
           register: register, map: null};
 })();
 </script>
@@ -149,7 +205,7 @@ class ScriptLayer(folium.map.Layer):
 
     def __init__(self, helper: str, payload: dict[str, Any], *, name: str, show: bool = False,
                  attribution: str = "", key: str | None = None) -> None:
-        if helper not in ("geojson", "points", "onDemand"):
+        if helper not in ("geojson", "points", "onDemand", "basemap", "tiles"):
             raise ValueError(f"unknown helper {helper!r}")
         super().__init__(name=name, overlay=True, control=True, show=show)
         self._name = "ScriptLayer"

@@ -33,6 +33,7 @@ from pattogis.maps.base import (
     SIMPLIFY_M,
     VIRIDIS,
     YL_OR_RD,
+    Classes,
     LegendSection,
     MapScript,
     add_layer_control,
@@ -74,8 +75,9 @@ TU_COLOR = "#6a51a3"
 HEAT_COLORS = ["#2c7bb6", "#abd9e9", "#ffffbf", "#fdae61", "#d7191c"]
 HUB_COLOR = "#111111"
 RAIL_COLOR = "#111111"
-NO_TILES_NOTE = ("Nessuno sfondo cartografico: la piattaforma funziona offline. Lo sfondo "
-                 "OpenStreetMap si attiva dal selettore dei livelli (serve internet).")
+NO_TILES_NOTE = ("Sfondo dai nostri dati (confini e nomi dei comuni, ferrovie, strade "
+                 "principali, rilievo): funziona offline. Lo sfondo OpenStreetMap si attiva dal "
+                 "selettore dei livelli (serve internet).")
 
 
 def _badge(text: str) -> str:
@@ -253,10 +255,19 @@ def overview_map(*, static_url: str | None = None, data_url: str | None = None,
                        title=f"Territorio urbanizzato – {esc(names.get(c, c))}")
             for c, a, b, s in zip(tu["comune_istat"], tu["area_ha"], tu["n_buildings"], tu["source"],
                                   strict=True)]
-    fc = to_features(tu, {"popup": pops, "tip": [f"TU {esc(names.get(c, c))}" for c in tu["comune_istat"]]},
-                     simplify_m=simplify_m)
-    geojson_layer(fc, _name("Territorio urbanizzato", tu_derived), attribution=tu_src, key="tu",
-                  style=_style(TU_COLOR, TU_COLOR, 0.6, 0.45)).add_to(m)
+    if data_url is not None:  # from the API: vector tiles, not 0.9 MB of inline GeoJSON
+        tiles_layer(m, "territorio_urbanizzato", data_url,
+                    name=_name("Territorio urbanizzato", tu_derived), title="Territorio urbanizzato",
+                    fields={"name": "Comune", "area_ha": "Superficie (ha)",
+                            "n_buildings": "Edifici considerati", "source": "Perimetro"},
+                    color=TU_COLOR, fill=TU_COLOR, weight=0.6, fill_opacity=0.45, min_zoom=0,
+                    show=True, key="tu", attribution=tu_src)
+    else:
+        fc = to_features(tu, {"popup": pops, "tip": [f"TU {esc(names.get(c, c))}"
+                                                     for c in tu["comune_istat"]]},
+                         simplify_m=simplify_m)
+        geojson_layer(fc, _name("Territorio urbanizzato", tu_derived), attribution=tu_src,
+                      key="tu", style=_style(TU_COLOR, TU_COLOR, 0.6, 0.45)).add_to(m)
     legend.append(LegendSection(
         "Territorio urbanizzato (TU) provvisorio", [(TU_COLOR, f"TU, totale {fmt_ha(tu['area_ha'].sum(), 0)}")],
         derived=tu_derived, source=tu_src,
@@ -318,7 +329,82 @@ def overview_map(*, static_url: str | None = None, data_url: str | None = None,
     return m
 
 
+DIFF_COLORS = ["#b2182b", "#ef8a62", "#f7f7f7", "#67a9cf", "#2166ac"]  # less ... more quota
+
+
+def scenario_difference_layer(m: folium.Map, comuni: gpd.GeoDataFrame, cmp: pd.DataFrame,
+                              scenario: str, source: str, simplify_m: float) -> LegendSection:
+    """Remaining local quota per comune, scenario minus base (ha; negative: the scenario uses
+    more quota), in a diverging palette centred on 0 (``cmp``: ``ledger.compare(base, scen)``)."""
+    d = comuni[["istat", "name", "geometry"]].merge(
+        cmp[["istat", "remaining_locale_ha_base", f"remaining_locale_ha_{scenario}",
+             "delta_remaining_locale_ha"]], on="istat")
+    delta = d["delta_remaining_locale_ha"].to_numpy(dtype=float)
+    top = float(np.nanmax(np.abs(delta))) if len(delta) and np.isfinite(delta).any() else 0.0
+    top = max(top, 0.01)
+    breaks = [-top, -top / 3, -0.005, 0.005, top / 3, top]
+    cls = Classes(breaks, DIFF_COLORS, decimals=2, unit="ha")
+    pops = [table_html([
+        ("Quota locale residua – base", fmt_ha(b)),
+        (f"Quota locale residua – «{esc(scenario)}»", fmt_ha(s_)),
+        ("<b>Differenza (scenario − base)</b>", f"<b>{fmt_ha(x)}</b>"),
+    ], title=esc(n)) for n, b, s_, x in zip(
+        d["name"], d["remaining_locale_ha_base"], d[f"remaining_locale_ha_{scenario}"], delta,
+        strict=True)]
+    fc = to_features(d, {"popup": pops, "tip": [f"{esc(n)}: {fmt_ha(x)}" for n, x in
+                                                zip(d["name"], delta, strict=True)],
+                         "_fill": cls.color(delta)}, simplify_m=simplify_m)
+    geojson_layer(fc, f"Differenza dallo scenario base («{esc(scenario)}» − base)",
+                  attribution=source, highlight=True, key="scenario_diff",
+                  style=_style("#ccc", "#666", 0.7, 0.75)).add_to(m)
+    return LegendSection(f"Quota locale residua: «{scenario}» − base (ha)", cls.legend(),
+                         source=source, note="Negativo: lo scenario usa più quota della base; "
+                         "positivo: ne libera (desigillazioni, proposte ritirate).")
+
+
+#: Layers the API pages draw from vector tiles (OGC API - Tiles) instead of GeoJSON by bbox:
+#: layer -> popup fields (property -> Italian label).
+TILED = {"buildings": {"idag": "Aggregato strutturale", "comune_istat": "Comune (ISTAT)",
+                       "area_m2": "Superficie (m²)"}}
+
+
+def tiles_layer(m: folium.Map, collection: str, data_url: str, *, name: str, title: str,
+                fields: dict[str, str], color: str, fill: str, weight: float,
+                fill_opacity: float, min_zoom: int, show: bool, key: str,
+                attribution: str) -> str:
+    """A layer drawn from Mapbox Vector Tiles of the API's /collections/{collection}/tiles by
+    Leaflet.VectorGrid: only the tiles in view travel (and the browser caches them). Popups
+    list ``fields`` (property -> Italian label). Returns the id of its status line."""
+    note_id = f"pg-od-{key}"
+    root = data_url.rstrip("/").removesuffix("/maps/data")
+    payload = {"url": f"{root}/collections/{collection}/tiles/WebMercatorQuad/{{z}}/{{y}}/{{x}}",
+               "layer": collection, "minZoom": min_zoom, "color": color, "fill": fill,
+               "weight": weight, "fillOpacity": fill_opacity, "noteId": note_id,
+               "title": title, "fields": fields,
+               "zoomText": f"visibile da zoom {min_zoom}: avvicinati",
+               "onText": "tasselli vettoriali dall'API",
+               "offText": "livello spento (attivalo dal selettore)", "r0": 2.5, "k": 1.2}
+    ScriptLayer("tiles", payload, name=name, show=show, attribution=attribution,
+                key=key).add_to(m)
+    return note_id
+
+
+def _tiles_layer(m: folium.Map, key: str, data_url: str, show: bool) -> LegendSection:
+    spec = ON_DEMAND[key]
+    src = source_text([key])
+    zoom = max(spec.min_zoom - 2, 13)
+    note_id = tiles_layer(m, key, data_url, name=_name(spec.label, False) + _badge("tasselli"),
+                          title=spec.label, fields=TILED[key], color=spec.color, fill=spec.fill,
+                          weight=spec.weight, fill_opacity=spec.fill_opacity, min_zoom=zoom,
+                          show=show, key=key, attribution=src)
+    return LegendSection(spec.label, [(spec.fill, spec.label)], kind=spec.kind, source=src,
+                         status_id=note_id,
+                         note=f"Tasselli vettoriali (OGC API - Tiles) da zoom {zoom}.")
+
+
 def _on_demand_layer(m: folium.Map, key: str, data_url: str, show: bool) -> LegendSection:
+    if key in TILED:
+        return _tiles_layer(m, key, data_url, show)
     spec = ON_DEMAND[key]
     src = source_text([key])
     note_id = f"pg-od-{key}"
@@ -430,10 +516,13 @@ def _physical_layer(m: folium.Map, comuni_sel: gpd.GeoDataFrame) -> LegendSectio
 
 def budget_map(proposals: gpd.GeoDataFrame | None = None, *, comune: str | None = None,
                scenario: str = "base", static_url: str | None = None, data_url: str | None = None,
-               simplify_m: float = SIMPLIFY_M) -> folium.Map:
+               simplify_m: float = SIMPLIFY_M,
+               base_proposals: gpd.GeoDataFrame | None = None) -> folium.Map:
     """Remaining local quota (LR 24/2017, PTM 1% pool) per comune, the proposals coloured by type
     and their ledger figures in ha. ``comune`` (ISTAT code) zooms to one comune, shows its TU and
-    proposals and its path to 2050."""
+    proposals and its path to 2050. For a scenario other than 'base', ``base_proposals`` (the base
+    scenario's; default: those of ``proposals``) give the map of the difference in remaining
+    local quota per comune, scenario minus base."""
     from pattogis import ledger
 
     law = config.law()
@@ -484,12 +573,25 @@ def budget_map(proposals: gpd.GeoDataFrame | None = None, *, comune: str | None 
     legend.append(LegendSection("Quota locale residua (ha)", items, source=src_c,
                                 note="Quota locale = 1% del TU al 1/1/2018 (PTM art. 49); "
                                 "residuo = quota − consumo + desigillazione."))
+    if scenario != "base":  # issue 15: the scenario's difference from the base, per comune
+        base_led = ledger.compute(comuni, tu, base_proposals if base_proposals is not None
+                                  else proposals, scenario="base", law=law)
+        legend.append(scenario_difference_layer(m, c, ledger.compare(base_led, led), scenario,
+                                                src_c, simplify_m))
 
     tu_sel = tu[tu["comune_istat"] == comune] if comune else tu
     tu_derived = bool((tu_sel["source"] != "official").any())
-    fc = to_features(tu_sel, {"tip": ["Territorio urbanizzato"] * len(tu_sel)}, simplify_m=simplify_m)
-    geojson_layer(fc, _name("Territorio urbanizzato", tu_derived), attribution=src_tu, key="tu",
-                  style=_style(TU_COLOR, TU_COLOR, 0.8, 0.25)).add_to(m)
+    if data_url is not None and comune is None:  # every comune's TU: vector tiles from the API
+        tiles_layer(m, "territorio_urbanizzato", data_url,
+                    name=_name("Territorio urbanizzato", tu_derived), title="Territorio urbanizzato",
+                    fields={"name": "Comune", "area_ha": "Superficie (ha)"}, color=TU_COLOR,
+                    fill=TU_COLOR, weight=0.8, fill_opacity=0.25, min_zoom=0, show=True,
+                    key="tu", attribution=src_tu)
+    else:
+        fc = to_features(tu_sel, {"tip": ["Territorio urbanizzato"] * len(tu_sel)},
+                         simplify_m=simplify_m)
+        geojson_layer(fc, _name("Territorio urbanizzato", tu_derived), attribution=src_tu,
+                      key="tu", style=_style(TU_COLOR, TU_COLOR, 0.8, 0.25)).add_to(m)
     legend.append(LegendSection("Territorio urbanizzato (TU)", [(TU_COLOR, "TU provvisorio")],
                                 derived=tu_derived, source=src_tu))
 

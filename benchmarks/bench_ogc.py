@@ -1,0 +1,342 @@
+"""Benchmark of the OGC API and the map pages against what a user would otherwise run.
+
+Run: ``python3 benchmarks/bench_ogc.py [--quick] [--out PATH]``; writes
+``benchmarks/results/ogc.json``. Needs the built layer set (``$PATTOGIS_LAYERS_DIR`` or
+``data/layers``); the pygeoapi part needs ``pip install pygeoapi`` and GDAL's Python bindings
+for its OGR provider (``apt-get install libgdal-dev; pip install GDAL==$(gdal-config
+--version)``) and is skipped, saying so, without them.
+pygeoapi is a benchmark peer only: it is no dependency of pattogis.
+
+1. **pygeoapi** (OGR provider) and **pattogis** serve the same GeoPackage, one uvicorn
+   worker each, started fresh: the time of the first request after start, then, alternating
+   request by request, ``/collections/buildings/items?limit=1000&offset=R`` (R random) timed to
+   the last byte over keep-alive HTTP; the slowest request of the run; each server's resident
+   memory (VmRSS) at the end. Goal: pattogis >= 100x faster at <= 2x pygeoapi's memory and no
+   request over 1 s.
+2. **GDAL** (the OAPIF driver of pyogrio's GDAL) downloads every building, with its default page
+   size and with PAGE_SIZE=10000, with gzip (GDAL's default) and without (CPL_CURL_GZIP=NO):
+   seconds and bytes on the wire.
+3. **Map pages** in headless Chromium, warm (loaded, then reloaded with the browser cache): bytes
+   transferred by the reload (page + assets + data + tiles) and the first contentful paint, per
+   page; the first load's bytes too. Goal <= 300 KB and <= 1.5 s each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pyogrio
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(HERE))
+
+from run_all import summary_row, write_result  # noqa: E402
+
+LAYER = "buildings"
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process and its children (uvicorn's worker), in MiB."""
+    total = 0
+    pids = [pid]
+    with contextlib.suppress(OSError):
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        pids += [int(k) for k in kids]
+    for p in pids:
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+    return round(total / 1024, 1)
+
+
+@contextlib.contextmanager
+def serve(cmd: list[str], env: dict[str, str], probe: str) -> Iterator[tuple[str, int]]:
+    """A server on a free port of 127.0.0.1 (``{port}`` in ``cmd``), ready when ``probe``
+    answers; yields its URL and pid."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([c.replace("{port}", str(port)) for c in cmd], cwd=REPO,
+                            env={**os.environ, **env}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(url + probe, timeout=5).status_code == 200:
+                    break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"server did not start: {' '.join(cmd)}")
+            time.sleep(0.2)
+        yield url, proc.pid
+    finally:
+        proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=20)
+        if proc.poll() is None:
+            proc.kill()
+
+
+def pygeoapi_config(gpkg: Path, port_hint: str, folder: Path) -> tuple[Path, Path]:
+    cfg = folder / "pygeoapi.yml"
+    cfg.write_text(textwrap.dedent(f"""\
+        server:
+          bind: {{host: 127.0.0.1, port: 0}}
+          url: {port_hint}
+          mimetype: application/json; charset=UTF-8
+          encoding: utf-8
+          language: en-US
+          cors: false
+          pretty_print: false
+          limits: {{default_items: 100, max_items: 10000}}
+          map: {{url: 'https://tile.openstreetmap.org/{{z}}/{{x}}/{{y}}.png', attribution: OSM}}
+        logging: {{level: ERROR}}
+        metadata:
+          identification: {{title: bench, description: bench, keywords: [bench],
+                            keywords_type: theme, terms_of_service: none, url: 'http://localhost'}}
+          license: {{name: CC-BY 4.0, url: 'https://creativecommons.org/licenses/by/4.0/'}}
+          provider: {{name: bench, url: 'http://localhost'}}
+          contact: {{name: bench, position: bench, address: bench, city: bench,
+                     stateorprovince: bench, postalcode: '0', country: IT, phone: '0',
+                     fax: '0', email: 'a@b.c', url: 'http://localhost', hours: any,
+                     instructions: none, role: pointOfContact}}
+        resources:
+          {LAYER}:
+            type: collection
+            title: {LAYER}
+            description: {LAYER}
+            keywords: [{LAYER}]
+            links: []
+            extents:
+              spatial: {{bbox: [10.8, 44.0, 11.9, 44.9],
+                         crs: 'http://www.opengis.net/def/crs/OGC/1.3/CRS84'}}
+            providers:
+              - type: feature
+                name: OGR
+                data:
+                  source_type: GPKG
+                  source: {gpkg}
+                  source_capabilities: {{paging: true}}
+                id_field: fid
+                layer: {LAYER}
+        """), encoding="utf-8")
+    oas = folder / "openapi.yml"
+    env = {**os.environ, "PYGEOAPI_CONFIG": str(cfg)}
+    exe = shutil.which("pygeoapi") or "pygeoapi"
+    subprocess.run([exe, "openapi", "generate", str(cfg),
+                    "--output-file", str(oas)], check=True, env=env, capture_output=True,
+                   timeout=300)
+    return cfg, oas
+
+
+def bench_servers(gpkg: Path, layers_dir: Path, n_req: int, seed: int) -> dict[str, Any]:
+    count = int(pyogrio.read_info(gpkg, layer=LAYER)["features"])
+    offsets = np.random.default_rng(seed).integers(0, count - 1000, n_req)
+    out: dict[str, Any] = {"requests": n_req, "layer": LAYER, "features": count}
+    # pygeoapi's OGR provider reads the GeoPackage through GDAL's Python bindings
+    have_peer = _importable("pygeoapi") and _importable("osgeo.ogr")
+    uv = [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", "{port}",
+          "--workers", "1", "--log-level", "warning"]
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        ours_url, ours_pid = stack.enter_context(serve(
+            [*uv, "api.app:app"], {"PATTOGIS_LAYERS_DIR": str(layers_dir)}, "/conformance"))
+        urls = {"pattogis": (ours_url, ours_pid)}
+        # the same with PATTOGIS_API_WARM=1: every collection and its feature texts made in the
+        # background at start (faster pages, more memory); timed once the warm-up is done
+        warm = stack.enter_context(serve(
+            [*uv, "api.app:app"], {"PATTOGIS_LAYERS_DIR": str(layers_dir),
+                                   "PATTOGIS_API_WARM": "1"}, "/conformance"))
+        if have_peer:
+            cfg, oas = pygeoapi_config(gpkg, "http://127.0.0.1", Path(tmp))
+            peer = stack.enter_context(serve(
+                [*uv, "pygeoapi.starlette_app:APP"],
+                {"PYGEOAPI_CONFIG": str(cfg), "PYGEOAPI_OPENAPI": str(oas)}, "/conformance"))
+            urls["pygeoapi"] = peer
+        else:
+            out["pygeoapi"] = "skipped: pip install pygeoapi and GDAL's Python bindings " \
+                              "(apt-get install libgdal-dev; pip install GDAL==$(gdal-config " \
+                              "--version)) to compare"
+        times: dict[str, list[float]] = {k: [] for k in [*urls, "pattogis_warm"]}
+        first: dict[str, float] = {}
+        with httpx.Client(timeout=300) as client:
+            for name, (url, _) in urls.items():
+                t0 = time.perf_counter()
+                r = client.get(f"{url}/collections/{LAYER}/items", params={"limit": 1000})
+                first[name] = time.perf_counter() - t0
+                r.raise_for_status()
+            time.sleep(60)  # the warm server makes its texts; the lazy one loads in the background
+            urls["pattogis_warm"] = warm
+            t0 = time.perf_counter()
+            client.get(f"{warm[0]}/collections/{LAYER}/items", params={"limit": 1000})
+            first["pattogis_warm"] = time.perf_counter() - t0
+            for off in offsets:
+                for name, (url, _) in urls.items():
+                    t0 = time.perf_counter()
+                    r = client.get(f"{url}/collections/{LAYER}/items",
+                                   params={"limit": 1000, "offset": int(off)})
+                    r.raise_for_status()
+                    _ = r.content
+                    times[name].append(time.perf_counter() - t0)
+        for name, (_, pid) in urls.items():
+            ts = times[name]
+            out[name] = {"first_request_s": round(first[name], 3),
+                         "median_ms": round(1000 * statistics.median(ts), 2),
+                         "p95_ms": round(1000 * float(np.percentile(ts, 95)), 2),
+                         "max_ms": round(1000 * max([first[name], *ts]), 1),
+                         "rss_mib": rss_mib(pid)}
+    return out
+
+
+def _importable(mod: str) -> bool:
+    try:
+        __import__(mod)
+    except ImportError:
+        return False
+    return True
+
+
+def bench_gdal(layers_dir: Path, quick: bool) -> list[dict[str, Any]]:
+    """Whole buildings layer through GDAL's OAPIF driver: default page size and 10,000, gzip on
+    and off: seconds. Bytes on the wire: GDAL does not report them, so the same pages are asked
+    once more with httpx in the same encoding and their Content-Length summed."""
+    rows = []
+    uv = [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", "{port}",
+          "--workers", "1", "--log-level", "warning"]
+    with serve([*uv, "api.app:app"], {"PATTOGIS_LAYERS_DIR": str(layers_dir),
+                                      "PATTOGIS_API_WARM": "1"}, "/conformance") as (url, _):
+        src = f"OAPIF:{url}/"
+        httpx.get(f"{url}/collections/{LAYER}/items?limit=1", timeout=300)
+        time.sleep(8)  # let the background load finish: the download is timed warm
+        for gzip_on in (True, False):
+            for page in (None, 10_000):
+                if quick and page is None:
+                    continue
+                opts = {} if page is None else {"PAGE_SIZE": page}
+                pyogrio.set_gdal_config_options({"CPL_CURL_GZIP": "YES" if gzip_on else "NO"})
+                t0 = time.perf_counter()
+                df = pyogrio.read_dataframe(src, layer=LAYER, **opts)
+                dt = time.perf_counter() - t0
+                # bytes on the wire: the same pages fetched once with the same encoding
+                size = page or 1000
+                wire = 0
+                with httpx.Client(timeout=300, headers={
+                        "Accept-Encoding": "gzip" if gzip_on else "identity"}) as c:
+                    for off in range(0, len(df), size):
+                        r = c.get(f"{url}/collections/{LAYER}/items",
+                                  params={"limit": size, "offset": off})
+                        wire += int(r.headers.get("content-length") or len(r.content))
+                rows.append({"page_size": page or "GDAL default", "gzip": gzip_on,
+                             "features": len(df), "seconds": round(dt, 2),
+                             "wire_mib": round(wire / 2**20, 1)})
+        pyogrio.set_gdal_config_options({"CPL_CURL_GZIP": None})
+    return rows
+
+
+BYTES_JS = ("(performance.getEntriesByType('navigation')[0].transferSize + performance"
+            ".getEntriesByType('resource').reduce(function(a,e){return a+e.transferSize},0))")
+FCP_JS = "(performance.getEntriesByName('first-contentful-paint')[0]||{}).startTime"
+
+
+def bench_pages(layers_dir: Path) -> list[dict[str, Any]]:
+    from pattogis.maps.browser import check_page, chromium_path
+
+    if chromium_path() is None:
+        return [{"page": "all", "skipped": "Chromium not installed"}]
+    pages = ["/maps/", "/maps/overview", "/maps/budget", "/maps/budget?comune=037001",
+             "/maps/sites?unione=Unione%20Terre%20d%27Acqua", "/maps/fund"]
+    rows = []
+    uv = [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", "{port}",
+          "--workers", "1", "--log-level", "warning"]
+    with serve([*uv, "api.app:app"], {"PATTOGIS_LAYERS_DIR": str(layers_dir),
+                                      "PATTOGIS_API_WARM": "1"}, "/conformance") as (url, _):
+        for p in pages:  # the server computes and caches what the pages need
+            httpx.get(url + p, timeout=600)
+        time.sleep(5)
+        for p in pages:
+            cold = check_page(url + p, None, settle_s=2.5, evaluate=[BYTES_JS])
+            warm = check_page(url + p, None, settle_s=2.5, actions=["location.reload()"],
+                              evaluate=[BYTES_JS, FCP_JS])
+            rows.append({"page": p, "first_load_kb": round((cold.values[0] or 0) / 1000, 1),
+                         "warm_kb": round((warm.values[0] or 0) / 1000, 1),
+                         "warm_first_paint_s": round((warm.values[1] or 0) / 1000, 3),
+                         "errors": cold.errors + warm.errors})
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer requests, one GDAL case")
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    from pattogis import layers
+
+    gpkg = layers.gpkg_path()
+    if not gpkg.exists():
+        sys.exit(f"layer set not built at {gpkg}: run `pattogis data build`")
+    result: dict[str, Any] = {}
+    srv = bench_servers(gpkg, layers.layers_dir(), 20 if args.quick else 60, args.seed)
+    result["servers"] = srv
+    result["gdal"] = bench_gdal(layers.layers_dir(), args.quick)
+    result["pages"] = bench_pages(layers.layers_dir())
+    ours = srv["pattogis"]
+    summary = []
+    warm = srv.get("pattogis_warm")
+    peer = srv.get("pygeoapi")
+    if isinstance(peer, dict):
+        speed = peer["median_ms"] / ours["median_ms"]
+        summary.append(summary_row(
+            "items?limit=1000 median (buildings, HTTP)", ours["median_ms"], "ms",
+            peer="pygeoapi (OGR provider, same GeoPackage)", peer_value=peer["median_ms"],
+            target=">= 100x faster", met=speed >= 100,
+            note=f"pygeoapi / pattogis = {speed:.0f}x"))
+        summary.append(summary_row(
+            "resident memory after the run", ours["rss_mib"], "MiB", peer="pygeoapi",
+            peer_value=peer["rss_mib"], target="<= 2x pygeoapi",
+            met=ours["rss_mib"] <= 2 * peer["rss_mib"]))
+        if warm:
+            wspeed = peer["median_ms"] / warm["median_ms"]
+            summary.append(summary_row(
+                "items?limit=1000 median, PATTOGIS_API_WARM=1", warm["median_ms"], "ms",
+                peer="pygeoapi", peer_value=peer["median_ms"], target=">= 100x faster",
+                met=wspeed >= 100, note=f"{wspeed:.0f}x; resident memory {warm['rss_mib']} "
+                                        f"MiB (pygeoapi {peer['rss_mib']} MiB)"))
+    summary.append(summary_row(
+        "slowest request after start (first one included)", ours["max_ms"], "ms",
+        target="<= 1000 ms", met=ours["max_ms"] <= 1000,
+        note=f"first request {ours['first_request_s']} s"))
+    for row in result["pages"]:
+        if "warm_kb" in row:
+            summary.append(summary_row(
+                f"page {row['page']}: warm bytes / first paint", row["warm_kb"], "KB",
+                target="<= 300 KB, <= 1.5 s",
+                met=row["warm_kb"] <= 300 and row["warm_first_paint_s"] <= 1.5 and
+                not row["errors"],
+                note=f"first paint {row['warm_first_paint_s']} s, first load "
+                     f"{row['first_load_kb']} KB"))
+    result["summary"] = summary
+    path = write_result("ogc", result, args.out)
+    print(path)
+
+
+if __name__ == "__main__":
+    main()
