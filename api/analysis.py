@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, ValidationError
 from starlette.datastructures import UploadFile
 
+from api.errors import documents
 from api.proposals import only, reader_dependency
 from pattogis import analysis, layers, workspace
 from pattogis.collections import Collection, CollectionRegistry
@@ -261,6 +262,7 @@ def analysis_router(registry: CollectionRegistry, get_store: Any) -> APIRouter:
         return analysis.load_proposals(store=get_store(), role=role)
 
     @r.get("/monitoring", summary="Six-monthly monitoring, LR 24/2017 art. 5 (JSON, HTML or PDF)",
+           responses=documents("json", "html", "pdf"),
            openapi_extra={"security": [{}]})  # a key is optional, as for /budget
     def monitoring(role: Role | None = Depends(reader),  # noqa: B008 - FastAPI dependency
                    comune: str | None = None, scenario: str = "base",
@@ -277,7 +279,7 @@ def analysis_router(registry: CollectionRegistry, get_store: Any) -> APIRouter:
         return JSONResponse(_jsonable(analysis.physical(comune=comune)))
 
     @r.get("/scheda/comune/{comune}", summary="Printable scheda of a comune (HTML for print or PDF)",
-           openapi_extra={"security": [{}]})  # a key is optional, as for /budget
+           responses=documents("html", "pdf"), openapi_extra={"security": [{}]})  # a key is optional, as for /budget
     def scheda_comune(comune: str, role: Role | None = Depends(reader),  # noqa: B008
                       scenario: str = "base",
                       format: str = Query("html", pattern="^(html|pdf)$")) -> Response:
@@ -287,7 +289,8 @@ def analysis_router(registry: CollectionRegistry, get_store: Any) -> APIRouter:
         return _document(html, format, f"scheda_{comune}")
 
     @r.post("/scheda/site/{site_id}", summary="Printable scheda of a site (HTML or PDF): the "
-            "built candidates, or your own sites sent as to /analysis/score")
+            "built candidates, or your own sites sent as to /analysis/score",
+            responses=documents("html", "pdf"))
     async def scheda_site(site_id: str, request: Request) -> Response:
         from pattogis import reports
 
@@ -308,7 +311,7 @@ def analysis_router(registry: CollectionRegistry, get_store: Any) -> APIRouter:
         return await run_in_threadpool(work)
 
     @r.get("/export/ledger", summary="The ledger as a file: csv (Italian format), xlsx or gpkg",
-           openapi_extra={"security": [{}]})  # a key is optional, as for /budget
+           responses=documents("csv", "xlsx", "gpkg"), openapi_extra={"security": [{}]})  # a key is optional, as for /budget
     def export_ledger(role: Role | None = Depends(reader),  # noqa: B008 - FastAPI dependency
                       format: str = Query("xlsx", pattern="^(csv|xlsx|gpkg)$"),
                       comune: str | None = None, scenario: str = "base") -> Response:

@@ -182,3 +182,12 @@ def document_errors(doc: dict[str, Any]) -> dict[str, Any]:
             res.setdefault("503", {"description": "Service Unavailable: the layer set is "
                                    "missing or incomplete (the detail says how to rebuild)", **ref})
     return doc
+
+
+def documents(*formats: str, description: str = "the document") -> dict[int | str, Any]:
+    """``responses`` of an endpoint answering a file: the 200 with each format's media type
+    (``pattogis.exports.MEDIA``), so the OpenAPI document says what comes back."""
+    from pattogis.exports import MEDIA
+
+    return {200: {"description": description,
+                  "content": {MEDIA[f].split(";")[0]: {} for f in formats}}}

@@ -106,7 +106,8 @@ class FeatureParams:
             description="Output format: json or geojson (both GeoJSON), or html.")] = None,
         crs: Annotated[str | None, Query(
             description="CRS of the geometries, one of the collection's crs list (URI; "
-                        "EPSG:25832 is also accepted as such). Default: CRS84 (lon/lat).")] = None,
+                        "EPSG:25832 is also accepted as such). Default: CRS84 (lon/lat).",
+            json_schema_extra={"enum": OUTPUT_CRS})] = None,
     ) -> None:
         self.f = f
         self.crs = crs
@@ -127,7 +128,8 @@ class ItemsParams(FeatureParams):
             "Only features intersecting this box: minx,miny,maxx,maxy (6 numbers with heights) "
             "in bbox-crs, CRS84 lon/lat by default."))] = None,
         bbox_crs: Annotated[str | None, Query(alias="bbox-crs", description=(
-            "CRS of bbox (URI), one of the collection's crs list."))] = None,
+            "CRS of bbox (URI), one of the collection's crs list."),
+            json_schema_extra={"enum": OUTPUT_CRS})] = None,
         datetime_: Annotated[str | None, Query(alias="datetime", description=(
             "RFC 3339 instant or interval (start/end, '..' for open ends). Applied to "
             "collections with a datetime field, ignored by the others."))] = None,
@@ -137,7 +139,8 @@ class ItemsParams(FeatureParams):
         filter_lang: Annotated[Literal["cql2-text", "cql2-json"] | None, Query(
             alias="filter-lang", description="Language of filter (default cql2-text).")] = None,
         filter_crs: Annotated[str | None, Query(alias="filter-crs", description=(
-            "CRS of the geometries in filter: CRS84 (default) or the storage CRS."))] = None,
+            "CRS of the geometries in filter: CRS84 (default) or the storage CRS."),
+            json_schema_extra={"enum": [CRS84_URI, EPSG_URI + "25832"]})] = None,
         sortby: Annotated[str | None, Query(description=(
             "Comma-separated queryables, each with an optional + (ascending, default) or - "
             "(descending) prefix, e.g. -area_m2,name."))] = None,
@@ -147,7 +150,8 @@ class ItemsParams(FeatureParams):
             description="Output format: json or geojson (both GeoJSON), or html.")] = None,
         crs: Annotated[str | None, Query(
             description="CRS of the geometries, one of the collection's crs list (URI). "
-                        "Default: CRS84 (lon/lat).")] = None,
+                        "Default: CRS84 (lon/lat).",
+            json_schema_extra={"enum": OUTPUT_CRS})] = None,
     ) -> None:
         super().__init__(f=f, crs=crs)
         self.limit, self.offset = limit, offset

@@ -29,6 +29,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader
 from starlette.concurrency import run_in_threadpool
 
+from api.errors import documents
 from pattogis import analysis, config
 from pattogis.errors import InputError, NotFound, PermissionDenied
 from pattogis.fund import MODES, export
@@ -47,6 +48,13 @@ def _document(res: Any, fmt: str, name: str) -> Response:
     data = export.to_bytes(res, fmt)
     return Response(data, media_type=export.MEDIA[fmt],
                     headers={"Content-Disposition": f'attachment; filename="{name}.{fmt}"'})
+
+
+#: What the run endpoints answer: the graduatoria in every format, and the key checks.
+RUN_DOCUMENTS = documents("json", "csv", "xlsx", "gpkg", "html", "pdf",
+                          description="the graduatoria (format=...)")
+KEYED: dict[int | str, Any] = {401: {"description": "missing or unknown API key"},
+                               403: {"description": "not the metro role"}}
 
 
 def fund_router(runs: MutableMapping[str, gpd.GeoDataFrame], *,
@@ -73,15 +81,16 @@ def fund_router(runs: MutableMapping[str, gpd.GeoDataFrame], *,
 
         return {"calls": [{"id": c, "title": load_call(c).title} for c in config.list_calls()]}
 
-    @router.get("/template", summary="Empty applications file (CSV, Italian format)")
+    @router.get("/template", summary="Empty applications file (CSV, Italian format)",
+                responses=documents("csv", description="the empty applications file"))
     def template() -> Response:
         return Response(export.template_csv().encode("utf-8"), media_type=export.MEDIA["csv"],
                         headers={"Content-Disposition": 'attachment; filename="domande_modello.csv"'})
 
     @router.post("/runs", summary="Upload the applications of a call and allocate the fund",
-                 responses={401: {"description": "missing or unknown API key"},
-                            403: {"description": "not the metro role"},
+                 responses={**RUN_DOCUMENTS, **KEYED,
                             404: {"description": "unknown call"},
+                            413: {"description": "an upload over the limits once inflated"},
                             422: {"description": "bad applications: file, rows and field named"}})
     async def create_run(
         role: Metro,
@@ -123,7 +132,9 @@ def fund_router(runs: MutableMapping[str, gpd.GeoDataFrame], *,
             runs[call] = projects
         return _document(res, format, f"graduatoria_{call}")
 
-    @router.get("/runs/{call}", summary="The current run of a call as a document")
+    @router.get("/runs/{call}", summary="The current run of a call as a document",
+                responses={**RUN_DOCUMENTS, **KEYED,
+                           404: {"description": "unknown call, or no run uploaded for it"}})
     def get_run(role: Metro, call: str,
                 mode: Annotated[str, Query(description="graduatoria or optimal")] = "graduatoria",
                 format: Annotated[str, Query(description="json, csv, xlsx, gpkg, html or pdf")] = "json",

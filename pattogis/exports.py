@@ -20,6 +20,11 @@ import pandas as pd
 from pattogis.io import atomic_path
 
 FORMATS = ("csv", "xlsx", "gpkg", "html", "pdf")
+#: The media type of each export format (and of JSON answers), for HTTP responses.
+MEDIA = {"csv": "text/csv; charset=utf-8",
+         "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+         "gpkg": "application/geopackage+sqlite3", "html": "text/html; charset=utf-8",
+         "pdf": "application/pdf", "json": "application/json"}
 
 
 def _plain(df: pd.DataFrame) -> pd.DataFrame:

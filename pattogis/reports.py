@@ -206,10 +206,7 @@ def reasons_it(scored: pd.DataFrame, *, top: int = 2) -> pd.Series:
 
 # --- tables for files ----------------------------------------------------------------------------
 
-MEDIA = {"csv": "text/csv; charset=utf-8", "xlsx":
-         "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-         "gpkg": "application/geopackage+sqlite3", "pdf": "application/pdf",
-         "html": "text/html; charset=utf-8"}
+MEDIA = exports.MEDIA
 
 
 def _flat(df: pd.DataFrame) -> pd.DataFrame:

@@ -51,7 +51,9 @@ def client(built_layers, tmp_path, monkeypatch):
 
     store = open_store(tmp_path / "proposte.gpkg")
     key = create_key(f"comune:{CASALECCHIO}")
+    metro = create_key("metro")
     with TestClient(create_app(CollectionRegistry(), get_store=lambda: store)) as c:
+        c.metro_key = metro  # only the metropolitan office approves (issue 14)
         yield c, key
 
 
@@ -92,9 +94,16 @@ def test_the_planners_scenario(client, built_layers, tmp_path):
     sq = gpd.GeoSeries([expansion_5ha()], crs=25832).to_crs(4326).iloc[0]
     feat = {"type": "Feature", "geometry": shapely.geometry.mapping(sq),
             "properties": {"ptype": "nuova_urbanizzazione", "title": "Espansione via Porrettana",
-                           "date": "2026-06-01", "status": "approvata"}}
+                           "date": "2026-06-01", "status": "presentata"}}
     resp = c.post("/proposals", json=feat, headers={"X-API-Key": key})
     assert resp.status_code in (200, 201), resp.text
+    # ... and approved by the metropolitan office, on the version it read
+    pid = resp.json()["features"][0]["properties"]["proposal_id"] if "features" in resp.json() \
+        else resp.json()["properties"]["proposal_id"]
+    etag = c.get(f"/proposals/{pid}").headers["etag"]
+    resp = c.patch(f"/proposals/{pid}", json={"status": "approvata"},
+                   headers={"X-API-Key": c.metro_key, "If-Match": etag})
+    assert resp.status_code == 200, resp.text
 
     # 4. the sforamento in the ledger, with its year, at every level
     over = 5.0 - local_quota()

@@ -21,10 +21,7 @@ from pattogis.fund.fmt import eur
 from pattogis.fund.projects import COLUMN_DOCS, OPTIONAL, REQUIRED
 
 FORMATS = exports.FORMATS  # csv, xlsx, gpkg, html, pdf
-MEDIA = {"csv": "text/csv; charset=utf-8",
-         "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-         "gpkg": "application/geopackage+sqlite3", "html": "text/html; charset=utf-8",
-         "pdf": "application/pdf"}
+MEDIA = exports.MEDIA
 STATUS_IT = {"finanziato": "Finanziato", "finanziato_parzialmente": "Finanziato parzialmente",
              "non_finanziato": "Idoneo non finanziato", "escluso": "Escluso"}
 # result column → Italian header, in the order of the document

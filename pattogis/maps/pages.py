@@ -335,7 +335,7 @@ DIFF_COLORS = ["#b2182b", "#ef8a62", "#f7f7f7", "#67a9cf", "#2166ac"]  # less ..
 def scenario_difference_layer(m: folium.Map, comuni: gpd.GeoDataFrame, cmp: pd.DataFrame,
                               scenario: str, source: str, simplify_m: float) -> LegendSection:
     """Remaining local quota per comune, scenario minus base (ha; negative: the scenario uses
-    more quota), in a diverging palette centred on 0 (``cmp``: ``ledger.compare(base, scen)``)."""
+    more quota), in a diverging palette centred on 0 (``cmp``: ``ledger.compare(scen, base)``)."""
     d = comuni[["istat", "name", "geometry"]].merge(
         cmp[["istat", "remaining_locale_ha_base", f"remaining_locale_ha_{scenario}",
              "delta_remaining_locale_ha"]], on="istat")
@@ -576,7 +576,7 @@ def budget_map(proposals: gpd.GeoDataFrame | None = None, *, comune: str | None 
     if scenario != "base":  # issue 15: the scenario's difference from the base, per comune
         base_led = ledger.compute(comuni, tu, base_proposals if base_proposals is not None
                                   else proposals, scenario="base", law=law)
-        legend.append(scenario_difference_layer(m, c, ledger.compare(base_led, led), scenario,
+        legend.append(scenario_difference_layer(m, c, ledger.compare(led, base_led), scenario,
                                                 src_c, simplify_m))
 
     tu_sel = tu[tu["comune_istat"] == comune] if comune else tu
