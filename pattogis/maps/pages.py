@@ -852,7 +852,10 @@ UNIONE_JS = r"""<script>
   function $(id) { return document.getElementById(id); }
   function fmt(v, d) {
     if (v === null || v === undefined || !isFinite(v)) { return 'n.d.'; }
-    return Number(v).toLocaleString('it-IT', {minimumFractionDigits: d, maximumFractionDigits: d});
+    // as fmt_num in Python: 1.234,56 (the browser's it-IT leaves 4-digit numbers ungrouped)
+    var t = Math.abs(Number(v)).toFixed(d).split('.');
+    return (v < 0 && Number(t.join('')) !== 0 ? '-' : '') +
+      t[0].replace(/\B(?=(\d{3})+(?!\d))/g, '.') + (t.length > 1 ? ',' + t[1] : '');
   }
   function td(text, cls) {
     var c = document.createElement('td'); c.textContent = text; if (cls) { c.className = cls; }
