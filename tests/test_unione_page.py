@@ -227,3 +227,18 @@ def test_browser_unione_page_compare_and_live_weights(chromium: str, server: str
         assert rows["Posizione"][col].startswith(f"{int(w.loc[sid, 'rank'])}ª su ")
         rail = fmt_num(w.loc[sid, "rail_distance_m"], 0)
         assert rows["Distanza dalla stazione SFM più vicina (m)"][col] == rail
+
+
+@pytest.mark.realdata
+def test_sliders_only_where_a_score_url_and_a_profile_are_known(built_layers: Path) -> None:
+    from pattogis import analysis
+    from pattogis.maps import pages, render
+
+    s = analysis.unione_sites(UNIONE, draws=0)
+    live = render(pages.sites_map(s, unione=UNIONE, score_url="/analysis/score"))
+    assert "id='pg-weights'" in live and '"scoreUrl":"/analysis/score"' in live
+    assert '"unione":"Unione Terre d\\u0027Acqua"' in live  # the restriction the page posts
+    # a written file has no server to rescore: the comparison only, and it says so
+    static = render(pages.sites_map(s, unione=UNIONE))
+    assert "id='pg-weights'" not in static and '"scoreUrl":null' in static
+    assert "id='pg-compare'" in static and "id='pg-ranking'" in static
