@@ -914,7 +914,9 @@ UNIONE_JS = r"""<script>
     row('Posizione', function (s) { return s.rank === null ? 'escluso' : s.rank + 'ª su ' + D.nRanked; }, true);
     row(D.ivLabel, interval);
     D.crits.forEach(function (c) {
-      row(c.label + ' (' + c.unit + ')', function (s) { return fmt(s.raw[c.name], c.decimals); });
+      // the unit once: some labels already name it, e.g. '(% del territorio)'
+      var head = c.unit && c.label.indexOf('(' + c.unit) < 0 ? c.label + ' (' + c.unit + ')' : c.label;
+      row(head, function (s) { return fmt(s.raw[c.name], c.decimals); });
       row('  contributo', function (s) { return fmt(s.contrib[c.name], 3); });
     });
     box.appendChild(t);
