@@ -7,7 +7,7 @@ API collections (``ledger_comuni``, ``site_scores``) so QGIS reads them like any
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import pandas as pd
@@ -73,6 +73,13 @@ class ScoreRequest(BaseModel):
     sites: dict[str, Any] | None = Field(
         None, description="your own sites: a GeoJSON FeatureCollection of polygons or points "
         "(RFC 7946 CRS84 lon/lat, or the CRS of a legacy crs member); default: the built candidates")
+    unione: str | None = Field(None, min_length=1, max_length=200, description="score only this "
+                               "Unione's candidates (or 'Comune di X' for a comune in no Unione): "
+                               "ranks and rank intervals within it; scores are the same as in "
+                               "the whole set (metropolitan reference)")
+    site_ids: list[Annotated[str, Field(min_length=1, max_length=100)]] | None = Field(
+        None, min_length=1, max_length=10_000, description="score only these candidate sites "
+        "(with unione: they must be in it)")
     crs: str | None = Field(None, description="CRS of sites that declare none (e.g. EPSG:25832)")
     id_field: str | None = Field(None, description="property holding the site id (default: "
                                  "site_id/id/codice, else SITO-001...)")
@@ -245,9 +252,16 @@ def analysis_router(registry: CollectionRegistry, get_store: Any) -> APIRouter:
     async def score(request: Request) -> Response:
         req, source, label = await _score_input(request)
 
+        if source is not None and (req.unione is not None or req.site_ids is not None):
+            raise InputError("unione and site_ids restrict the built candidates: not with your "
+                             "own sites", field="unione" if req.unione is not None else "site_ids")
+
         def work() -> Response:
             if source is None:
-                s = analysis.score_sites(crit=default_criteria(), profile=_profile(req.profile),
+                crit = (default_criteria() if req.unione is None and req.site_ids is None else
+                        workspace.default().candidate_criteria(unione=req.unione,
+                                                               site_ids=req.site_ids))
+                s = analysis.score_sites(crit=crit, profile=_profile(req.profile),
                                          method=req.method, draws=req.draws)
             else:
                 s = analysis.score_sites(source, profile=_profile(req.profile), method=req.method,

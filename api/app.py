@@ -93,6 +93,7 @@ def _maps(ctx: AppContext) -> APIRouter:
     return maps_router(
         proposals=lambda scenario: ctx.get_store().list(role=None, scenario=scenario),
         sites=lambda unione: analysis.unione_sites(unione),
+        score_url="/analysis/score",  # the weight sliders of the Unione's page
         fund=lambda call, demo=False: analysis.fund_geo(
             config.call_id(call), projects=ctx.fund_runs.get(config.call_id(call)), demo=demo),
     )

@@ -80,14 +80,16 @@ def picker_options() -> tuple[str, str]:
 
 
 def maps_router(*, proposals: ProposalsProvider | None = None, sites: SitesProvider | None = None,
-                fund: FundProvider | None = None, prefix: str = "/maps") -> APIRouter:
+                fund: FundProvider | None = None, prefix: str = "/maps",
+                score_url: str | None = None) -> APIRouter:
     """Router serving the map pages.
 
     ``proposals(scenario)``: the proposals of a scenario (GeoDataFrame in the proposal schema, or
     None for none); ``sites(unione)``: the scoring output of that Unione's candidate sites
     (``score``, ``rank``, ``contrib_*``, rank interval columns, geometry); ``fund(call)``: the
     fund result (``status``, ``granted_eur``, ``reason``, ``applicant``, geometry). A page whose
-    provider is missing answers 503 saying so.
+    provider is missing answers 503 saying so. ``score_url``: the app's ``POST /analysis/score``,
+    which the site page's weight sliders call (None: no sliders).
     """
     router = APIRouter(prefix=prefix, tags=["maps"])
     static_url = f"{prefix}/static"
@@ -142,7 +144,8 @@ def maps_router(*, proposals: ProposalsProvider | None = None, sites: SitesProvi
         if sites is None:
             raise HTTPException(503, "site scoring is not configured on this server")
         try:
-            m = pages.sites_map(sites(unione), unione=unione, top_k=top_k, static_url=static_url)
+            m = pages.sites_map(sites(unione), unione=unione, top_k=top_k, static_url=static_url,
+                                score_url=score_url)
         except PattogisError as e:
             raise _http(e) from e
         return _html(request, mbase.render(m))

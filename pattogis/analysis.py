@@ -291,7 +291,8 @@ def attach_geometry(table: pd.DataFrame, projects: gpd.GeoDataFrame) -> gpd.GeoD
 
 def unione_sites(unione: str, *, profile: str | dict = "unione", draws: int | None = None) -> gpd.GeoDataFrame:
     """Scored candidate sites of one Unione (or 'Comune di X' for comuni in no Unione)."""
-    return score_sites(workspace.default().unione_candidates(unione), profile=profile, draws=draws)
+    crit = workspace.default().candidate_criteria(unione=unione)
+    return score_sites(crit=crit, profile=profile, draws=draws)
 
 
 def fund_geo(call: str | Path | None = None, mode: str = "graduatoria",

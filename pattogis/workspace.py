@@ -10,14 +10,14 @@ in place by the analyses (they copy or filter first).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import geopandas as gpd
 
 from pattogis import layers
 from pattogis.criteria import CriteriaContext, compute_criteria
-from pattogis.errors import NotFound
+from pattogis.errors import InputError, NotFound
 from pattogis.scoring import Profile, ProfileSpec, Reference, load_profile, monte_carlo, score
 
 T = TypeVar("T")
@@ -137,6 +137,28 @@ class Workspace:
         if cand.empty:
             raise NotFound(f"no candidate sites in '{unione}'")
         return cand
+
+    def candidate_criteria(self, *, unione: str | None = None,
+                           site_ids: Sequence[str] | None = None) -> gpd.GeoDataFrame:
+        """Raw criteria (EPSG:25832) of the layer set's candidates, restricted to one Unione's
+        (:meth:`unione_candidates`) and/or to ``site_ids``; all of them when both are None.
+        Read from the cached criteria of the whole set (a site's criteria do not depend on the
+        other sites). An unknown id is a :class:`NotFound` naming it; duplicates count once."""
+        crit = self.criteria()
+        if unione is not None:
+            ids = self.unione_candidates(unione)["site_id"]
+            crit = crit[crit["site_id"].isin(ids)]
+        if site_ids is not None:
+            wanted = list(dict.fromkeys(str(i) for i in site_ids))
+            unknown = [i for i in wanted if i not in set(self.criteria()["site_id"].astype(str))]
+            if unknown:
+                raise NotFound(f"unknown candidate site(s): {', '.join(unknown[:10])}")
+            outside = [i for i in wanted if i not in set(crit["site_id"].astype(str))]
+            if outside:
+                raise InputError(f"site(s) not in the Unione '{unione}': {', '.join(outside[:10])}",
+                                 field="site_ids")
+            crit = crit[crit["site_id"].astype(str).isin(wanted)]
+        return crit
 
 
 def score_table(crit: gpd.GeoDataFrame, profile: ProfileLike, *, method: str | None = None,

@@ -627,10 +627,40 @@ def test_basemap_is_our_layers_inside_the_province(layers_env: Path) -> None:
     assert "OpenStreetMap" in bm.attribution and "SRTM" in bm.attribution
 
 
+@pytest.mark.realdata
+def test_basemap_rail_from_the_built_layer_not_the_raw_kit(layers_env: Path, monkeypatch) -> None:
+    from pattogis import layers
+    from pattogis.maps import basemap
+
+    # the layer: clipped to the province, metric CRS, statuses in Italian, attributed to OSM
+    rl = layers.open_layer("rail_lines")
+    assert rl.crs.to_epsg() == 25832 and (rl.geom_type == "LineString").all()
+    assert set(rl["status"]) <= {"in esercizio", "in costruzione", "in progetto"}
+    np.testing.assert_allclose(rl["length_m"], rl.geometry.length, rtol=1e-9)
+    province = layers.open_layer("comuni").union_all()
+    assert rl.within(province.buffer(1.0)).all()
+    # SOURCES.md of the kit: about 730 km of the national file lie inside the province
+    assert 700_000 < rl["length_m"].sum() < 760_000
+    cat = layers.catalog().set_index("name")
+    assert "© OpenStreetMap contributors (ODbL)" in cat.loc["rail_lines", "attribution"]
+    assert cat.loc["rail_lines", "licence"] == "ODbL"
+    # the page-time base map reads it through pattogis.layers: no raw kit needed, no upward import
+    monkeypatch.setenv("PATTOGIS_RAW", "/nonexistent/raw")
+    src = Path(basemap.__file__).read_text()
+    assert "pattogis.data" not in src and "resolve_raw" not in src
+    bm = basemap.build()
+    assert bm is not None and bm.rail is not None
+    drawn = shapely.from_geojson([json.dumps(f["geometry"]) for f in bm.rail["features"]])
+    in_service = rl[rl["status"] == "in esercizio"].to_crs(4326)
+    # every line in service is drawn (within the 30 m simplification, ~4e-4 degrees)
+    assert shapely.union_all(drawn).buffer(4e-4).contains(in_service.union_all())
+    assert "OpenStreetMap" in bm.attribution
+
+
 @pytest.mark.browser
 @pytest.mark.realdata
 def test_browser_overview_basemap_and_vector_tiles(chromium: str, server: str) -> None:
-    from pattogis.maps.browser import check_page
+    from browser import check_page
 
     # a built-up spot of Imola (comune 037032), where the buildings layer has features
     rep = check_page(

@@ -334,6 +334,40 @@ def build_stations(b: Builder, comuni: gpd.GeoDataFrame,
             notes=notes)
 
 
+RAIL_STATUS = {"eser": "in esercizio", "cost": "in costruzione", "prog": "in progetto"}
+
+
+def build_rail_lines(b: Builder, comuni: gpd.GeoDataFrame) -> None:
+    """OSM railway lines (the kit's national file) clipped to the province, one row per line part:
+    ``status`` (in esercizio / in costruzione / in progetto, from OSM ``st``), ``high_speed``
+    (bool, ``av``), ``length_m`` (EPSG:25832). Read by the maps' base map, so that a server
+    needs the built layer set only, never the raw kit."""
+    rel = "osm_rete_ferroviaria/rete-ferroviaria.geojson"
+    g = read_vector(require_file(b.raw, rel, "OpenStreetMap via mcaruso17/rete-ferrovie-italiane"),
+                    label=rel)
+    for col in ("st", "av"):
+        if col not in g.columns:
+            raise InputError("column missing", file=rel, field=col)
+    g, rep = clean_geometries(g, label=rel, keep=("LineString",))
+    unknown = sorted(set(g["st"].dropna().astype(str)) - set(RAIL_STATUS))
+    if unknown:
+        raise InputError(f"unknown line status {', '.join(unknown)} (expected "
+                         f"{', '.join(RAIL_STATUS)})", file=rel, field="st")
+    province = comuni.to_crs(b.crs).union_all()
+    g = g.to_crs(b.crs)
+    g = g[g.intersects(province)]
+    g = g.clip(province).explode(index_parts=False)
+    g = g[g.geom_type == "LineString"]  # clipping can leave points where a line grazes the edge
+    g = gpd.GeoDataFrame({"status": g["st"].astype(str).map(RAIL_STATUS).to_numpy(),
+                          "high_speed": g["av"].fillna(0).astype(int).to_numpy() == 1,
+                          "length_m": g.geometry.length.to_numpy()},
+                         geometry=g.geometry.to_numpy(), crs=b.crs)
+    g = g.sort_values(["status", "length_m"], ascending=[True, False])
+    b.write(g, "rail_lines", sources_=[rel], provenance="official", rep=rep,
+            notes=f"clipped to the province: {g['length_m'].sum() / 1000:.0f} km, "
+            f"{int((g['status'] == 'in esercizio').sum())} parts in service")
+
+
 def build_bus_stops(b: Builder, comuni: gpd.GeoDataFrame) -> None:
     rel = "tper_fermate_2015/fermate.csv"
     lrel = "tper_fermate_2015/linee_fermate.csv"
@@ -475,6 +509,7 @@ def build(raw: str | Path | None = None, out: str | Path | None = None, *,
         build_landuse(b)
         build_roads(b)
         build_stations(b, comuni, stations)
+        build_rail_lines(b, comuni)
         build_bus_stops(b, comuni)
         build_cycleways(b)
         build_buildings(b)

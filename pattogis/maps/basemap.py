@@ -25,7 +25,7 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.io import MemoryFile
 from rasterio.warp import calculate_default_transform, reproject, transform_bounds
 
-from pattogis import config, layers
+from pattogis import layers
 from pattogis.errors import PattogisError
 from pattogis.maps.js import ScriptLayer
 
@@ -35,8 +35,6 @@ HILLSHADE_M = 250.0
 MAIN_ROADS = ("motorway", "trunk", "primary", "motorway_link", "trunk_link")
 #: lon/lat decimals of the base map's lines (1e-5 degrees is about 1 m)
 PRECISION = 5
-RAIL_FILE = "osm_rete_ferroviaria/rete-ferroviaria.geojson"
-RAIL_ATTR = "Rete ferroviaria © OpenStreetMap contributors (ODbL)"
 DEM_ATTR = "Rilievo ombreggiato dal DEM SRTM (NASA, pubblico dominio)"
 
 _cache: dict[str, Any] = {}
@@ -122,7 +120,8 @@ def build() -> Basemap | None:
     fc_pts = to_features(pts, {"label": "name"}, precision=PRECISION)
     fc_comuni["features"] += fc_pts["features"]
     roads = None
-    if "roads_edges" in {str(n) for n, _ in pyogrio.list_layers(gpkg)}:
+    present = {str(n) for n, _ in pyogrio.list_layers(gpkg)}
+    if "roads_edges" in present:
         edges = layers.open_layer("roads_edges")
         main = edges[edges["highway"].astype(str).isin(MAIN_ROADS)]
         if len(main):
@@ -130,23 +129,16 @@ def build() -> Basemap | None:
                 main.clip(area).geometry.values))], crs=main.crs)
             roads = to_features(one, simplify_m=30.0, precision=PRECISION)
     rail = None
-    try:
-        from pattogis.data.build import resolve_raw
-
-        rpath = resolve_raw() / RAIL_FILE
-        if rpath.exists():
-            b = tuple(province.to_crs(4326).total_bounds)
-            lines = pyogrio.read_dataframe(rpath, bbox=b).to_crs(config.working_crs())
-            lines = lines[["geometry"]].clip(area)
-            if len(lines):
-                one = gpd.GeoDataFrame(geometry=[shapely.line_merge(shapely.union_all(
-                    lines.geometry.values))], crs=lines.crs)
-                rail = to_features(one, simplify_m=30.0, precision=PRECISION)
-    except PattogisError:
-        rail = None
+    if "rail_lines" in present:  # built from the raw kit by `pattogis data build`
+        lines = layers.open_layer("rail_lines")
+        lines = lines[lines["status"] == "in esercizio"]  # lines not yet built are not drawn
+        if len(lines):
+            one = gpd.GeoDataFrame(geometry=[shapely.line_merge(shapely.union_all(
+                lines.clip(area).geometry.values))], crs=lines.crs)
+            rail = to_features(one, simplify_m=30.0, precision=PRECISION)
     hs = _hillshade_png(province)
     attr = "; ".join(x for x in (
-        layers.attribution(["comuni"]), RAIL_ATTR if rail else "",
+        layers.attribution(["comuni"]), layers.attribution(["rail_lines"]) if rail else "",
         layers.attribution(["roads_edges"]) if roads else "", DEM_ATTR if hs else "") if x)
     return Basemap(hs[0] if hs else None, hs[1] if hs else None, fc_comuni, roads, rail, attr)
 

@@ -54,7 +54,7 @@ from pattogis.maps.base import (
     write_page,
 )
 from pattogis.maps.data import ON_DEMAND, is_derived, source_text
-from pattogis.maps.js import ScriptLayer
+from pattogis.maps.js import ScriptLayer, compact_json
 
 SYSTEM_LABELS = {"collina-montagna": "Collina e montagna", "via Emilia": "Via Emilia",
                  "pianura nord": "Pianura nord"}
@@ -701,12 +701,16 @@ def _criterion_labels(sites: pd.DataFrame, crits: list[str],
 
 def sites_map(sites: gpd.GeoDataFrame, *, unione: str | None = None,
               labels: Mapping[str, str] | None = None, top_k: int | None = None,
-              static_url: str | None = None, simplify_m: float = 5.0) -> folium.Map:
+              static_url: str | None = None, simplify_m: float = 5.0,
+              score_url: str | None = None) -> folium.Map:
     """Candidate sites coloured by score, with each criterion's contribution and the rank interval
     (Monte Carlo percentiles) in the popup. ``sites``: the scoring output (``score``, ``rank``,
     ``contrib_<criterion>``, optionally ``rank_p05``/``rank_p95``, ``p_top_k``, ``excluded``,
     ``exclusion_reason``, ``name``/``site_id``, ``comune_istat``), with geometry and CRS.
     ``labels``: Italian criterion labels (default: the profile in ``sites.attrs`` or the name).
+    Beside the map: the ranking, a side-by-side comparison of 3 to 5 picked sites and, with
+    ``score_url`` (the API's ``/analysis/score``) and the profile in ``sites.attrs``, weight
+    sliders that rescore the Unione's sites live (:func:`add_unione_tools`).
     """
     if not isinstance(sites, gpd.GeoDataFrame) or sites.crs is None:
         raise InputError("sites must be a GeoDataFrame with a CRS", field="geometry")
@@ -784,7 +788,7 @@ def sites_map(sites: gpd.GeoDataFrame, *, unione: str | None = None,
                 rows.append(("Dati mancanti", esc(miss)))
         pops.append(table_html(rows, title=esc(nm)))
         tips.append(f"{esc(nm)}: " + ("escluso" if excl[i] else f"{int(r['rank'])}ª, {fmt_num(score[i], 3)}"))
-    props = {"popup": pops, "tip": tips, "_fill": fill}
+    props = {"popup": pops, "tip": tips, "_fill": fill, "sid": [str(i) for i in ids]}
     fc = to_features(s, props, simplify_m=simplify_m)
     geojson_layer(fc, "Siti (area)", highlight=True, attribution=source_text(["candidates"]), key="sites",
                   style=_style("#999", "#222", 0.8, 0.85)).add_to(m)
@@ -797,6 +801,7 @@ def sites_map(sites: gpd.GeoDataFrame, *, unione: str | None = None,
                   style=_style("#999", "#222", 1.0, 0.95)).add_to(m)
     # rank labels of the first k
     top = pts[~excl & (s["rank"].fillna(10**9).to_numpy() <= k)]
+    top_group = None
     if len(top):
         tg = folium.FeatureGroup(name=f"Primi {k} in graduatoria", show=True)
         ll = display_frame(top)
@@ -805,16 +810,324 @@ def sites_map(sites: gpd.GeoDataFrame, *, unione: str | None = None,
                 html=f"<div class='pg-rank'>{int(rank)}</div>", icon_size=(18, 18),
                 icon_anchor=(-4, 22))).add_to(tg)
         tg.add_to(m)
+        top_group = tg.get_name()
+    add_unione_tools(m, s, crits=crits, labels=lab, names=names, ids=ids, label_col=label_col,
+                     iv=iv, cls=cls, unione=unione, score_url=score_url, top_group=top_group,
+                     palette=VIRIDIS)
     items = cls.legend() + ([("#bdbdbd", "escluso")] if excl.any() else [])
     cand_derived = is_derived("candidates")
     legend.append(LegendSection("Punteggio del sito (0–1)", items, source=source_text(["candidates"]),
-                                derived=cand_derived,
+                                derived=cand_derived, status_id="pg-score-status",
                                 note="Aprire un sito per il contributo di ciascun criterio e "
                                 "l'intervallo di posizione (simulazione Monte Carlo dei pesi). "
                                 + CANDIDATES_NOTE_IT))
     add_layer_control(m)
     add_legend(m, legend, footer=NO_TILES_NOTE)
     return m
+
+
+# --- the Unione's tools: pick and compare sites, move the weights -----------------------------
+
+UNIONE_CSS = """<style>
+.pg-tools { position: fixed; bottom: 30px; right: 10px; z-index: 1000; width: 430px;
+  max-width: 46vw; max-height: 62vh; overflow: auto; font-size: 12px; }
+.pg-tools summary { font-weight: 600; cursor: pointer; margin: 4px 0; }
+.pg-tools table { border-collapse: collapse; width: 100%; font-size: 12px; }
+.pg-tools th, .pg-tools td { border-bottom: 1px solid #ddd; padding: 2px 4px; text-align: left;
+  vertical-align: top; }
+.pg-tools td.n, .pg-tools th.n { text-align: right; font-variant-numeric: tabular-nums; }
+.pg-tools .pg-w { display: grid; grid-template-columns: 1fr 90px 38px; gap: 4px;
+  align-items: center; margin: 2px 0; }
+.pg-tools .pg-w input { width: 90px; }
+.pg-tools .pg-msg { font-style: italic; color: #08519c; margin: 3px 0; }
+.pg-tools tr.pg-picked { background: #fee8c8; }
+</style>"""
+
+UNIONE_JS = r"""<script>
+(function () {
+  var D = __DATA__;
+  var byId = {}, picked = [], weights = {}, seq = 0, timer = null, changed = false;
+  D.sites.forEach(function (s) { byId[s.id] = s; });
+  D.crits.forEach(function (c) { weights[c.name] = c.weight; });
+  function $(id) { return document.getElementById(id); }
+  function fmt(v, d) {
+    if (v === null || v === undefined || !isFinite(v)) { return 'n.d.'; }
+    // as fmt_num in Python: 1.234,56 (the browser's it-IT leaves 4-digit numbers ungrouped)
+    var t = Math.abs(Number(v)).toFixed(d).split('.');
+    return (v < 0 && Number(t.join('')) !== 0 ? '-' : '') +
+      t[0].replace(/\B(?=(\d{3})+(?!\d))/g, '.') + (t.length > 1 ? ',' + t[1] : '');
+  }
+  function td(text, cls) {
+    var c = document.createElement('td'); c.textContent = text; if (cls) { c.className = cls; }
+    return c;
+  }
+  function th(text, cls) {
+    var c = document.createElement('th'); c.textContent = text; if (cls) { c.className = cls; }
+    return c;
+  }
+  function interval(s) {
+    return (s.lo === null || s.lo === undefined) ? 'n.d.' : fmt(s.lo, 0) + 'ª – ' + fmt(s.hi, 0) + 'ª';
+  }
+  function order() {
+    return D.sites.slice().sort(function (a, b) {
+      var ra = a.rank === null ? 1e9 : a.rank, rb = b.rank === null ? 1e9 : b.rank;
+      return ra - rb || (a.name < b.name ? -1 : 1);
+    });
+  }
+  function say(id, text) { var el = $(id); if (el) { el.textContent = text; } }
+  function renderRanking() {
+    var body = $('pg-ranking'); body.textContent = '';
+    order().forEach(function (s) {
+      var tr = document.createElement('tr'); tr.setAttribute('data-sid', s.id);
+      if (picked.indexOf(s.id) >= 0) { tr.className = 'pg-picked'; }
+      var c = document.createElement('td'), box = document.createElement('input');
+      box.type = 'checkbox'; box.checked = picked.indexOf(s.id) >= 0;
+      box.setAttribute('aria-label', 'Confronta ' + s.name);
+      box.addEventListener('change', function () { toggle(s.id); });
+      c.appendChild(box); tr.appendChild(c);
+      tr.appendChild(td(s.rank === null ? 'escluso' : s.rank + 'ª', 'n'));
+      tr.appendChild(td(s.name));
+      tr.appendChild(td(fmt(s.score, 3), 'n'));
+      tr.appendChild(td(interval(s), 'n'));
+      body.appendChild(tr);
+    });
+  }
+  function renderCompare() {
+    var box = $('pg-compare'); box.textContent = '';
+    if (picked.length < 3) {
+      say('pg-compare-msg', 'Scegli da 3 a 5 siti (caselle dell\'elenco o clic sulla mappa): ' +
+          picked.length + (picked.length === 1 ? ' scelto.' : ' scelti.'));
+      return;
+    }
+    say('pg-compare-msg', picked.length + ' siti a confronto.');
+    var t = document.createElement('table'), head = document.createElement('tr');
+    head.appendChild(th(''));
+    picked.forEach(function (id) { head.appendChild(th(byId[id].name, 'n')); });
+    t.appendChild(head);
+    function row(label, f, bold) {
+      var tr = document.createElement('tr'), h = th(label); tr.appendChild(h);
+      picked.forEach(function (id) { var c = td(f(byId[id]), 'n'); if (bold) { c.style.fontWeight = 600; } tr.appendChild(c); });
+      t.appendChild(tr);
+    }
+    row('Comune', function (s) { return s.comune; });
+    row('Punteggio', function (s) { return fmt(s.score, 3); }, true);
+    row('Posizione', function (s) { return s.rank === null ? 'escluso' : s.rank + 'ª su ' + D.nRanked; }, true);
+    row(D.ivLabel, interval);
+    D.crits.forEach(function (c) {
+      // the unit once: some labels already name it, e.g. '(% del territorio)'
+      var head = c.unit && c.label.indexOf('(' + c.unit) < 0 ? c.label + ' (' + c.unit + ')' : c.label;
+      row(head, function (s) { return fmt(s.raw[c.name], c.decimals); });
+      row('  contributo', function (s) { return fmt(s.contrib[c.name], 3); });
+    });
+    box.appendChild(t);
+  }
+  function colour(v) {
+    if (v === null || !isFinite(v)) { return '#bdbdbd'; }
+    var i = 0; while (i < D.breaks.length - 2 && v >= D.breaks[i + 1]) { i++; }
+    return D.colors[i];
+  }
+  function reclass() {
+    // quantile classes of the new scores, as the page's Python (numpy linear quantiles, 3 decimals)
+    var v = D.sites.map(function (s) { return s.score; })
+      .filter(function (x) { return x !== null && isFinite(x); }).sort(function (a, b) { return a - b; });
+    if (!v.length) { return; }
+    var k = D.palette.length, qs = [];
+    for (var j = 0; j <= k; j++) {
+      var pos = (v.length - 1) * j / k, lo = Math.floor(pos), hi = Math.min(lo + 1, v.length - 1);
+      var q = Math.round((v[lo] + (v[hi] - v[lo]) * (pos - lo)) * 1000) / 1000;
+      if (!qs.length || q !== qs[qs.length - 1]) { qs.push(q); }
+    }
+    if (qs.length < 2) { qs = [qs[0], qs[0] + 0.001]; }
+    qs[0] = Math.min(qs[0], Math.floor(v[0] * 1000) / 1000);
+    qs[qs.length - 1] = Math.max(qs[qs.length - 1], Math.ceil(v[v.length - 1] * 1000) / 1000);
+    var n = qs.length - 1;
+    D.breaks = qs;
+    D.colors = [];
+    for (var c = 0; c < n; c++) {
+      D.colors.push(D.palette[n > 1 ? Math.round(c * (k - 1) / (n - 1)) : k - 1]);
+    }
+    var st = $('pg-score-status'), rows = [];
+    if (!st) { return; }
+    for (var el = st.previousElementSibling; el; el = el.previousElementSibling) {
+      if (el.tagName === 'H4') { break; }
+      if (el.classList.contains('pg-row')) { rows.unshift(el); }
+    }
+    rows.forEach(function (row, i) {
+      if (row.textContent === 'escluso') { return; }
+      row.style.display = i < n ? '' : 'none';
+      if (i < n) {
+        row.children[0].style.background = D.colors[i];
+        row.children[1].textContent = fmt(qs[i], 3) + ' – ' + fmt(qs[i + 1], 3);
+      }
+    });
+    st.textContent = 'Classi ricalcolate con i pesi scelti.';
+  }
+  function restyle() {
+    ['sites', 'site_points'].forEach(function (key) {
+      var g = pattogis.layers[key]; if (!g) { return; }
+      g.eachLayer(function (l) {
+        var p = (l.feature && l.feature.properties) || {}, s = byId[p.sid];
+        if (!s || !l.setStyle) { return; }
+        var on = picked.indexOf(s.id) >= 0;
+        l.setStyle({fillColor: colour(s.score), color: on ? '#d7191c' : '#222', weight: on ? 3 : 1});
+        if (changed && l.setTooltipContent) {
+          l.setTooltipContent(s.name + ': ' + (s.rank === null ? 'escluso' : s.rank + 'ª, ' + fmt(s.score, 3)));
+        }
+      });
+    });
+  }
+  function toggle(id) {
+    var i = picked.indexOf(id);
+    if (i >= 0) { picked.splice(i, 1); }
+    else if (picked.length >= 5) { say('pg-compare-msg', 'Al massimo 5 siti: togline uno prima.'); renderRanking(); return; }
+    else { picked.push(id); }
+    renderRanking(); renderCompare(); restyle();
+  }
+  function profile() {
+    var p = JSON.parse(JSON.stringify(D.profile));
+    Object.keys(weights).forEach(function (k) { p.criteria[k].weight = weights[k]; });
+    return p;
+  }
+  function post() {
+    var total = Object.keys(weights).reduce(function (a, k) { return a + weights[k]; }, 0);
+    if (!(total > 0)) { say('pg-live', 'Almeno un peso deve essere maggiore di zero.'); return; }
+    var my = ++seq;
+    say('pg-live', 'aggiornamento…');
+    fetch(D.scoreUrl, {method: 'POST', headers: {'Content-Type': 'application/json'},
+                       body: JSON.stringify({profile: profile(), unione: D.unione, top: 100000})})
+      .then(function (r) {
+        return r.json().then(function (js) {
+          if (!r.ok) { throw new Error(js.detail || ('HTTP ' + r.status)); } return js;
+        });
+      })
+      .then(function (js) {
+        if (my !== seq) { return; }
+        var n = 0;
+        js.sites.forEach(function (r) {
+          var s = byId[r.site_id]; if (!s) { return; }
+          s.score = r.score; s.rank = r.rank;
+          s.lo = r[D.ivCols[0]] === undefined ? null : r[D.ivCols[0]];
+          s.hi = r[D.ivCols[1]] === undefined ? null : r[D.ivCols[1]];
+          D.crits.forEach(function (c) { s.contrib[c.name] = r['contrib_' + c.name]; });
+          if (r.rank !== null) { n++; }
+        });
+        D.nRanked = n; changed = true;
+        var top = D.topGroup && window[D.topGroup];
+        if (top && pattogis.map.hasLayer(top)) { pattogis.map.removeLayer(top); }
+        reclass(); renderRanking(); renderCompare(); restyle();
+        say('pg-live', 'Graduatoria ricalcolata con i pesi scelti (' + js.n_sites + ' siti).');
+      })
+      .catch(function (e) {
+        if (my !== seq) { return; }
+        say('pg-live', 'Errore nel ricalcolo: ' + e.message);
+        console.error('pattogis: ' + D.scoreUrl + ': ' + e.message);
+      });
+  }
+  function shares() {
+    // each weight as its share of the total, in %: what the scoring uses (weights sum to 1)
+    var total = Object.keys(weights).reduce(function (a, k) { return a + weights[k]; }, 0);
+    D.crits.forEach(function (c) {
+      say('pg-wo-' + c.name, total > 0 ? Math.round(100 * weights[c.name] / total) + '%' : '–');
+    });
+  }
+  function sliders() {
+    var box = $('pg-weights'); if (!box) { return; }
+    D.crits.forEach(function (c) {
+      var row = document.createElement('div'); row.className = 'pg-w';
+      var lab = document.createElement('label'); lab.textContent = c.label; lab.htmlFor = 'pg-w-' + c.name;
+      var inp = document.createElement('input'); inp.type = 'range'; inp.min = 0; inp.max = 100; inp.step = 1;
+      inp.id = 'pg-w-' + c.name; inp.setAttribute('data-criterion', c.name);
+      inp.value = Math.round(c.weight * 100);
+      var out = document.createElement('output'); out.id = 'pg-wo-' + c.name;
+      inp.addEventListener('input', function () {
+        weights[c.name] = Number(inp.value) / 100; shares();
+        clearTimeout(timer); timer = setTimeout(post, D.debounceMs);
+      });
+      row.appendChild(lab); row.appendChild(inp); row.appendChild(out); box.appendChild(row);
+    });
+    shares();
+  }
+  function init() {
+    sliders(); renderRanking(); renderCompare();
+    ['sites', 'site_points'].forEach(function (key) {
+      var g = pattogis.layers[key]; if (!g) { return; }
+      g.eachLayer(function (l) {
+        var p = (l.feature && l.feature.properties) || {};
+        if (p.sid && byId[p.sid]) { l.on('click', function () { toggle(p.sid); }); }
+      });
+    });
+  }
+  window.pattogis.unione = {pick: toggle, picked: picked, sites: byId, order: function () {
+    return order().map(function (s) { return s.id; }); }};
+  window.addEventListener('load', init);
+})();
+</script>"""
+
+
+def _decimals(unit: str) -> int:
+    """Decimals a raw criterion value is shown with, by unit (metres whole, shares two)."""
+    return {"m": 0, "ha": 2, "%": 1, "°": 1, "0-1": 2}.get(unit, 2)
+
+
+def add_unione_tools(m: folium.Map, s: gpd.GeoDataFrame, *, crits: list[str],
+                     labels: Mapping[str, str], names: pd.Series, ids: pd.Series,
+                     label_col: str | None, iv: tuple[str, str] | None, cls: Classes,
+                     unione: str | None, score_url: str | None, top_group: str | None,
+                     palette: list[str], debounce_ms: int = 300) -> None:
+    """The Unione's tools beside the map: the ranking with a checkbox per site (or a click on the
+    map) to compare 3 to 5 sites side by side (score, rank, rank interval, each criterion's raw
+    value with its unit and its contribution), and, when ``score_url`` (the API's
+    ``/analysis/score``) and the profile are known, one weight slider per criterion that rescores
+    the Unione's sites live (debounced POST of the profile with the new weights)."""
+    from pattogis.criteria import REGISTRY
+
+    prof = (s.attrs or {}).get("profile") or None
+    pcrit = (prof or {}).get("criteria") or {}
+    units = {c: (pcrit.get(c) or {}).get("unit") or (REGISTRY[c].unit if c in REGISTRY else "")
+             for c in crits}
+    crit_rows = [{"name": c, "label": labels[c], "unit": units[c], "decimals": _decimals(units[c]),
+                  "weight": float((pcrit.get(c) or {}).get("weight", 0.0))} for c in crits]
+
+    def num(v: Any) -> float | None:
+        return float(v) if v is not None and pd.notna(v) and np.isfinite(float(v)) else None
+
+    rows = []
+    for idx, r in s.iterrows():
+        nm = r[label_col] if label_col and isinstance(r[label_col], str) and r[label_col] else ids.loc[idx]
+        rank = r["rank"]
+        rows.append({
+            "id": str(ids.loc[idx]), "name": str(nm),
+            "comune": str(names.get(r.get("comune_istat"), r.get("comune_istat", "")) or ""),
+            "score": num(r["score"]), "rank": int(rank) if pd.notna(rank) else None,
+            "lo": num(r[iv[0]]) if iv else None, "hi": num(r[iv[1]]) if iv else None,
+            "raw": {c: num(r[c]) if c in s.columns else None for c in crits},
+            "contrib": {c: num(r[f"contrib_{c}"]) for c in crits}})
+    live = bool(score_url and prof)
+    iv_label = (f"Intervallo di posizione (P{fmt_num(_q_of(iv[0]), 0)}–P{fmt_num(_q_of(iv[1]), 0)})"
+                if iv else "Intervallo di posizione")
+    data = {"sites": rows, "crits": crit_rows, "profile": prof if live else None,
+            "scoreUrl": score_url if live else None, "unione": unione,
+            "ivCols": list(iv) if iv else ["rank_p5", "rank_p95"], "ivLabel": iv_label,
+            "nRanked": sum(1 for r in rows if r["rank"] is not None),
+            "breaks": [float(b) for b in cls.breaks], "colors": list(cls.colors),
+            "palette": list(palette),
+            "topGroup": top_group, "debounceMs": debounce_ms}
+    weights_html = (
+        "<details open><summary>Pesi dei criteri</summary><div id='pg-weights'></div>"
+        "<p class='pg-msg' id='pg-live' aria-live='polite'>Sposta un cursore: punteggio, posizione "
+        "e intervallo si ricalcolano.</p></details>" if live else
+        "<p class='pg-msg' id='pg-live'>Pesi modificabili dalla pagina servita dall'API "
+        "(<code>/maps/sites</code>).</p>")
+    html = (f"{UNIONE_CSS}<div class='pg-box pg-tools' id='pg-tools'>{weights_html}"
+            "<details open><summary>Confronto dei siti</summary>"
+            "<p class='pg-msg' id='pg-compare-msg' aria-live='polite'></p><div id='pg-compare'></div>"
+            "</details><details open><summary>Graduatoria</summary><table><thead><tr><th></th>"
+            f"<th class='n'>Pos.</th><th>Sito</th><th class='n'>Punteggio</th><th class='n'>"
+            f"{esc(iv_label.replace('Intervallo di posizione', 'Intervallo'))}</th></tr></thead>"
+            "<tbody id='pg-ranking'></tbody></table></details></div>")
+    m.get_root().html.add_child(folium.Element(html), name="pg_unione_tools")
+    m.get_root().html.add_child(folium.Element(UNIONE_JS.replace("__DATA__", compact_json(data))),
+                                name="pg_unione_js")
 
 
 # --- 4. fund allocation ---------------------------------------------------------------------
