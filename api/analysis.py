@@ -218,6 +218,29 @@ def _register_results(registry: CollectionRegistry, get_store: Any) -> None:
         version=version))
 
 
+def _form_fields() -> dict[str, Any]:
+    """The multipart form fields of a score upload, typed as the JSON body's (a field that is a
+    model in JSON, the profile, is its name in a form; the set restrictions are JSON-only)."""
+    props = ScoreRequest.model_json_schema()["properties"]
+    out: dict[str, Any] = {}
+    for name, sch in props.items():
+        if name in ("sites", "unione", "site_ids"):
+            continue
+        branches = [b for b in sch.get("anyOf", [sch]) if b.get("type") != "null"]
+        b = branches[0] if len(branches) == 1 and "$ref" not in branches[0] else {"type": "string"}
+        out[name] = {k: v for k, v in b.items() if k in ("type", "minimum", "maximum", "pattern",
+                                                         "enum", "minLength", "maxLength")}
+        out[name]["description"] = sch.get("description", "")
+    return out
+
+
+#: The request body of /analysis/score (and of a site's scheda): JSON, or a file with form fields.
+SCORE_BODY: dict[str, Any] = {"required": False, "content": {
+    "application/json": {"schema": ScoreRequest.model_json_schema()},
+    "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+        "file": {"type": "string", "format": "binary"}, **_form_fields()}}}}}
+
+
 def analysis_router(registry: CollectionRegistry, get_store: Any) -> APIRouter:
     """Analysis endpoints; proposals come from the app's store (``get_store()``)."""
     r = APIRouter(prefix="/analysis", tags=["analysis"])
@@ -243,12 +266,8 @@ def analysis_router(registry: CollectionRegistry, get_store: Any) -> APIRouter:
 
     @r.post("/score", summary="Score sites: the built candidates, or your own (GeoJSON body or "
             "a multipart upload of GeoPackage, GeoJSON, zipped Shapefile, GeoParquet or CSV)",
-            openapi_extra={"requestBody": {"content": {
-                "application/json": {"schema": ScoreRequest.model_json_schema()},
-                "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
-                    "file": {"type": "string", "format": "binary"},
-                    **{k: {"type": "string"} for k in ScoreRequest.model_fields if k != "sites"}}}}},
-                "required": False}})
+            responses=documents("json", "csv", "xlsx", "gpkg"),
+            openapi_extra={"requestBody": SCORE_BODY})
     async def score(request: Request) -> Response:
         req, source, label = await _score_input(request)
 
@@ -304,7 +323,7 @@ def analysis_router(registry: CollectionRegistry, get_store: Any) -> APIRouter:
 
     @r.post("/scheda/site/{site_id}", summary="Printable scheda of a site (HTML or PDF): the "
             "built candidates, or your own sites sent as to /analysis/score",
-            responses=documents("html", "pdf"))
+            responses=documents("html", "pdf"), openapi_extra={"requestBody": SCORE_BODY})
     async def scheda_site(site_id: str, request: Request) -> Response:
         from pattogis import reports
 
