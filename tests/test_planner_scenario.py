@@ -101,7 +101,7 @@ def test_the_planners_scenario(client, built_layers, tmp_path):
     pid = resp.json()["features"][0]["properties"]["proposal_id"] if "features" in resp.json() \
         else resp.json()["properties"]["proposal_id"]
     etag = c.get(f"/proposals/{pid}").headers["etag"]
-    resp = c.patch(f"/proposals/{pid}", json={"status": "approvata"},
+    resp = c.patch(f"/proposals/{pid}", json={"properties": {"status": "approvata"}},
                    headers={"X-API-Key": c.metro_key, "If-Match": etag})
     assert resp.status_code == 200, resp.text
 
