@@ -60,4 +60,6 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_PUBLIC))
+    # the chosen public API, not the module's plumbing (annotations, Any, _PUBLIC)
+    return sorted(__all__)
+

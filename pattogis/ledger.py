@@ -169,7 +169,8 @@ def compute(comuni: pd.DataFrame, tu: gpd.GeoDataFrame, proposals: gpd.GeoDataFr
             statuses: list[str] | None = None) -> Ledger:
     """Compute the legal ledger of one scenario.
 
-    ``comuni``: istat, name, unione. ``tu``: comune_istat, area_ha, geometry (baseline TU).
+    ``comuni``: istat, name, unione. ``tu``: comune_istat, geometry (baseline TU, projected CRS;
+    its ``area_ha`` is measured when the frame has none).
     ``proposals``: validated proposals (any scenario column is filtered to ``scenario``; statuses
     outside ``law.yaml`` ``ledger_statuses``, e.g. withdrawn, are left out).
     """
@@ -182,7 +183,12 @@ def compute(comuni: pd.DataFrame, tu: gpd.GeoDataFrame, proposals: gpd.GeoDataFr
 
     c = pd.DataFrame(comuni[["istat", "name", "unione"]]).copy()
     c["unione"] = unione_label(c)
-    tu_ha = tu.set_index("comune_istat")["area_ha"]
+    if "area_ha" not in tu.columns:  # a TU as a user hands it: measure it (metric CRS only)
+        if tu.crs is None or not tu.crs.is_projected:
+            raise InputError("the TU needs a projected (metric) CRS to measure its area, e.g. "
+                             f"EPSG:25832; got {tu.crs}", field="territorio_urbanizzato")
+        tu = tu.assign(area_ha=tu.geometry.area / 1e4)
+    tu_ha = tu.groupby("comune_istat")["area_ha"].sum()
     c["tu_ha"] = c["istat"].map(tu_ha).fillna(0.0)
     c["quota_ha"] = share * c["tu_ha"]
     c["local_quota_ha"] = pshare["locale"] * c["tu_ha"]

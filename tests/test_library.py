@@ -201,3 +201,17 @@ def test_a_profiles_monte_carlo_section_is_what_the_faces_use():
     again = score_table(crit, prof)
     assert out["rank_p95"].equals(again["rank_p95"])  # the profile's seed: reproducible
     assert "rank_p5" not in score_table(crit, prof, draws=0).columns
+
+
+def test_ledger_measures_a_tu_given_without_areas(toy_territory, no_layers):
+    """A user's TU is geometry and a comune code: the ledger measures it (metric CRS), and a TU
+    in degrees is refused with the reason instead of a KeyError."""
+    import pattogis
+    from pattogis.errors import InputError
+
+    tu = toy_territory["tu"].drop(columns="area_ha")
+    led = pattogis.compute_ledger(toy_territory["comuni"], tu, None)
+    assert led.comuni.set_index("istat")["tu_ha"].to_dict() == {"999001": 100.0, "999002": 50.0}
+    with pytest.raises(InputError, match="projected"):
+        pattogis.compute_ledger(toy_territory["comuni"], tu.to_crs(4326), None)
+    assert "annotations" not in dir(pattogis) and "derive_tu" in dir(pattogis)
