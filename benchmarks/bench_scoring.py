@@ -31,14 +31,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import interleaved, summary_row  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "scoring.json"
-CRITS = list(scoring.known_criteria())
-# TOPSIS profile over all 12 criteria, min-max everywhere: the matrix pymcdm gets too.
+# TOPSIS profile over twelve registered criteria, min-max everywhere: the matrix pymcdm gets too
+# (a fixed set, so figures stay comparable when a criterion is added to the registry).
 DIRS = {
     "land_take_ha": "min", "share_inside_tu": "max", "rail_distance_m": "min",
     "bus_access": "max", "cycle_distance_m": "min", "hub_distance_m": "min",
     "fragility": "max", "slope_mean_deg": "min", "elevation_mean_m": "max",
     "heat_mean_c": "max", "area_ha": "min", "compactness": "max",
 }  # fmt: skip
+CRITS = list(DIRS)
+assert set(CRITS) <= set(scoring.known_criteria()), set(CRITS) - set(scoring.known_criteria())
 WEIGHTS = np.array([0.15, 0.10, 0.12, 0.08, 0.05, 0.05, 0.12, 0.08, 0.05, 0.08, 0.04, 0.08])
 
 
@@ -74,6 +76,9 @@ def sites(n: int, seed: int = 0, missing: bool = False) -> pd.DataFrame:
         },
         index=pd.RangeIndex(n, name="site_id"),
     )
+    # per-comune flood + landslide share (%), drawn last so the twelve columns above keep
+    # their values from earlier runs; the default profiles weigh it, the TOPSIS matrix does not
+    df["hazard_pct"] = 100 * rng.beta(0.6, 3.0, n)
     if missing:  # heat and cycle network exist for Bologna city only (~30% of sites)
         outside = rng.random(n) > 0.3
         df.loc[outside, ["heat_mean_c", "cycle_distance_m"]] = np.nan
