@@ -23,24 +23,14 @@ from api.proposals import only, reader_dependency
 from pattogis import analysis, layers, workspace
 from pattogis.collections import Collection, CollectionRegistry
 from pattogis.errors import ConfigError, InputError
+from pattogis.exports import no_nan
 from pattogis.scoring import ProfileSpec
 from pattogis.settings import get_settings
 from pattogis.store import Role
 
 
 def _jsonable(obj: Any) -> Any:
-    return _no_nan(json.loads(json.dumps(obj, default=_default)))
-
-
-def _no_nan(o: Any) -> Any:
-    """NaN (a year never reached, a missing value) as JSON null: JSON has no NaN."""
-    if isinstance(o, float) and not np.isfinite(o):
-        return None
-    if isinstance(o, dict):
-        return {k: _no_nan(v) for k, v in o.items()}
-    if isinstance(o, list):
-        return [_no_nan(v) for v in o]
-    return o
+    return no_nan(json.loads(json.dumps(obj, default=_default)))
 
 
 def _default(o: Any) -> Any:

@@ -21,7 +21,7 @@ import tempfile
 import threading
 from collections.abc import MutableMapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import geopandas as gpd
 from fastapi import APIRouter, Depends, File, Query, Security, UploadFile
@@ -32,12 +32,15 @@ from starlette.concurrency import run_in_threadpool
 from api.errors import documents
 from pattogis import analysis, config
 from pattogis.errors import InputError, NotFound, PermissionDenied
-from pattogis.fund import MODES, export
+from pattogis.fund import export
 from pattogis.io import UploadLimits
 from pattogis.store import KeyRing, Role
 
 UPLOAD_SUFFIXES = (".csv", ".gpkg", ".geojson", ".json", ".zip", ".parquet", ".geoparquet")
 FORMATS = ("json",) + export.FORMATS
+# the query parameters' types: FastAPI checks them and the OpenAPI document lists the values
+Mode = Literal["graduatoria", "optimal", "compare"]
+Format = Literal["json", "csv", "xlsx", "gpkg", "html", "pdf"]
 
 
 def _document(res: Any, fmt: str, name: str) -> Response:
@@ -98,16 +101,10 @@ def fund_router(runs: MutableMapping[str, gpd.GeoDataFrame], *,
                                                      "GeoJSON, zipped SHP, GeoParquet")],
         call: Annotated[str | None, Query(description="call id (default: the server's "
                                                        "PATTOGIS_DEFAULT_CALL)")] = None,
-        mode: Annotated[str, Query(description="graduatoria, optimal or compare")] = "graduatoria",
-        format: Annotated[str, Query(description="json, csv, xlsx, gpkg, html or pdf")] = "json",
+        mode: Annotated[Mode, Query(description="graduatoria, optimal or compare")] = "graduatoria",
+        format: Annotated[Format, Query(description="json, csv, xlsx, gpkg, html or pdf")] = "json",
     ) -> Response:
         call = config.call_id(call)
-        if mode not in MODES:
-            raise InputError(f"unknown fund mode '{mode}'", field="mode",
-                             hint=f"use one of {', '.join(MODES)}")
-        if format not in FORMATS:
-            raise InputError(f"unknown format '{format}'", field="format",
-                             hint=f"use one of {', '.join(FORMATS)}")
         # only the client's base name is kept, for messages; the suffix picks the reader
         name = Path(file.filename or "domande").name
         suffix = Path(name).suffix.lower()
@@ -136,13 +133,10 @@ def fund_router(runs: MutableMapping[str, gpd.GeoDataFrame], *,
                 responses={**RUN_DOCUMENTS, **KEYED,
                            404: {"description": "unknown call, or no run uploaded for it"}})
     def get_run(role: Metro, call: str,
-                mode: Annotated[str, Query(description="graduatoria or optimal")] = "graduatoria",
-                format: Annotated[str, Query(description="json, csv, xlsx, gpkg, html or pdf")] = "json",
+                mode: Annotated[Mode, Query(description="graduatoria, optimal or compare")] = "graduatoria",
+                format: Annotated[Format, Query(description="json, csv, xlsx, gpkg, html or pdf")] = "json",
                 ) -> Response:
         call = config.call_id(call)
-        if format not in FORMATS:
-            raise InputError(f"unknown format '{format}'", field="format",
-                             hint=f"use one of {', '.join(FORMATS)}")
         projects = runs.get(call)
         if projects is None:
             raise NotFound(f"no applications uploaded for call '{call}' (POST /fund/runs)")

@@ -162,3 +162,12 @@ def _json_default(o: Any) -> Any:
 def med(x: list[float]) -> float:
     """Median of timings (s)."""
     return float(statistics.median(x))
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback, for a benchmark's own server."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -29,7 +28,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(HERE))
 
-from _common import case, summary_row, write_result  # noqa: E402
+from _common import case, free_port, summary_row, write_result  # noqa: E402
 
 CRITERIA = ["land_take_ha", "share_inside_tu", "rail_distance_m", "bus_access", "fragility",
             "compactness"]
@@ -39,12 +38,6 @@ def profile(rng: np.random.Generator) -> dict:
     w = rng.dirichlet(np.ones(len(CRITERIA)))
     return {"name": "posted", "label_it": "Pesi inviati", "method": "wsum",
             "criteria": {c: {"weight": float(x)} for c, x in zip(CRITERIA, w, strict=True)}}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main() -> None:

@@ -53,7 +53,7 @@ from pattogis.fund.optimal import build_groups  # noqa: E402
 from pattogis.io import atomic_write_text  # noqa: E402
 
 sys.path.insert(0, str(REPO / "benchmarks"))
-from run_all import summary_row  # noqa: E402
+from _common import summary_row  # noqa: E402
 
 FACTS = REPO.parent / "shared" / "data" / "facts" / "unioni_bologna.csv"
 SYSTEMS = ["collina-montagna", "via Emilia", "pianura nord"]

@@ -47,7 +47,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(HERE))
 
-from run_all import summary_row, write_result  # noqa: E402
+from _common import summary_row, write_result  # noqa: E402
 
 LAYER = "buildings"
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,7 +31,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(HERE))
 
-from run_all import case, summary_row, write_result  # noqa: E402
+from _common import case, free_port, summary_row, write_result  # noqa: E402
 
 N_SITES = 1000
 DRAWS = 200
@@ -64,12 +63,6 @@ def own_sites(n: int, seed: int = 0) -> bytes:
         p = Path(d) / "siti.gpkg"
         g.to_file(p, driver="GPKG")
         return p.read_bytes()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main() -> None:

@@ -18,19 +18,10 @@ from pattogis.errors import PattogisError
 
 
 def _json(obj: Any) -> str:
-    return json.dumps(_no_nan(json.loads(json.dumps(obj, default=_default))), ensure_ascii=False,
+    from pattogis.exports import no_nan  # the verbs import the GIS stack lazily: --help is fast
+
+    return json.dumps(no_nan(json.loads(json.dumps(obj, default=_default))), ensure_ascii=False,
                       indent=2, allow_nan=False)
-
-
-def _no_nan(o: Any) -> Any:
-    """NaN as JSON null (JSON has no NaN; a year never reached is null)."""
-    if isinstance(o, float) and o != o:
-        return None
-    if isinstance(o, dict):
-        return {k: _no_nan(v) for k, v in o.items()}
-    if isinstance(o, list):
-        return [_no_nan(v) for v in o]
-    return o
 
 
 def _default(o: Any) -> Any:

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from collections.abc import Iterable
 from html import escape
 from pathlib import Path
+from typing import Any
 
 import geopandas as gpd
 import pandas as pd
@@ -29,6 +31,18 @@ MEDIA = {"csv": "text/csv; charset=utf-8",
 
 def _plain(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(df.drop(columns="geometry")) if "geometry" in df.columns else df
+
+
+def no_nan(o: Any) -> Any:
+    """NaN and infinities as JSON null, through dicts and lists (JSON has no NaN; a year never
+    reached is null)."""
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    if isinstance(o, dict):
+        return {k: no_nan(v) for k, v in o.items()}
+    if isinstance(o, list):
+        return [no_nan(v) for v in o]
+    return o
 
 
 def to_csv_it(df: pd.DataFrame, *, attribution: str | None = None) -> str:
