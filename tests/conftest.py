@@ -71,3 +71,47 @@ def toy_territory() -> dict:
                   shapely.MultiPolygon([shapely.box(2000, 0, 2500, 1000)])], crs=CRS)
     tu["area_ha"] = tu.area / 1e4
     return {"comuni": comuni, "tu": tu}
+
+
+# --- a real browser on a real server (map pages) ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    """Debian's headless Chromium (skip without it; fail in CI, where .ci/run installs it)."""
+    from browser import chromium_path
+
+    exe = chromium_path()
+    if exe is None:
+        msg = "headless Chromium not installed (apt-get install chromium)"
+        if IN_CI:
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return exe
+
+
+@pytest.fixture(scope="module")
+def server(app):
+    """The module's ``app`` fixture served by uvicorn on a free loopback port, for the module."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    srv = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    t = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
+    t.start()
+    for _ in range(200):
+        if srv.started:
+            break
+        time.sleep(0.05)
+    assert srv.started, "test server did not start"
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    t.join(10)
+    sock.close()

@@ -13,9 +13,6 @@ import gzip
 import json
 import os
 import re
-import socket
-import threading
-import time
 import uuid
 from pathlib import Path
 
@@ -29,7 +26,6 @@ from pattogis.errors import InputError, NotFound
 
 REPO = Path(__file__).resolve().parents[1]
 SHOTS = REPO / "maps" / "screenshots"
-IN_CI = os.environ.get("CI", "").lower() == "true"
 CRS = "EPSG:25832"
 COMUNE = "037001"          # Anzola dell'Emilia
 UNIONE = "Unione Terre d'Acqua"
@@ -485,41 +481,6 @@ def test_api_without_providers_says_so(tmp_path: Path) -> None:
 
 
 # --- headless Chromium ----------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    from browser import chromium_path
-
-    exe = chromium_path()
-    if exe is None:
-        msg = "headless Chromium not installed (apt-get install chromium)"
-        if IN_CI:
-            pytest.fail(msg)
-        pytest.skip(msg)
-    return exe
-
-
-@pytest.fixture(scope="module")
-def server(app):
-    import uvicorn
-
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    t = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
-    t.start()
-    for _ in range(200):
-        if srv.started:
-            break
-        time.sleep(0.05)
-    assert srv.started, "test server did not start"
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    t.join(10)
-    sock.close()
 
 
 POPUP_TEXT = "document.querySelector('.leaflet-popup-content') ? " \

@@ -10,10 +10,6 @@ gives for that profile.
 
 from __future__ import annotations
 
-import os
-import socket
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +18,6 @@ import pytest
 UNIONE = "Unione Terre d'Acqua"
 REPO = Path(__file__).resolve().parents[1]
 SHOTS = REPO / "maps" / "screenshots"
-IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
 @pytest.fixture(scope="module")
@@ -110,41 +105,6 @@ def test_unione_sites_equal_the_restricted_workspace_scores(built_layers: Path) 
 
 
 # --- headless Chromium -------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    from browser import chromium_path
-
-    exe = chromium_path()
-    if exe is None:
-        msg = "headless Chromium not installed (apt-get install chromium)"
-        if IN_CI:
-            pytest.fail(msg)
-        pytest.skip(msg)
-    return exe
-
-
-@pytest.fixture(scope="module")
-def server(app):
-    import uvicorn
-
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    t = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
-    t.start()
-    for _ in range(200):
-        if srv.started:
-            break
-        time.sleep(0.05)
-    assert srv.started, "test server did not start"
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    t.join(10)
-    sock.close()
 
 
 def _slider(name: str, value: int) -> str:
