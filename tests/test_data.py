@@ -132,6 +132,8 @@ def test_rebuild_is_identical(built_layers, tmp_path, raw_dir):
             built_layers / "bologna.gpkg", name), name
     with rasterio.open(out / "dem.tif") as a, rasterio.open(built_layers / "dem.tif") as b:
         assert np.array_equal(a.read(1), b.read(1))
+    # the set is readable by a server running as another user (mkdtemp makes folders 0700)
+    assert (out / "bologna.gpkg").resolve().parent.stat().st_mode & 0o777 == 0o755
 
 
 @pytest.mark.realdata

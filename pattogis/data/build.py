@@ -500,6 +500,7 @@ def build(raw: str | Path | None = None, out: str | Path | None = None, *,
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     _layers.clean_stale(out_dir, log=log)  # what interrupted builds left
     tmp = Path(tempfile.mkdtemp(prefix=_layers.build_prefix(out_dir), dir=out_dir.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it 0700: a server running as another user must read the set
     t0 = time.perf_counter()
     log(f"pattogis data build: raw kit {raw_dir} → {out_dir} ({crs})")
     try:
