@@ -404,6 +404,12 @@ def cmd_run(a: argparse.Namespace) -> None:
     cmd_serve(a)
 
 
+def _store_args(p: argparse.ArgumentParser) -> None:
+    """``--role``: how a verb that reads the proposals store sees it (the read rule)."""
+    p.add_argument("--role", help="read the store as this role (comune:ISTAT | unione:NAME | "
+                   "metro: its drafts too); default: the public, submitted and approved only")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pattogis", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -440,8 +446,7 @@ def parser() -> argparse.ArgumentParser:
     bu.add_argument("--compare", metavar="SCENARIO", help="compare with another scenario, per comune of "
                     "the level asked (difference = --scenario minus this one)")
     bu.add_argument("--trajectory", action="store_true", help="year-by-year path to 2050")
-    bu.add_argument("--role", help="read the store as this role (comune:ISTAT | unione:NAME | "
-                    "metro: its drafts too); default: the public, submitted and approved only")
+    _store_args(bu)
     bu.add_argument("--json", action="store_true")
     bu.set_defaults(func=cmd_budget)
 
@@ -451,8 +456,7 @@ def parser() -> argparse.ArgumentParser:
     mo.add_argument("--proposals", help="proposals file (default: the proposals store)")
     mo.add_argument("--out", help="write the report as a document (.html or .pdf)")
     mo.add_argument("--json", action="store_true")
-    mo.add_argument("--role", help="read the store as this role (comune:ISTAT | unione:NAME | "
-                    "metro: its drafts too); default: the public, submitted and approved only")
+    _store_args(mo)
     mo.set_defaults(func=cmd_monitoring)
 
     ph = sub.add_parser("physical", help="physical ledger: sealed surface per comune (not LR 24)")
@@ -485,8 +489,7 @@ def parser() -> argparse.ArgumentParser:
     sh.add_argument("--draws", type=int, default=None,
                     help="Monte Carlo weight draws (site; default: the profile's)")
     _site_args(sh)
-    sh.add_argument("--role", help="read the store as this role (comune:ISTAT | unione:NAME | "
-                    "metro: its drafts too); default: the public, submitted and approved only")
+    _store_args(sh)
     sh.set_defaults(func=cmd_scheda)
 
     ex = sub.add_parser("export", help="the ledger or the scores as .csv (Italian), .xlsx or .gpkg")
@@ -498,8 +501,7 @@ def parser() -> argparse.ArgumentParser:
     ex.add_argument("--draws", type=int, default=None,
                     help="Monte Carlo weight draws (scores; default: the profile's)")
     _site_args(ex)
-    ex.add_argument("--role", help="read the store as this role (comune:ISTAT | unione:NAME | "
-                    "metro: its drafts too); default: the public, submitted and approved only")
+    _store_args(ex)
     ex.set_defaults(func=cmd_export)
 
     fu = sub.add_parser("fund", help="allocate the Fondo perequativo")

@@ -22,6 +22,7 @@ from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -458,6 +459,11 @@ class _Entry:
     data: CollectionData | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def current(self, col: Collection, version: Any) -> CollectionData | None:
+        """The cached data when it is of this collection object at this version, else None."""
+        d = self.data
+        return d if d is not None and d.version == version and d.collection is col else None
+
 
 class CollectionRegistry:
     """Collections by id: the vector layers of a GeoPackage (when ``include_layers``) plus the
@@ -550,12 +556,10 @@ class CollectionRegistry:
         version = col.version() if col.version is not None else None
         with self._lock:
             entry = self._entries.setdefault(collection_id, _Entry())
-        cached = entry.data
-        if cached is not None and cached.version == version and cached.collection is col:
+        if (cached := entry.current(col, version)) is not None:
             return cached
         with entry.lock:  # one loader per collection; others wait for its result
-            cached = entry.data
-            if cached is not None and cached.version == version and cached.collection is col:
+            if (cached := entry.current(col, version)) is not None:
                 return cached
             data = CollectionData(col, col.provider(), version)
             entry.data = data
@@ -572,8 +576,7 @@ class CollectionRegistry:
         version = col.version() if col.version is not None else None
         with self._lock:
             entry = self._entries.setdefault(collection_id, _Entry())
-        cached = entry.data
-        if cached is not None and cached.version == version and cached.collection is col:
+        if (cached := entry.current(col, version)) is not None:
             return cached
         if not entry.lock.locked():
             def _load() -> None:

@@ -30,27 +30,14 @@ from pattogis.store import KeyRing, create_key, open_store
 
 try:  # tests/ is on sys.path under pytest's default import mode
     from pg_fixture import pg_cluster, postgis_url  # noqa: F401
-    from test_api_proposals import Env, base_props, fc, feat
-    from test_store import COMUNI, square
+    from test_api_proposals import Env, base_props, env, fc, feat, store  # noqa: F401 (fixtures)
+    from test_store import square
 except ImportError:  # pragma: no cover - when tests/ is a package
     from tests.pg_fixture import pg_cluster, postgis_url  # noqa: F401
-    from tests.test_api_proposals import Env, base_props, fc, feat
-    from tests.test_store import COMUNI, square
+    from tests.test_api_proposals import Env, base_props, env, fc, feat, store  # noqa: F401
+    from tests.test_store import square
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(params=["gpkg", pytest.param("postgis", marks=pytest.mark.postgis)])
-def store(request: pytest.FixtureRequest, tmp_path: Path):
-    target = tmp_path / "p.gpkg" if request.param == "gpkg" else request.getfixturevalue("postgis_url")
-    s = open_store(target, comuni=COMUNI)
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def env(store, tmp_path: Path) -> Env:
-    return Env(store, tmp_path / "keys.json")
 
 
 @contextlib.contextmanager
