@@ -19,7 +19,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI
 
 from api.errors import document_errors, install
-from api.features import features_router
+from api.features import StoredPagesMiddleware, features_router
 from pattogis.collections import CollectionRegistry
 from pattogis.collections import registry as default_registry
 from pattogis.settings import get_settings
@@ -154,8 +154,12 @@ def create_app(
     )
     app.state.context = ctx
     install(app, max_body_bytes=max_body_bytes)
+    factories = routers if routers is not None else ROUTER_FACTORIES
+    if _features in factories:
+        # inside gzip, CORS and HEAD: the fast lane's pages get those as any other response
+        app.add_middleware(StoredPagesMiddleware, registry=ctx.registry)
     _add_web_middleware(app)  # gzip, CORS, HEAD (issue 15)
-    for factory in routers if routers is not None else ROUTER_FACTORIES:
+    for factory in factories:
         router = factory(ctx)
         if router is not None:
             app.include_router(router)

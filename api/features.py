@@ -44,6 +44,7 @@ from pattogis.collections import (
     json_schema_type,
     utc_now_iso,
 )
+from pattogis.errors import NotFound, PattogisError
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 10_000
@@ -354,9 +355,17 @@ def items_body(
     of the page, default the cached CRS84 ones). ``pos`` is every match, paged here; or, with
     ``page_offset``, only the page's features, which start at ``page_offset`` of ``matched``."""
     page = pos[offset:offset + limit]
-    if page_offset is not None:
-        offset = page_offset
-    matched = int(len(pos)) if matched is None else matched
+    features = ",".join(data.texts(page) if texts is None else texts).encode()
+    return page_body(features, returned=len(page),
+                     matched=int(len(pos)) if matched is None else matched,
+                     offset=offset if page_offset is None else page_offset, limit=limit,
+                     url=url, keep=keep, attribution=attribution)
+
+
+def page_body(features: bytes, *, returned: int, matched: int, offset: int, limit: int, url: str,
+              keep: Mapping[str, str], attribution: str) -> bytes:
+    """A FeatureCollection page around ``features`` (GeoJSON texts joined by commas): counts,
+    attribution and the self/collection/next/prev links."""
     links = [_link(f"{url}?{_query({**keep, 'limit': limit, 'offset': offset})}", "self",
                    GEOJSON, "this page"),
              _link(url.rsplit("/items", 1)[0], "collection", JSON, "the collection")]
@@ -371,14 +380,11 @@ def items_body(
         "type": "FeatureCollection",
         "timeStamp": utc_now_iso(),
         "numberMatched": matched,
-        "numberReturned": int(len(page)),
+        "numberReturned": int(returned),
         "attribution": attribution,
         "links": links,
     }, ensure_ascii=False)
-    features = ",".join(data.texts(page) if texts is None else texts)
-    return (meta[:-1] + ',"features":[' + features + "]}").encode()
-
-
+    return b"".join((meta[:-1].encode(), b',"features":[', features, b"]}"))
 
 
 # -- CRS (Part 2) ------------------------------------------------------------------------------
@@ -641,6 +647,93 @@ def with_f(url: str, f: str = "html") -> str:
     return url + ("&" if "?" in url else "?") + f"f={f}"
 
 
+def crs_list(storage: str | None) -> list[str]:
+    """The CRS a collection is served in: CRS84, the others of OUTPUT_CRS and its storage CRS."""
+    uri = crs_uri(storage)
+    return OUTPUT_CRS + ([uri] if uri and uri not in OUTPUT_CRS else [])
+
+
+STORED_NAMES = frozenset({"limit", "offset", "f", "bbox", "bbox-crs"})
+
+
+def stored_page(registry: CollectionRegistry, cid: str, request: Request,
+                p: ItemsParams) -> Response | None:
+    """A page in CRS84 with every property, paged and at most bbox-filtered (what GDAL, QGIS
+    and web maps ask), cut from the layer's feature store on disk: nothing of the layer is
+    loaded (None when the layer has no current store or the request asks more)."""
+    if not set(request.query_params) <= STORED_NAMES or wants_html(request, p.f):
+        return None
+    store = registry.store(cid)
+    if store is None:
+        return None
+    check_params(request, STORED_NAMES)
+    if p.bbox is None:
+        if p.bbox_crs is not None:
+            raise BadRequest("bbox-crs given without bbox", field="bbox-crs")
+        matched = store.count
+        features = store.page(p.offset, p.offset + p.limit)
+        returned = max(0, min(p.limit, matched - p.offset))
+    else:
+        allowed = crs_list(registry.summary(cid).storage_crs)
+        if parse_crs(p.bbox_crs, "bbox-crs", allowed) is not None:
+            return None  # a box in another CRS: densified into the storage CRS there
+        pos = store.select(parse_bbox(p.bbox))  # type: ignore[arg-type]
+        matched = len(pos)
+        page = pos[p.offset:p.offset + p.limit]
+        features, returned = store.texts(page), len(page)
+    url = f"{_base(request)}/collections/{quote(cid, safe='')}/items"
+    keep = {k: v for k, v in request.query_params.items() if k not in ("limit", "offset")}
+    return GeoJSONResponse(page_body(
+        features, returned=returned, matched=matched, offset=p.offset, limit=p.limit,
+        url=url, keep=keep, attribution=registry.get(cid).attribution), headers=CRS_HEADER)
+
+
+class StoredPagesMiddleware:
+    """The fast lane of ``/collections/{id}/items``: plain pages (``limit``, ``offset``,
+    ``f=json``) of a layer with a feature store are answered here, before FastAPI's routing and
+    parameter parsing, which cost more than cutting the page. Any other request, and any this
+    lane does not fully understand (a bad value, an unknown collection), goes on to the app
+    unchanged, which answers it (or its error) as always."""
+
+    def __init__(self, app: ASGIApp, registry: CollectionRegistry) -> None:
+        self.app = app
+        self.registry = registry
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET":
+            path = scope["path"]
+            root = scope.get("root_path", "")
+            if root and path.startswith(root):
+                path = path[len(root):]
+            if path.startswith("/collections/") and path.endswith("/items"):
+                response = self._answer(scope, path[len("/collections/"):-len("/items")])
+                if response is not None:
+                    await response(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+    def _answer(self, scope: Scope, cid: str) -> Response | None:
+        if not cid or "/" in cid:
+            return None
+        request = Request(scope)
+        items = request.query_params.multi_items()
+        q = dict(items)
+        if len(q) != len(items) or not q.keys() <= {"limit", "offset", "f"}:
+            return None
+        if q.get("f") not in (None, "json", "geojson"):
+            return None
+        limit, offset = q.get("limit", str(DEFAULT_LIMIT)), q.get("offset", "0")
+        if not (limit.isascii() and limit.isdigit() and offset.isascii() and offset.isdigit()):
+            return None
+        p = ItemsParams(limit=int(limit), offset=int(offset), f=q.get("f"))  # type: ignore[arg-type]
+        if not 1 <= p.limit <= MAX_LIMIT:
+            return None
+        try:
+            return stored_page(self.registry, cid, request, p)
+        except PattogisError:
+            return None  # the app answers with its error document
+
+
 class HeadMiddleware:
     """HEAD on any GET endpoint: answered as the GET would be, without the body."""
 
@@ -682,10 +775,6 @@ def features_router(
     items_names = declared(ItemsParams)
     json_or_html = {200: {"description": "The document.", "content": {
         JSON: {"schema": {"type": "object"}}, **_HTML_OK}}, **_ERRORS}
-
-    def crs_list(storage: str | None) -> list[str]:
-        uri = crs_uri(storage)
-        return OUTPUT_CRS + ([uri] if uri and uri not in OUTPUT_CRS else [])
 
     @router.get("/", summary="Landing page", responses=json_or_html)
     def landing(request: Request, p: Annotated[FormatParam, Depends()]) -> Any:
@@ -849,9 +938,11 @@ def features_router(
     def items(collectionId: str, request: Request,  # noqa: N803 - OGC name
               p: Annotated[ItemsParams, Depends()]) -> Response:
         col = registry.get(collectionId)
-        cold = cold_page(collectionId, request, p)
-        if cold is not None:
-            return cold
+        fast = stored_page(registry, collectionId, request, p)
+        if fast is None:
+            fast = cold_page(collectionId, request, p)
+        if fast is not None:
+            return fast
         data = registry.data(collectionId)
         names = queryables(data)
         q = check_params(request, items_names | set(names))
@@ -943,10 +1034,27 @@ def features_router(
              p: Annotated[FeatureParams, Depends()]) -> Response:
         check_params(request, feature_names)
         col = registry.get(collectionId)
+        base = f"{_base(request)}/collections/{quote(collectionId, safe='')}"
+        extra = json.dumps({
+            "attribution": col.attribution,
+            "links": [_link(f"{base}/items/{quote(featureId, safe='')}", "self", GEOJSON,
+                            "this feature"),
+                      _link(base, "collection", JSON, "the collection")],
+        }, ensure_ascii=False)
+        store = registry.store(collectionId)
+        if store is not None and p.crs is None and not wants_html(request, p.f):
+            # fids are canonical decimal integers: "007" is no id, as for the loaded layer
+            fid = int(featureId) if featureId.isascii() and featureId.isdigit() and \
+                str(int(featureId)) == featureId else None
+            at = store.position(fid) if fid is not None else None
+            if at is None:
+                raise NotFound(f"feature '{featureId}' not found in collection "
+                               f"'{collectionId}'")
+            text = store.page(at, at + 1)
+            return GeoJSONResponse(text[:-1] + b"," + extra[1:].encode(), headers=CRS_HEADER)
         data = registry.data(collectionId)
         crs = parse_crs(p.crs, "crs", crs_list(registry.summary(collectionId).storage_crs))
         at = data.position(featureId)
-        base = f"{_base(request)}/collections/{quote(collectionId, safe='')}"
         if wants_html(request, p.f):
             r = data.properties.iloc[at]
             body = (table_html([{"property": k, "value": v} for k, v in r.items()],
@@ -958,12 +1066,6 @@ def features_router(
                 (f"{root}/?f=html", "home"), (f"{root}/collections?f=html", "collections"),
                 (f"{base}?f=html", collectionId), (f"{base}/items?f=html", "items")])
         text = data.page_texts(np.array([at]), crs=crs)[0]
-        extra = json.dumps({
-            "attribution": col.attribution,
-            "links": [_link(f"{base}/items/{quote(featureId, safe='')}", "self", GEOJSON,
-                            "this feature"),
-                      _link(base, "collection", JSON, "the collection")],
-        }, ensure_ascii=False)
         return GeoJSONResponse((text[:-1] + "," + extra[1:]).encode(), headers=crs_header(crs))
 
     return router

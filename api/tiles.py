@@ -108,14 +108,21 @@ def tiles_router(registry: CollectionRegistry, *, max_tiles: int = 2048) -> APIR
              request: Request) -> Response:
         check_params(request, ())
         vector_tiles.tms(tileMatrixSetId)
-        data = registry.data(collectionId)
-        key = (collectionId, data.version, id(data), tileMatrixSetId, tileMatrix, tileCol,
-               tileRow)
-        body = cache.get(key)
-        if body is None:
-            body = vector_tiles.encode_tile(data, collectionId, tileMatrix, tileCol, tileRow,
-                                            tileMatrixSetId)
-            cache.put(key, body)
+        where = (tileMatrixSetId, tileMatrix, tileCol, tileRow)
+        store = registry.store(collectionId)
+        if store is not None:  # read from disk: the layer is not loaded for its tiles
+            key = (collectionId, "store", store.version, *where)
+            if (body := cache.get(key)) is None:
+                body = vector_tiles.encode_store_tile(store, collectionId, tileMatrix, tileCol,
+                                                      tileRow, tileMatrixSetId)
+                cache.put(key, body)
+        else:
+            data = registry.data(collectionId)
+            key = (collectionId, data.version, id(data), *where)
+            if (body := cache.get(key)) is None:
+                body = vector_tiles.encode_tile(data, collectionId, tileMatrix, tileCol,
+                                                tileRow, tileMatrixSetId)
+                cache.put(key, body)
         return Response(body, media_type=MVT, headers={"Cache-Control": "public, max-age=3600"})
 
     return router

@@ -191,7 +191,9 @@ def install_set(tmp: Path, out_dir: Path) -> Path:
     ``out_dir`` (the layout before sets) is first moved aside to ``.<name>.old-<time>``.
     Returns the new set's folder."""
     tmp, out_dir = Path(tmp), Path(out_dir).absolute()
-    files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
+    # every file, those of subfolders (the feature stores) by relative path
+    files = {p.relative_to(tmp).as_posix(): p.stat().st_size for p in sorted(tmp.rglob("*"))
+             if p.is_file()}
     manifest = {"version": 1, "built_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                 "files": files}
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")

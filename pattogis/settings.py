@@ -18,12 +18,16 @@ PATTOGIS_DASK_MEMORY       memory limit per worker, dask syntax (4GiB)
 PATTOGIS_DEFAULT_CALL      the fund call used when none is named (bando_2023)
 ========================== ===================================================================
 
-Read fresh on every :func:`get_settings` call (a few microseconds), so a test or a service that
-changes the environment is seen at once. A bad value is an error naming the variable.
+Re-read whenever the ``PATTOGIS_*`` environment changes (parsed once per distinct environment:
+a parse costs about 2 ms, and the API asks for the settings several times a request), so a test or
+a service that changes the environment is seen at once. A bad value is an error naming the
+variable.
 """
 
 from __future__ import annotations
 
+import os
+from functools import lru_cache
 from pathlib import Path
 
 from pydantic import Field, ValidationError
@@ -54,9 +58,21 @@ class Settings(BaseSettings):
     default_call: str = Field("bando_2023", min_length=1, description="fund call used by default")
 
 
+#: the variables' names: a change of these is seen at once (pydantic also reads them in lower
+#: case, but a change of a lower-case one after the first read is not)
+_NAMES = tuple(PREFIX + f.upper() for f in Settings.model_fields)
+
+
 def get_settings() -> Settings:
     """The settings from the environment now; a bad value is an :class:`InputError` naming the
     variable (the environment is the user's input)."""
+    return _parse(tuple(os.environ.get(n) for n in _NAMES))
+
+
+@lru_cache(maxsize=32)
+def _parse(env: tuple[str | None, ...]) -> Settings:
+    """The settings of one ``PATTOGIS_*`` environment (``env``, the variables' values, is the
+    cache key only: pydantic reads os.environ itself, which holds these values when this runs)."""
     try:
         return Settings()
     except ValidationError as e:

@@ -27,14 +27,16 @@ Conventions (relied on by the criteria and the tests):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
 import shapely
-from scipy import sparse
-from scipy.sparse import csgraph
-from scipy.spatial import cKDTree
+
+if TYPE_CHECKING:  # imported where used: the API starts without them
+    from scipy import sparse
+    from scipy.spatial import cKDTree
 
 from pattogis.errors import InputError
 
@@ -71,6 +73,8 @@ class RoadGraph:
 
 
 def _csr(row: np.ndarray, col: np.ndarray, w: np.ndarray, n: int) -> sparse.csr_matrix:
+    from scipy import sparse
+
     # Built from (row, col) pairs that are already unique, so no duplicate is summed; explicit
     # zero weights stay in the structure and count as edges for csgraph.
     m = sparse.csr_matrix((w.astype("float64"), (row.astype("int32"), col.astype("int32"))),
@@ -85,6 +89,8 @@ def build_graph(nodes: gpd.GeoDataFrame, edges: gpd.GeoDataFrame, *,
     ``nodes`` needs ``osmid`` and Point geometries; ``edges`` needs ``u``, ``v`` (osmid of the
     end nodes) and ``weight`` (metres). Both must be in the same projected CRS.
     """
+    from scipy.spatial import cKDTree
+
     for col in ("osmid",):
         if col not in nodes.columns:
             raise InputError("road nodes lack a column", field=col)
@@ -155,6 +161,8 @@ def with_targets(graph: RoadGraph, target_xy: np.ndarray, *, snap_threshold_m: f
     Returns the augmented matrix, the index (into ``target_xy``) of the targets joined, and the
     matrix index of their extra nodes (``graph.n_nodes + k``).
     """
+    from scipy import sparse
+
     target_xy = np.asarray(target_xy, dtype="float64").reshape(-1, 2)
     t_node, t_snap = snap(graph, target_xy)
     joined = np.flatnonzero(t_snap <= snap_threshold_m)
@@ -186,6 +194,8 @@ def node_distances(graph: RoadGraph, target_xy: np.ndarray, *, snap_threshold_m:
     reaches get ``inf`` and target ``-1``. With ``nearest=False`` only the distances are computed
     (the second value is None), which spares the predecessor bookkeeping.
     """
+    from scipy.sparse import csgraph
+
     m, joined, extra = with_targets(graph, target_xy, snap_threshold_m=snap_threshold_m)
     n = graph.n_nodes
     if joined.size == 0:
@@ -213,6 +223,8 @@ def nearest_distance(graph: RoadGraph | None, origin_xy: np.ndarray, target_xy: 
     coverage, or on a piece of the graph that no joined target reaches, gets the detoured straight
     line to the nearest target of all.
     """
+    from scipy.spatial import cKDTree
+
     origin_xy = np.asarray(origin_xy, dtype="float64").reshape(-1, 2)
     target_xy = np.asarray(target_xy, dtype="float64").reshape(-1, 2)
     n_o = origin_xy.shape[0]

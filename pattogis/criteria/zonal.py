@@ -33,12 +33,11 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-import rasterio
 import shapely
 from exactextract import exact_extract
 from exactextract.feature import Feature, FeatureSource
@@ -46,10 +45,12 @@ from exactextract.operation import Operation
 from exactextract.raster import NumPyRasterSource, RasterioRasterSource
 from exactextract.writer import Writer
 from pyproj import CRS
-from rasterio.enums import MaskFlags
-from rasterio.windows import Window
 
 from pattogis.errors import InputError, MissingDataError
+
+if TYPE_CHECKING:  # rasterio is imported where used: the API starts without it
+    import rasterio
+    from rasterio.windows import Window
 
 STATS = ("mean", "min", "max", "coverage")
 OUTSIDE_EXTENT = "outside_extent"
@@ -242,6 +243,8 @@ def zonal_stats(polygons: gpd.GeoSeries | gpd.GeoDataFrame,
     ``threads`` is GDAL_NUM_THREADS for decoding compressed blocks of a window in parallel.
     The result has the index of ``polygons``.
     """
+    import rasterio
+
     gs = _polygons(polygons)
     specs, single = _raster_specs(rasters)
     n = len(gs)
@@ -284,6 +287,8 @@ def _extract_grid(gs: gpd.GeoSeries, grid: _Grid,
                   members: list[tuple[str, rasterio.DatasetReader]], *, tile_cells: int
                   ) -> dict[str, tuple[np.ndarray, ...]]:
     """Statistics of every raster of one grid: one exactextract pass per tile of polygons."""
+    from rasterio.windows import Window
+
     n = len(gs)
     # Compare CRS objects, not WKT text: the same CRS written differently (EPSG:25832 and a
     # GeoTIFF's WKT) would otherwise cost a no-op reprojection of every polygon.
@@ -359,6 +364,8 @@ def _read(ds: rasterio.DatasetReader, window: Window) -> tuple[np.ndarray, float
     A plain array with its nodata value is cheaper for exactextract than a masked array; masks
     are used only where nodata alone cannot say what is missing (mask bands, scaled values).
     """
+    from rasterio.enums import MaskFlags
+
     scale, offset = ds.scales[0], ds.offsets[0]
     flags = ds.mask_flag_enums[0]
     plain = scale == 1.0 and offset == 0.0 and all(

@@ -28,7 +28,8 @@ import yaml
 from rasterio.fill import fillnodata
 from rasterio.warp import Resampling, calculate_default_transform, reproject
 
-from pattogis import config
+from pattogis import config, feature_store
+from pattogis.collections import encode_features
 from pattogis.data.derive import derive_layers
 from pattogis.data.readers import (
     Report,
@@ -527,6 +528,8 @@ def build(raw: str | Path | None = None, out: str | Path | None = None, *,
                 b.write(d.frame, d.name, sources_=d.sources, provenance=d.provenance,
                         notes=d.notes)
         write_catalog(b)
+        # every layer's features as GeoJSON text, for the API's pages (pattogis.feature_store)
+        feature_store.write_stores(b.gpkg, encode_features, log=log)
         _swap_into_place(tmp, out_dir)
     finally:
         if tmp.exists():

@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy.optimize import Bounds, LinearConstraint, linprog, milp
 
 Extra = tuple[np.ndarray, float, float]  # one row: (coefficients, lower, upper)
 
@@ -107,6 +106,8 @@ def solve_milp(m: Model, v: np.ndarray, time_limit: float, gap: float,
                fixed: np.ndarray | None = None, xfix: np.ndarray | None = None) -> Solve:
     """Maximise ``v·x`` over the model; variables in ``fixed`` are held at ``xfix`` and moved
     out of the problem (their row activity shifts the row bounds)."""
+    from scipy.optimize import Bounds, LinearConstraint, milp
+
     t0 = time.perf_counter()
     n = m.n
     if fixed is None or not fixed.any():
@@ -153,6 +154,8 @@ class LPBound:
 def lp_bound(m: Model, v: np.ndarray) -> LPBound | None | bool:
     """Lagrangian bound from the LP relaxation (see the module doc). Returns ``False`` when the
     LP is infeasible (so is the MILP), ``None`` when the LP failed otherwise."""
+    from scipy.optimize import linprog  # here: the API starts without scipy.optimize
+
     t0 = time.perf_counter()
     up = np.isfinite(m.U)
     dn = np.isfinite(m.L)

@@ -18,12 +18,7 @@ import folium
 import geopandas as gpd
 import numpy as np
 import pyogrio
-import rasterio
 import shapely
-from rasterio.enums import Resampling
-from rasterio.errors import NotGeoreferencedWarning
-from rasterio.io import MemoryFile
-from rasterio.warp import calculate_default_transform, reproject, transform_bounds
 
 from pattogis import layers
 from pattogis.errors import PattogisError
@@ -67,7 +62,13 @@ def hillshade(dem: np.ndarray, cell: float, azimuth: float = 315.0,
 def _hillshade_png(province: Any) -> tuple[bytes, list[list[float]]] | None:
     """The DEM's hillshade as a grey PNG with alpha, in Web Mercator (so Leaflet places it
     exactly), transparent outside the province."""
+    # rasterio here, not at import: the API starts without it (its GDAL is a second copy)
+    import rasterio
+    from rasterio.enums import Resampling
+    from rasterio.errors import NotGeoreferencedWarning
     from rasterio.features import geometry_mask
+    from rasterio.io import MemoryFile
+    from rasterio.warp import calculate_default_transform, reproject, transform_bounds
 
     try:
         path = layers.raster_path("dem")
