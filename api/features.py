@@ -690,7 +690,7 @@ def stored_page(registry: CollectionRegistry, cid: str, request: Request,
 
 class StoredPagesMiddleware:
     """The fast lane of ``/collections/{id}/items``: plain pages (``limit``, ``offset``,
-    ``f=json``) of a layer with a feature store are answered here, before FastAPI's routing and
+    ``f=json``, a CRS84 ``bbox``) of a layer with a feature store are answered here, before FastAPI's routing and
     parameter parsing, which cost more than cutting the page. Any other request, and any this
     lane does not fully understand (a bad value, an unknown collection), goes on to the app
     unchanged, which answers it (or its error) as always."""
@@ -718,14 +718,15 @@ class StoredPagesMiddleware:
         request = Request(scope)
         items = request.query_params.multi_items()
         q = dict(items)
-        if len(q) != len(items) or not q.keys() <= {"limit", "offset", "f"}:
+        if len(q) != len(items) or not q.keys() <= STORED_NAMES:
             return None
         if q.get("f") not in (None, "json", "geojson"):
             return None
         limit, offset = q.get("limit", str(DEFAULT_LIMIT)), q.get("offset", "0")
         if not (limit.isascii() and limit.isdigit() and offset.isascii() and offset.isdigit()):
             return None
-        p = ItemsParams(limit=int(limit), offset=int(offset), f=q.get("f"))  # type: ignore[arg-type]
+        p = ItemsParams(limit=int(limit), offset=int(offset), f=q.get("f"),  # type: ignore[arg-type]
+                        bbox=q.get("bbox"), bbox_crs=q.get("bbox-crs"))
         if not 1 <= p.limit <= MAX_LIMIT:
             return None
         try:

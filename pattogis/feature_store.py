@@ -30,7 +30,7 @@ import numpy as np
 FOLDER = "features"
 MANIFEST = "manifest.json"
 #: Version of the on-disk format; a store of another version is not used.
-FORMAT = 1
+FORMAT = 2
 #: The GeoPackage table that is no layer (the provenance catalog).
 CATALOG = "layer_catalog"
 
@@ -207,7 +207,8 @@ def write_stores(gpkg: str | Path, encode: Encoder, *,
             if at != n:
                 raise ValueError(f"encoder gave {at} features of {n} for layer '{name}'")
             np.save(tmp / f"{name}.offsets.npy", offsets)
-            np.save(tmp / f"{name}.bounds.npy", bounds)
+            # column by column on disk: a bbox query reads four contiguous columns
+            np.save(tmp / f"{name}.bounds.npy", np.asfortranarray(bounds))
             np.save(tmp / f"{name}.fids.npy", np.asarray(gdf.index, dtype=np.int64))
             log(f"  features of {name} for the API: {n} ({offsets[-1] / 2**20:.1f} MiB)")
         (tmp / MANIFEST).write_text(json.dumps({
