@@ -975,9 +975,17 @@ def features_router(
         if wants_html(request, p.f):
             return items_html(data, pos, p, url, keep, col.attribution, request, collectionId)
         page = pos[p.offset:p.offset + p.limit]
-        body = items_body(data, pos, offset=p.offset, limit=p.limit, url=url, keep=keep,
-                          attribution=col.attribution,
-                          texts=data.page_texts(page, properties=props, crs=crs))
+        store = registry.store(collectionId) if props is None and crs is None else None
+        if store is not None and store.count == data.count:
+            # the texts of a filtered or sorted page from the store (same positions: both in
+            # fid order of the same GeoPackage), not made and kept in memory
+            body = page_body(store.texts(page), returned=len(page), matched=len(pos),
+                             offset=p.offset, limit=p.limit, url=url, keep=keep,
+                             attribution=col.attribution)
+        else:
+            body = items_body(data, pos, offset=p.offset, limit=p.limit, url=url, keep=keep,
+                              attribution=col.attribution,
+                              texts=data.page_texts(page, properties=props, crs=crs))
         return GeoJSONResponse(body, headers=crs_header(crs))
 
     def cold_page(cid: str, request: Request, p: ItemsParams) -> Response | None:
