@@ -87,6 +87,10 @@ class Collection:
     #: ``page(offset, limit)`` reads features offset..offset+limit (in feature order) straight
     #: from the store, for requests that arrive while the collection is still being loaded
     page: Callable[[int, int], gpd.GeoDataFrame] | None = None
+    #: ``read_properties()`` (fids as index) and ``read_geometry()`` (a GeoSeries, same index):
+    #: when both are given the collection is loaded without its geometries, read on first use
+    read_properties: Callable[[], pd.DataFrame] | None = None
+    read_geometry: Callable[[], gpd.GeoSeries] | None = None
 
 
 def _file_version(path: Path) -> tuple[str, int, int, int]:
@@ -138,39 +142,56 @@ class CollectionData:
     Positions (0..n-1) index every array; ``ids`` are the feature ids as strings.
     """
 
-    def __init__(self, collection: Collection, gdf: gpd.GeoDataFrame, version: Hashable) -> None:
-        if gdf.crs is None:
-            raise ConfigError(
-                f"collection '{collection.id}': the provider returned a GeoDataFrame without a "
-                "CRS; set it (EPSG:25832 for the working CRS) before registering"
-            )
+    def __init__(self, collection: Collection, gdf: gpd.GeoDataFrame | pd.DataFrame,
+                 version: Hashable, *, geometry: Callable[[], gpd.GeoSeries] | None = None,
+                 summary: Summary | None = None) -> None:
+        """``gdf``: the features (a GeoDataFrame with its CRS); or, with ``geometry``, only
+        their properties (fids as index), the geometries read by ``geometry()`` (a GeoSeries
+        with the same index, in ``summary.storage_crs``) the first time something needs them:
+        a property filter or a page from the feature store then never holds the geometries."""
         self.collection = collection
         self.version = version
         n = len(gdf)
         self.count = n
-        geoms = np.asarray(gdf.geometry.values, dtype=object)
-        #: the CRS the data are stored in (EPSG:25832 for the layer set) and their geometries in
-        #: it, unrounded: what a request in the storage CRS gets back exactly
-        self.storage_crs = pyproj.CRS.from_user_input(gdf.crs)
-        self.source_geometry = geoms
-        self._to84 = pyproj.Transformer.from_crs(gdf.crs, CRS84, always_xy=True)
-        self._from84 = pyproj.Transformer.from_crs(CRS84, gdf.crs, always_xy=True)
-        # The index is built on the stored geometries: no reprojection of the whole layer at
-        # load time (CRS84 geometries are made per page, and for the whole layer only when a
-        # CQL2 spatial filter in CRS84 needs them).
-        self.tree = shapely.STRtree(geoms)
+        self._read_geometry = geometry
+        self._geom_lock = threading.Lock()
+        self._tree: shapely.STRtree | None = None
+        crs = summary.storage_crs if geometry is not None and summary is not None else \
+            getattr(gdf, "crs", None)
+        if crs is None:
+            raise ConfigError(
+                f"collection '{collection.id}': the provider returned a GeoDataFrame without a "
+                "CRS; set it (EPSG:25832 for the working CRS) before registering"
+            )
+        #: the CRS the data are stored in (EPSG:25832 for the layer set)
+        self.storage_crs = pyproj.CRS.from_user_input(crs)
+        self._to84 = pyproj.Transformer.from_crs(self.storage_crs, CRS84, always_xy=True)
+        self._from84 = pyproj.Transformer.from_crs(CRS84, self.storage_crs, always_xy=True)
         self._geometry84: np.ndarray | None = None
-        present = ~shapely.is_missing(geoms) & ~shapely.is_empty(geoms)
-        if present.any():
-            b = shapely.bounds(geoms[present])
-            box = (float(np.nanmin(b[:, 0])), float(np.nanmin(b[:, 1])),
-                   float(np.nanmax(b[:, 2])), float(np.nanmax(b[:, 3])))
-            self.bbox: tuple[float, float, float, float] | None = tuple(  # type: ignore[assignment]
-                float(v) for v in self._to84.transform_bounds(*box, densify_pts=21))
+        if geometry is not None:
+            if summary is None:
+                raise ConfigError(f"collection '{collection.id}': geometries read later need "
+                                  "the collection's summary (bbox, geometry type, CRS)")
+            self._source: np.ndarray | None = None
+            self.bbox = summary.bbox
+            self.geometry_type = summary.geometry_type
+            props = pd.DataFrame(gdf)
         else:
-            self.bbox = None
-        types = pd.unique(shapely.get_type_id(geoms[present]))
-        self.geometry_type = _geometry_type(types)
+            geoms = np.asarray(gdf.geometry.values, dtype=object)
+            self._source = geoms
+            present = ~shapely.is_missing(geoms) & ~shapely.is_empty(geoms)
+            if present.any():
+                b = shapely.bounds(geoms[present])
+                box = (float(np.nanmin(b[:, 0])), float(np.nanmin(b[:, 1])),
+                       float(np.nanmax(b[:, 2])), float(np.nanmax(b[:, 3])))
+                self.bbox: tuple[float, float, float, float] | None = tuple(  # type: ignore[assignment]
+                    float(v) for v in self._to84.transform_bounds(*box, densify_pts=21))
+            else:
+                self.bbox = None
+            types = pd.unique(shapely.get_type_id(geoms[present]))
+            self.geometry_type = _geometry_type(types)
+            props = pd.DataFrame(gdf.drop(columns=gdf.geometry.name))
+        self._index = gdf.index
 
         index = gdf.index
         numeric_ids = pd.api.types.is_integer_dtype(index.dtype) and index.is_unique
@@ -200,7 +221,7 @@ class CollectionData:
             self.temporal = (_iso(t.min()), _iso(t.max()))
 
         #: the properties (positions 0..n-1 as index): filters, sorting and property selection
-        self.properties = pd.DataFrame(gdf.drop(columns=gdf.geometry.name)).reset_index(drop=True)
+        self.properties = props.reset_index(drop=True)
         self.fields = tuple((str(c), str(t)) for c, t in self.properties.dtypes.items())
         self.numeric_ids = numeric_ids
         self._frame: gpd.GeoDataFrame | None = None
@@ -208,6 +229,33 @@ class CollectionData:
         # holds it: the first request after start costs one page, not the whole layer
         self.features = np.full(n, None, dtype=object)
         self._texts_lock = threading.Lock()
+
+    @property
+    def source_geometry(self) -> np.ndarray:
+        """Every geometry in the storage CRS, unrounded (what a request in the storage CRS gets
+        back exactly); read on first use when the collection was loaded without them."""
+        if self._source is None:
+            with self._geom_lock:
+                if self._source is None and self._read_geometry is not None:
+                    g = self._read_geometry()
+                    if len(g) != self.count or not g.index.equals(self._index):
+                        raise ConfigError(
+                            f"collection '{self.collection.id}': the geometries read do not "
+                            "match its features (the layer changed while loading); ask again")
+                    self._source = np.asarray(g.values, dtype=object)
+        return self._source  # type: ignore[return-value]
+
+    @property
+    def tree(self) -> shapely.STRtree:
+        """STRtree of the stored geometries (built on first use: no reprojection of the layer;
+        CRS84 geometries are made per page, and for the whole layer only when a CQL2 spatial
+        filter in CRS84 needs them)."""
+        if self._tree is None:
+            geoms = self.source_geometry
+            with self._geom_lock:
+                if self._tree is None:
+                    self._tree = shapely.STRtree(geoms)
+        return self._tree
 
     @property
     def geometry(self) -> np.ndarray:
@@ -562,7 +610,12 @@ class CollectionRegistry:
         with entry.lock:  # one loader per collection; others wait for its result
             if (cached := entry.current(col, version)) is not None:
                 return cached
-            data = CollectionData(col, col.provider(), version)
+            if col.read_properties is not None and col.read_geometry is not None \
+                    and col.summary is not None:
+                data = CollectionData(col, col.read_properties(), version,
+                                      geometry=col.read_geometry, summary=col.summary())
+            else:
+                data = CollectionData(col, col.provider(), version)
             entry.data = data
             return data
 
@@ -669,6 +722,8 @@ def _gpkg_collections(path: Path) -> dict[str, Collection]:
             licence=str(row.get("licence") or ""),
             provider=_gpkg_provider(path, name),
             page=_gpkg_page(path, name),
+            read_properties=_gpkg_properties(path, name),
+            read_geometry=_gpkg_geometry(path, name),
             datetime_field=dt_field,
             date_only=date_only,
             version=lambda p=path: _file_version(p),
@@ -683,6 +738,22 @@ def _gpkg_provider(path: Path, layer: str) -> Provider:
         return pyogrio.read_dataframe(path, layer=layer, fid_as_index=True, use_arrow=True)
 
     return provider
+
+
+def _gpkg_properties(path: Path, layer: str) -> Callable[[], pd.DataFrame]:
+    def read() -> pd.DataFrame:
+        return pd.DataFrame(pyogrio.read_dataframe(path, layer=layer, fid_as_index=True,
+                                                   use_arrow=True, read_geometry=False))
+
+    return read
+
+
+def _gpkg_geometry(path: Path, layer: str) -> Callable[[], gpd.GeoSeries]:
+    def read() -> gpd.GeoSeries:
+        return pyogrio.read_dataframe(path, layer=layer, fid_as_index=True, use_arrow=True,
+                                      columns=[]).geometry
+
+    return read
 
 
 def _gpkg_page(path: Path, layer: str) -> Callable[[int, int], gpd.GeoDataFrame]:
