@@ -257,12 +257,14 @@ FCP_JS = "(performance.getEntriesByName('first-contentful-paint')[0]||{}).startT
 
 
 def bench_pages(layers_dir: Path) -> list[dict[str, Any]]:
-    from pattogis.maps.browser import check_page, chromium_path
+    sys.path.insert(0, str(REPO / "tests"))  # the DevTools client lives with the tests
+    from browser import check_page, chromium_path
 
     if chromium_path() is None:
         return [{"page": "all", "skipped": "Chromium not installed"}]
     pages = ["/maps/", "/maps/overview", "/maps/budget", "/maps/budget?comune=037001",
-             "/maps/sites?unione=Unione%20Terre%20d%27Acqua", "/maps/fund"]
+             "/maps/sites?unione=Unione%20Terre%20d%27Acqua",
+             "/maps/fund?dimostrativo=true"]  # no uploaded applications: the demonstration set
     rows = []
     uv = [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", "{port}",
           "--workers", "1", "--log-level", "warning"]
@@ -287,12 +289,16 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer requests, one GDAL case")
     ap.add_argument("--out", default=None)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--only", choices=["pages"], help="run one part only (its rows, no summary)")
     args = ap.parse_args()
     from pattogis import layers
 
     gpkg = layers.gpkg_path()
     if not gpkg.exists():
         sys.exit(f"layer set not built at {gpkg}: run `pattogis data build`")
+    if args.only == "pages":
+        print(write_result("ogc_pages", {"pages": bench_pages(layers.layers_dir())}, args.out))
+        return
     result: dict[str, Any] = {}
     srv = bench_servers(gpkg, layers.layers_dir(), 20 if args.quick else 60, args.seed)
     result["servers"] = srv
