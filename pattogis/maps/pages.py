@@ -397,7 +397,8 @@ TILED: dict[str, dict[str, Any]] = {
                    "title_field": "name", "tip": "{name}", "min_zoom": 0, "top": True,
                    "z_index": 2},
 }
-CANDIDATE_STYLE = {"color": "#5a3d8a", "fill": "#cbb8e6", "weight": 1.2, "fill_opacity": 0.55}
+# tan and brown: apart from the score palette (viridis) the Unione page colours its own sites with
+CANDIDATE_STYLE = {"color": "#8c510a", "fill": "#d8b365", "weight": 1.2, "fill_opacity": 0.6}
 CANDIDATE_SOURCES_IT = {"derived from DPC building aggregates":
                         "aggregati strutturali DPC (derivato)"}
 
@@ -903,7 +904,7 @@ def sites_map(sites: gpd.GeoDataFrame, *, unione: str | None = None,
         context.append(_tiles_layer(m, "bus_stops", data_url, show=True))
     add_unione_tools(m, s, crits=crits, labels=lab, names=names, ids=ids, label_col=label_col,
                      iv=iv, cls=cls, unione=unione, score_url=score_url, top_group=top_group,
-                     palette=VIRIDIS)
+                     palette=VIRIDIS, bounds=bounds)
     items = cls.legend() + ([("#bdbdbd", "escluso")] if excl.any() else [])
     cand_derived = is_derived("candidates")
     legend.append(LegendSection("Punteggio del sito (0–1)", items, source=source_text(["candidates"]),
@@ -919,9 +920,11 @@ def sites_map(sites: gpd.GeoDataFrame, *, unione: str | None = None,
 
 # --- the Unione's tools: pick and compare sites, move the weights -----------------------------
 
+#: Below these sizes (CSS px) the tools do not float over the map: map above, tools below.
+STACK_MAX_WIDTH, STACK_MAX_HEIGHT = 1100, 700
 UNIONE_CSS = """<style>
 .pg-tools { position: fixed; bottom: 30px; right: 10px; z-index: 1000; width: 430px;
-  max-width: 46vw; max-height: 62vh; overflow: auto; font-size: 12px; }
+  max-width: 46vw; max-height: 62vh; overflow: auto; font-size: 12px; box-sizing: border-box; }
 .pg-tools summary { font-weight: 600; cursor: pointer; margin: 4px 0; }
 .pg-tools table { border-collapse: collapse; width: 100%; font-size: 12px; }
 .pg-tools th, .pg-tools td { border-bottom: 1px solid #ddd; padding: 2px 4px; text-align: left;
@@ -932,7 +935,32 @@ UNIONE_CSS = """<style>
 .pg-tools .pg-w input { width: 90px; }
 .pg-tools .pg-msg { font-style: italic; color: #08519c; margin: 3px 0; }
 .pg-tools tr.pg-picked { background: #fee8c8; }
-</style>"""
+.pg-tools-head { display: flex; justify-content: flex-end; position: sticky; top: -8px;
+  background: inherit; z-index: 1; margin: -2px 0 2px; }
+.pg-tools-toggle { font: 600 12px system-ui, sans-serif; cursor: pointer; border: 1px solid #888;
+  border-radius: 4px; background: #f4f4f4; padding: 3px 8px; }
+.pg-tools-toggle:hover, .pg-tools-toggle:focus { background: #e4ecf7; }
+#pg-compare { overflow-x: auto; }
+body.pg-tools-closed .pg-tools { width: auto; max-width: none; overflow: hidden; }
+body.pg-tools-closed #pg-tools-body { display: none; }
+/* narrow or short windows: the map above, the tools in a band below, their sections side by
+   side; the legend stays on the map */
+@media (max-width: __W__px), (max-height: __H__px) {
+  body { --pg-tools-h: 42vh; }
+  body.pg-tools-closed { --pg-tools-h: 40px; }
+  .folium-map { height: calc(100% - var(--pg-tools-h)) !important; }
+  .pg-tools { left: 0; right: 0; bottom: 0; width: auto; max-width: none;
+    height: var(--pg-tools-h); max-height: none; border-radius: 0; padding: 4px 8px; }
+  body.pg-tools-closed .pg-tools { width: auto; }
+  #pg-tools-body { display: grid; grid-template-columns: repeat(auto-fit, minmax(280px, 1fr));
+    gap: 0 14px; align-items: start; }
+  #pg-tools-body > * { min-width: 0; }
+  .pg-legend { bottom: calc(var(--pg-tools-h) + 30px); max-height: calc(100vh - var(--pg-tools-h) - 120px); }
+  .pg-title { max-width: 55vw; }
+  .pg-title p { display: none; }
+  .leaflet-control-attribution { max-width: 45vw; }
+}
+</style>""".replace("__W__", str(STACK_MAX_WIDTH)).replace("__H__", str(STACK_MAX_HEIGHT))
 
 UNIONE_JS = r"""<script>
 (function () {
@@ -1135,7 +1163,36 @@ UNIONE_JS = r"""<script>
     });
     shares();
   }
+  function stacked() {
+    return window.matchMedia('(max-width: ' + D.stack[0] + 'px), (max-height: ' + D.stack[1] + 'px)').matches;
+  }
+  function setOpen(open) {
+    // the panel folds to its button; in the stacked layout the map then takes the height
+    document.body.classList.toggle('pg-tools-closed', !open);
+    var b = $('pg-tools-toggle');
+    b.setAttribute('aria-expanded', open ? 'true' : 'false');
+    b.textContent = open ? 'Nascondi il pannello' : 'Mostra il pannello (pesi, confronto, graduatoria)';
+    if (pattogis.map) { pattogis.map.invalidateSize({pan: false}); }
+  }
+  function narrow() {
+    // a small window: the legend folded and the layer list behind its button, so the map shows
+    if (!stacked()) { return; }
+    var lg = document.querySelector('#pg-legend details'); if (lg) { lg.open = false; }
+    // the page fitted the Unione clear of the open legend, which a small map cannot spare
+    if (D.bounds) { pattogis.map.fitBounds(D.bounds, {padding: [16, 16], animate: false}); }
+    var lc = document.querySelector('.leaflet-control-layers'), EXP = 'leaflet-control-layers-expanded';
+    var link = lc && lc.querySelector('.leaflet-control-layers-toggle');
+    if (!link) { return; }
+    lc.classList.remove(EXP);
+    link.setAttribute('aria-label', 'Livelli della mappa'); link.title = 'Livelli della mappa';
+    L.DomEvent.on(link, 'click', function (e) { L.DomEvent.preventDefault(e); lc.classList.toggle(EXP); });
+    pattogis.map.on('click', function () { lc.classList.remove(EXP); });
+  }
   function init() {
+    $('pg-tools-toggle').addEventListener('click', function () {
+      setOpen(document.body.classList.contains('pg-tools-closed'));
+    });
+    narrow();
     sliders(); renderRanking(); renderCompare();
     ['sites', 'site_points'].forEach(function (key) {
       var g = pattogis.layers[key]; if (!g) { return; }
@@ -1145,7 +1202,7 @@ UNIONE_JS = r"""<script>
       });
     });
   }
-  window.pattogis.unione = {pick: toggle, picked: picked, sites: byId, order: function () {
+  window.pattogis.unione = {pick: toggle, picked: picked, sites: byId, setOpen: setOpen, order: function () {
     return order().map(function (s) { return s.id; }); }};
   window.addEventListener('load', init);
 })();
@@ -1161,12 +1218,16 @@ def add_unione_tools(m: folium.Map, s: gpd.GeoDataFrame, *, crits: list[str],
                      labels: Mapping[str, str], names: pd.Series, ids: pd.Series,
                      label_col: str | None, iv: tuple[str, str] | None, cls: Classes,
                      unione: str | None, score_url: str | None, top_group: str | None,
-                     palette: list[str], debounce_ms: int = 300) -> None:
+                     palette: list[str], debounce_ms: int = 300,
+                     bounds: list[list[float]] | None = None) -> None:
     """The Unione's tools beside the map: the ranking with a checkbox per site (or a click on the
     map) to compare 3 to 5 sites side by side (score, rank, rank interval, each criterion's raw
     value with its unit and its contribution), and, when ``score_url`` (the API's
     ``/analysis/score``) and the profile are known, one weight slider per criterion that rescores
-    the Unione's sites live (debounced POST of the profile with the new weights)."""
+    the Unione's sites live (debounced POST of the profile with the new weights). The tools
+    fold behind an Italian-labelled button; in windows narrower than ``STACK_MAX_WIDTH`` or
+    lower than ``STACK_MAX_HEIGHT`` they sit in a band under the map instead of over it, the
+    legend and the layer list start folded and the map refits ``bounds`` ([[s, w], [n, e]])."""
     from pattogis.criteria import REGISTRY
 
     prof = (s.attrs or {}).get("profile") or None
@@ -1199,20 +1260,25 @@ def add_unione_tools(m: folium.Map, s: gpd.GeoDataFrame, *, crits: list[str],
             "nRanked": sum(1 for r in rows if r["rank"] is not None),
             "breaks": [float(b) for b in cls.breaks], "colors": list(cls.colors),
             "palette": list(palette),
-            "topGroup": top_group, "debounceMs": debounce_ms}
+            "topGroup": top_group, "debounceMs": debounce_ms,
+            "stack": [STACK_MAX_WIDTH, STACK_MAX_HEIGHT], "bounds": bounds}
     weights_html = (
         "<details open><summary>Pesi dei criteri</summary><div id='pg-weights'></div>"
         "<p class='pg-msg' id='pg-live' aria-live='polite'>Sposta un cursore: punteggio, posizione "
         "e intervallo si ricalcolano.</p></details>" if live else
         "<p class='pg-msg' id='pg-live'>Pesi modificabili dalla pagina servita dall'API "
         "(<code>/maps/sites</code>).</p>")
-    html = (f"{UNIONE_CSS}<div class='pg-box pg-tools' id='pg-tools'>{weights_html}"
+    html = (f"{UNIONE_CSS}<div class='pg-box pg-tools' id='pg-tools' role='region' "
+            "aria-label='Strumenti: pesi, confronto, graduatoria'><div class='pg-tools-head'>"
+            "<button type='button' class='pg-tools-toggle' id='pg-tools-toggle' "
+            "aria-expanded='true' aria-controls='pg-tools-body'>Nascondi il pannello</button>"
+            f"</div><div id='pg-tools-body'>{weights_html}"
             "<details open><summary>Confronto dei siti</summary>"
             "<p class='pg-msg' id='pg-compare-msg' aria-live='polite'></p><div id='pg-compare'></div>"
             "</details><details open><summary>Graduatoria</summary><table><thead><tr><th></th>"
             f"<th class='n'>Pos.</th><th>Sito</th><th class='n'>Punteggio</th><th class='n'>"
             f"{esc(iv_label.replace('Intervallo di posizione', 'Intervallo'))}</th></tr></thead>"
-            "<tbody id='pg-ranking'></tbody></table></details></div>")
+            "<tbody id='pg-ranking'></tbody></table></details></div></div>")
     m.get_root().html.add_child(folium.Element(html), name="pg_unione_tools")
     m.get_root().html.add_child(folium.Element(UNIONE_JS.replace("__DATA__", compact_json(data))),
                                 name="pg_unione_js")
