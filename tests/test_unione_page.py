@@ -273,6 +273,9 @@ _LAYOUT = """(function () {
           attributionMeetsTools: meet(at, t), expanded: b.getAttribute('aria-expanded'),
           label: b.textContent, sizeX: pattogis.map.getSize().x, sizeY: pattogis.map.getSize().y,
           bodyShown: document.getElementById('pg-tools-body').offsetHeight > 0,
+          layersOpen: document.querySelector('.leaflet-control-layers')
+            .classList.contains('leaflet-control-layers-expanded'),
+          legendOpen: document.querySelector('#pg-legend details').open,
           compared: document.querySelectorAll('#pg-compare tr').length};
 })()"""
 
@@ -298,14 +301,23 @@ def test_browser_unione_tools_fold_and_leave_the_map(chromium: str, server: str,
         f"{server}/maps/sites?unione={quote(UNIONE)}",
         SHOTS / f"sites_unione_{width}x{height}.png", width=width, height=height, settle_s=1.0,
         actions=[pick3, "window.pgOpen = " + _LAYOUT, toggle, "window.pgClosed = " + _LAYOUT,
-                 toggle],
-        evaluate=["window.pgOpen", "window.pgClosed", _LAYOUT])
+                 toggle, "window.pgAgain = " + _LAYOUT,
+                 # the layer list: its button opens it, a click on the map folds it
+                 "document.querySelector('.leaflet-control-layers-toggle').click();"
+                 "window.pgLayers = document.querySelector('.leaflet-control-layers').className",
+                 "pattogis.map.fire('click', {latlng: pattogis.map.getCenter()})"],
+        evaluate=["window.pgOpen", "window.pgClosed", "window.pgAgain", "window.pgLayers",
+                  _LAYOUT])
     assert rep.errors == []
-    opened, closed, reopened = rep.values
+    opened, closed, reopened, layers_clicked, after_map_click = rep.values
     stacked = width <= STACK_MAX_WIDTH or height <= STACK_MAX_HEIGHT
     assert opened["compared"] > 3 and opened["expanded"] == "true"
     assert opened["label"] == "Nascondi il pannello" and opened["bodyShown"]
     assert not opened["legendMeetsTools"] and not opened["attributionMeetsTools"]
+    # a small window starts with the legend and the layer list folded; a large one open
+    assert opened["legendOpen"] is not stacked and opened["layersOpen"] is not stacked
+    assert "leaflet-control-layers-expanded" in layers_clicked
+    assert after_map_click["layersOpen"] is not stacked
     if stacked:  # the map above, the tools below: nothing of the map is covered
         assert not opened["mapMeetsTools"]
         assert opened["tools"]["top"] >= opened["map"]["bottom"] - 1

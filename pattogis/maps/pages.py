@@ -1185,7 +1185,7 @@ UNIONE_JS = r"""<script>
     if (!link) { return; }
     lc.classList.remove(EXP);
     link.setAttribute('aria-label', 'Livelli della mappa'); link.title = 'Livelli della mappa';
-    L.DomEvent.on(link, 'click', function (e) { L.DomEvent.preventDefault(e); lc.classList.toggle(EXP); });
+    L.DomEvent.on(link, 'click', function (e) { L.DomEvent.preventDefault(e); lc.classList.add(EXP); });
     pattogis.map.on('click', function () { lc.classList.remove(EXP); });
   }
   function init() {
