@@ -218,12 +218,14 @@ def check_page(url: str, screenshot: str | Path | None = None, *, width: int = 1
     return report
 
 
-def click_tile_feature_js(key: str, margin: tuple[int, int, int, int] = (0, 0, 0, 0)) -> str:
+def click_tile_feature_js(key: str, margin: tuple[int, int, int, int] = (0, 0, 0, 0),
+                          events: tuple[str, ...] = ("mousedown", "mouseup", "click")) -> str:
     """JS that clicks, as a user would (the element at the point, mouse events there), the first
     drawn feature of the vector-tile layer ``pattogis.layers[key]`` whose centre is inside the
     map (less ``margin`` px: top, right, bottom, left) and on top at that point; it leaves
     ``window.pgTileClick`` = the feature's properties, or a string saying why nothing was
-    clicked. Needs the SVG renderer (paths), as the pages' point and site tiles use."""
+    clicked. ``events``: the mouse events sent (a hover: mouseover, mousemove). Needs the SVG
+    renderer (paths), as the pages' point and site tiles use."""
     top, right, bottom, left = margin
     return f"""(function () {{
   var vg = pattogis.layers[{json.dumps(key)}].getLayers()[0];
@@ -238,7 +240,7 @@ def click_tile_feature_js(key: str, margin: tuple[int, int, int, int] = (0, 0, 0
       if (x < r.left + {left} || y < r.top + {top} || x > r.right - {right} ||
           y > r.bottom - {bottom}) {{ continue; }}
       if (document.elementFromPoint(x, y) !== l._path) {{ continue; }}
-      ['mousedown', 'mouseup', 'click'].forEach(function (ty) {{
+      {json.dumps(list(events))}.forEach(function (ty) {{
         l._path.dispatchEvent(new MouseEvent(ty, {{bubbles: true, cancelable: true,
                                                    clientX: x, clientY: y, view: window}}));
       }});

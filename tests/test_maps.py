@@ -585,12 +585,15 @@ def test_browser_overview_api_draws_stops_and_sites_from_tiles(chromium: str, se
                  "window.pgStop = [window.pgTileClick, document.querySelector("
                  "'.leaflet-popup-content').innerText]; window.pgBbox = " + bbox_js
                  + "; window.pgDrawn = " + tile_features_js("bus_stops"),
+                 click_tile_feature_js("bus_stops", margin, ("mouseover", "mousemove")),
+                 "window.pgHover = [window.pgTileClick, Array.from(document.querySelectorAll("
+                 "'.leaflet-tooltip')).map(function (t) { return t.textContent; })]",
                  # every candidate site, switched on from the layer list, near Bologna's
                  # Bolognina (sites of Bologna from OSM)
                  "pattogis.map.closePopup(); pattogis.map.addLayer(pattogis.layers.candidates);"
                  "pattogis.map.setView([44.515, 11.36], 14, {animate: false})",
                  click_tile_feature_js("candidates", margin)],
-        evaluate=["window.pgBbox", "window.pgDrawn",
+        evaluate=["window.pgHover", "window.pgBbox", "window.pgDrawn",
                   "pattogis.layers.cycleways.getLayers().length", bbox_js,
                   "document.getElementById('pg-od-bus_stops').textContent", "window.pgStop",
                   "window.pgTileClick",
@@ -598,7 +601,9 @@ def test_browser_overview_api_draws_stops_and_sites_from_tiles(chromium: str, se
                   "document.querySelector('.leaflet-popup-content').innerText : ''"])
     assert rep.errors == []
     assert not [u for u in rep.requests if not u.startswith((server, "data:"))], rep.requests
-    bbox_first, drawn, n_cyc, bbox_last, note, (stop, stop_popup), site, site_popup = rep.values
+    ((hovered, tips), bbox_first, drawn, n_cyc, bbox_last, note, (stop, stop_popup), site,
+     site_popup) = rep.values
+    assert f"{hovered['name']} ({hovered['n_lines']} linee)" in tips  # the hover text
     # never as GeoJSON: no feature pages, no bbox queries for them; their tiles instead
     assert not [u for u in rep.requests if "/collections/bus_stops/items" in u
                 or "/maps/data/bus_stops" in u or "/collections/candidates/items" in u]
