@@ -1,8 +1,9 @@
 """The web maps served by the API under ``/maps``: pages, on-demand layer data, Leaflet assets.
 
 Pages are built by :mod:`pattogis.maps` (the same functions the CLI calls) with Leaflet linked
-from ``/maps/static`` and heavy layers (bus stops, cycle paths, buildings) fetched from
-``/maps/data/{layer}?bbox=`` for the area in view. HTML is gzip-compressed when the client accepts
+from ``/maps/static``; heavy layers are drawn from the vector tiles of the app's
+``/collections/{id}/tiles`` (bus stops, candidate sites, buildings, TU) or, for cycle paths,
+fetched from ``/maps/data/{layer}?bbox=`` for the area in view. HTML is gzip-compressed when the client accepts
 it. The site-comparison and fund pages take the output tables of scoring and of the fund through
 provider callables given to :func:`maps_router`, so this module imports neither.
 """
@@ -145,7 +146,7 @@ def maps_router(*, proposals: ProposalsProvider | None = None, sites: SitesProvi
             raise HTTPException(503, "site scoring is not configured on this server")
         try:
             m = pages.sites_map(sites(unione), unione=unione, top_k=top_k, static_url=static_url,
-                                score_url=score_url)
+                                score_url=score_url, data_url=data_url)
         except PattogisError as e:
             raise _http(e) from e
         return _html(request, mbase.render(m))

@@ -289,12 +289,14 @@ FCP_JS = "(performance.getEntriesByName('first-contentful-paint')[0]||{}).startT
 
 
 def bench_pages(layers_dir: Path) -> list[dict[str, Any]]:
-    from pattogis.maps.browser import check_page, chromium_path
+    sys.path.insert(0, str(REPO / "tests"))  # the DevTools client lives with the tests
+    from browser import check_page, chromium_path
 
     if chromium_path() is None:
         return [{"page": "all", "skipped": "Chromium not installed"}]
     pages = ["/maps/", "/maps/overview", "/maps/budget", "/maps/budget?comune=037001",
-             "/maps/sites?unione=Unione%20Terre%20d%27Acqua", "/maps/fund"]
+             "/maps/sites?unione=Unione%20Terre%20d%27Acqua",
+             "/maps/fund?dimostrativo=true"]  # no uploaded applications: the demonstration set
     rows = []
     uv = [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", "{port}",
           "--workers", "1", "--log-level", "warning"]

@@ -216,3 +216,45 @@ def check_page(url: str, screenshot: str | Path | None = None, *, width: int = 1
                 os.close(fd)
         shutil.rmtree(udd, ignore_errors=True)
     return report
+
+
+def click_tile_feature_js(key: str, margin: tuple[int, int, int, int] = (0, 0, 0, 0),
+                          events: tuple[str, ...] = ("mousedown", "mouseup", "click")) -> str:
+    """JS that clicks, as a user would (the element at the point, mouse events there), the first
+    drawn feature of the vector-tile layer ``pattogis.layers[key]`` whose centre is inside the
+    map (less ``margin`` px: top, right, bottom, left) and on top at that point; it leaves
+    ``window.pgTileClick`` = the feature's properties, or a string saying why nothing was
+    clicked. ``events``: the mouse events sent (a hover: mouseover, mousemove). Needs the SVG
+    renderer (paths), as the pages' point and site tiles use."""
+    top, right, bottom, left = margin
+    return f"""(function () {{
+  var vg = pattogis.layers[{json.dumps(key)}].getLayers()[0];
+  var r = pattogis.map.getContainer().getBoundingClientRect();
+  window.pgTileClick = 'no feature on top inside the map';
+  var tiles = Object.values(vg._vectorTiles);
+  for (var i = 0; i < tiles.length; i++) {{
+    for (var k in tiles[i]._layers) {{
+      var l = tiles[i]._layers[k];
+      if (!l._path) {{ continue; }}
+      var b = l._path.getBoundingClientRect(), x = b.left + b.width / 2, y = b.top + b.height / 2;
+      if (x < r.left + {left} || y < r.top + {top} || x > r.right - {right} ||
+          y > r.bottom - {bottom}) {{ continue; }}
+      if (document.elementFromPoint(x, y) !== l._path) {{ continue; }}
+      {json.dumps(list(events))}.forEach(function (ty) {{
+        l._path.dispatchEvent(new MouseEvent(ty, {{bubbles: true, cancelable: true,
+                                                   clientX: x, clientY: y, view: window}}));
+      }});
+      window.pgTileClick = l.properties;
+      return true;
+    }}
+  }}
+  return false;
+}})()"""
+
+
+def tile_features_js(key: str) -> str:
+    """JS giving the properties of every feature drawn by the vector-tile layer
+    ``pattogis.layers[key]`` (a feature cut by tile edges appears once per tile)."""
+    return (f"Object.values(pattogis.layers[{json.dumps(key)}].getLayers()[0]._vectorTiles)"
+            ".reduce(function (a, t) { return a.concat(Object.values(t._layers).map("
+            "function (l) { return l.properties; })); }, [])")

@@ -38,6 +38,19 @@ def test_unione_sites_only_members(built_layers):
 
 
 @pytest.mark.realdata
+def test_demo_projects_tu_share_from_the_territory_pieces(built_layers):
+    """The demonstration set takes its TU shares from the fund territory's cached TU pieces:
+    the same shares as merging the TU layer afresh (fund.tu_share), site by site."""
+    from pattogis.fund import tu_share
+
+    proj = analysis.projects_from_sites(analysis.score_sites(profile="fondo", draws=0))
+    _, tu = analysis.base_layers()
+    np.testing.assert_allclose(proj["inside_tu_share"].to_numpy(float),
+                               tu_share(proj.geometry, tu), atol=1e-9)
+    assert (proj["inside_tu_share"] < 1).any() and (proj["inside_tu_share"] > 0.9).all()
+
+
+@pytest.mark.realdata
 def test_fund_on_demo_projects_follows_the_call(built_layers):
     f = analysis.fund_geo(demo=True)
     assert f.attrs["dimostrativo"] is True

@@ -440,8 +440,12 @@ def test_api_pages_and_transfer_size(app) -> None:
     assert len(html.encode()) < MAX_PAGE_BYTES  # even uncompressed
     assert transferred < len(html.encode()) / 2
     _no_cdn(html)
-    assert '"/maps/static/leaflet/leaflet.js"' in html and "/maps/data/bus_stops" in html
-    assert "Fermate autobus TPER" in html and "su richiesta" in html
+    assert '"/maps/static/leaflet/leaflet.js"' in html
+    # bus stops and candidate sites from the vector tiles, not as GeoJSON (issue 15)
+    assert "/collections/bus_stops/tiles/WebMercatorQuad/{z}/{y}/{x}" in html
+    assert "/collections/candidates/tiles/WebMercatorQuad/{z}/{y}/{x}" in html
+    assert "/maps/data/bus_stops" not in html and "/collections/bus_stops/items" not in html
+    assert "Fermate autobus TPER" in html and "su richiesta" in html  # cycle paths still are
     plain = c.get("/maps/overview", headers={"Accept-Encoding": "identity"})
     assert "content-encoding" not in plain.headers and plain.text == html
     assert c.get("/maps/budget", params={"comune": COMUNE}).status_code == 200
@@ -464,6 +468,55 @@ def test_api_pages_and_transfer_size(app) -> None:
     assert d.status_code == 200 and d.json()["type"] == "FeatureCollection"
     assert c.get("/maps/data/buildings", params={"bbox": "10.8,44.0,11.8,44.8"}).status_code == 422
     assert c.get("/maps/data/comuni", params={"bbox": "11.33,44.49,11.35,44.50"}).status_code == 404
+
+
+@pytest.mark.realdata
+def test_tiles_carry_what_the_tiled_popups_show(app) -> None:
+    """Every property a tiled layer's popup, title, hover text or radius reads is in its tiles
+    (a popup row would silently vanish otherwise), and nothing else is asked of them."""
+    import mapbox_vector_tile
+    import morecantile
+    from fastapi.testclient import TestClient
+
+    from pattogis import layers
+    from pattogis.maps.pages import TILED
+
+    c = TestClient(app)
+    for layer, spec in TILED.items():
+        g = layers.open_layer(layer).to_crs(4326)
+        pt = g.geometry.iloc[0].representative_point()
+        z = max(int(spec["min_zoom"]), 15)
+        t = morecantile.tms.get("WebMercatorQuad").tile(pt.x, pt.y, z)
+        r = c.get(f"/collections/{layer}/tiles/WebMercatorQuad/{z}/{t.y}/{t.x}")
+        assert r.status_code == 200, r.text
+        feats = mapbox_vector_tile.decode(r.content)[layer]["features"]
+        assert feats, layer
+        keys = set().union(*(f["properties"] for f in feats))
+        wanted = {f["key"] for f in spec["fields"]} | {spec.get(k) for k in ("title_field",
+                                                                           "radius_field")}
+        wanted |= set(re.findall(r"\{(\w+)\}", spec.get("tip", "")))
+        wanted.discard(None)
+        assert wanted <= keys, (layer, wanted - keys)
+
+
+@pytest.mark.realdata
+def test_sites_page_draws_other_candidates_and_stops_from_tiles(app, scored_sites) -> None:
+    from fastapi.testclient import TestClient
+
+    from pattogis.maps import pages, render
+
+    html = TestClient(app).get("/maps/sites", params={"unione": UNIONE}).text
+    assert "/collections/candidates/tiles/WebMercatorQuad/" in html
+    assert "/collections/bus_stops/tiles/WebMercatorQuad/" in html
+    assert "Altri siti candidati della Città metropolitana" in html
+    # the Unione's own sites stay in the page (its list and comparison) and are left out of
+    # the tiles' drawing
+    m = re.search(r'"skipField":"site_id","skip":(\[[^\]]*\])', html)
+    assert m and set(json.loads(m.group(1))) == set(scored_sites["site_id"].astype(str))
+    assert '"sites":[{"id":' in html
+    # a written file has no API: no tiles
+    static = render(pages.sites_map(scored_sites, unione=UNIONE))
+    assert "/tiles/WebMercatorQuad/" not in static and "id='pg-tools-toggle'" in static
 
 
 def test_api_without_providers_says_so(tmp_path: Path) -> None:
@@ -512,27 +565,68 @@ def test_browser_overview_file(chromium: str, overview_file: Path) -> None:
 
 @pytest.mark.browser
 @pytest.mark.realdata
-def test_browser_overview_api_loads_layers_on_demand(chromium: str, server: str) -> None:
-    from browser import check_page
+def test_browser_overview_api_draws_stops_and_sites_from_tiles(chromium: str, server: str) -> None:
+    """Bus stops and candidate sites come as vector tiles (never as GeoJSON), every stop in view
+    is drawn, and a click on a stop or a site opens its Italian popup; cycle paths still load
+    by bbox."""
+    from browser import check_page, click_tile_feature_js, tile_features_js
 
+    from pattogis import layers
     from pattogis.maps import layer_features
 
     bbox_js = ("(function(){var b=pattogis.map.getBounds();return [b.getWest(),b.getSouth(),"
                "b.getEast(),b.getNorth()].map(function(v){return v.toFixed(6)}).join(',')})()")
+    margin = (90, 480, 60, 340)  # clear of the title, layer list, legend and scale
     rep = check_page(
         f"{server}/maps/overview", SHOTS / "overview_api_bologna.png", settle_s=2.0,
         actions=["pattogis.map.setView([44.5057, 11.3433], 15, {animate: false})",
-                 "pattogis.map.addLayer(pattogis.layers.cycleways)"],
-        evaluate=[bbox_js, "pattogis.layers.bus_stops.getLayers().length",
-                  "pattogis.layers.cycleways.getLayers().length",
-                  "document.getElementById('pg-od-bus_stops').textContent"])
+                 "pattogis.map.addLayer(pattogis.layers.cycleways)",
+                 click_tile_feature_js("bus_stops", margin),
+                 "window.pgStop = [window.pgTileClick, document.querySelector("
+                 "'.leaflet-popup-content').innerText]; window.pgBbox = " + bbox_js
+                 + "; window.pgDrawn = " + tile_features_js("bus_stops"),
+                 click_tile_feature_js("bus_stops", margin, ("mouseover", "mousemove")),
+                 "window.pgHover = [window.pgTileClick, Array.from(document.querySelectorAll("
+                 "'.leaflet-tooltip')).map(function (t) { return t.textContent; })]",
+                 # every candidate site, switched on from the layer list, near Bologna's
+                 # Bolognina (sites of Bologna from OSM)
+                 "pattogis.map.closePopup(); pattogis.map.addLayer(pattogis.layers.candidates);"
+                 "pattogis.map.setView([44.515, 11.36], 14, {animate: false})",
+                 click_tile_feature_js("candidates", margin)],
+        evaluate=["window.pgHover", "window.pgBbox", "window.pgDrawn",
+                  "pattogis.layers.cycleways.getLayers().length", bbox_js,
+                  "document.getElementById('pg-od-bus_stops').textContent", "window.pgStop",
+                  "window.pgTileClick",
+                  "document.querySelector('.leaflet-popup-content') ? "
+                  "document.querySelector('.leaflet-popup-content').innerText : ''"])
     assert rep.errors == []
     assert not [u for u in rep.requests if not u.startswith((server, "data:"))], rep.requests
-    bbox, n_stops, n_cyc, note = rep.values
-    assert n_stops == len(layer_features("bus_stops", bbox)["features"]) > 0
-    assert n_cyc == len(layer_features("cycleways", bbox)["features"]) > 0
-    assert note == f"{n_stops} elementi nella vista"
-    assert any("/maps/data/bus_stops?bbox=" in u for u in rep.requests)
+    ((hovered, tips), bbox_first, drawn, n_cyc, bbox_last, note, (stop, stop_popup), site,
+     site_popup) = rep.values
+    assert f"{hovered['name']} ({hovered['n_lines']} linee)" in tips  # the hover text
+    # never as GeoJSON: no feature pages, no bbox queries for them; their tiles instead
+    assert not [u for u in rep.requests if "/collections/bus_stops/items" in u
+                or "/maps/data/bus_stops" in u or "/collections/candidates/items" in u]
+    assert any("/collections/bus_stops/tiles/WebMercatorQuad/15/" in u for u in rep.requests)
+    assert any("/collections/candidates/tiles/WebMercatorQuad/14/" in u for u in rep.requests)
+    # every stop in the first view (zoom 15) is drawn
+    w, s_, e, n = map(float, bbox_first.split(","))
+    stops = layers.open_layer("bus_stops").to_crs(4326)
+    inner = stops.cx[w + 1e-4:e - 1e-4, s_ + 1e-4:n - 1e-4]
+    drawn_codes = {str(p["stop_code"]) for p in drawn}
+    assert len(inner) > 20 and set(inner["stop_code"].astype(str)) <= drawn_codes
+    assert note == "tasselli vettoriali dall'API"
+    assert n_cyc == len(layer_features("cycleways", bbox_last)["features"]) > 0
+    # the popups, in Italian, with the feature's own values
+    assert isinstance(stop, dict), stop
+    assert stop_popup.startswith(stop["name"]) and "Comune\t" + stop["comune_name"] in stop_popup
+    assert f"Codice fermata\t{stop['stop_code']}" in stop_popup
+    assert f"Linee TPER servite\t{stop['n_lines']}" in stop_popup
+    assert isinstance(site, dict), site
+    names = layers.open_layer("comuni").set_index("istat")["name"]
+    assert site_popup.startswith(site["name"]) and f"Codice sito\t{site['site_id']}" in site_popup
+    assert f"Comune\t{names[site['comune_istat']]}" in site_popup  # the name, not the code
+    assert "Superficie\t" in site_popup and site_popup.rstrip().split("\n")[-2].endswith(" ha")
 
 
 @pytest.mark.browser

@@ -112,6 +112,13 @@ def _slider(name: str, value: int) -> str:
             "e.dispatchEvent(new Event('input'));})()")
 
 
+def _no_geojson_of_tiled_layers(requests: list[str]) -> None:
+    """Bus stops and the metropolitan candidates travel as vector tiles, never as GeoJSON."""
+    assert not [u for u in requests if "/collections/bus_stops/items" in u
+                or "/collections/candidates/items" in u or "/maps/data/bus_stops" in u]
+    assert any("/collections/candidates/tiles/WebMercatorQuad/" in u for u in requests)
+
+
 def _map_click(sid_js: str) -> str:
     return ("pattogis.layers.site_points.getLayers().filter(function(l){return "
             f"l.feature.properties.sid==={sid_js}}})[0].fire('click')")
@@ -152,6 +159,7 @@ def test_browser_unione_page_compare_and_live_weights(chromium: str, server: str
         ])
     assert rep.errors == []
     assert not [u for u in rep.requests if not u.startswith((server, "data:"))], rep.requests
+    _no_geojson_of_tiled_layers(rep.requests)
     before, after, rows_shown, picked, table, live, map_pick, n_sliders, labels = rep.values
 
     # one slider per criterion of the profile, labelled in Italian from the registry/profile
@@ -202,3 +210,122 @@ def test_sliders_only_where_a_score_url_and_a_profile_are_known(built_layers: Pa
     static = render(pages.sites_map(s, unione=UNIONE))
     assert "id='pg-weights'" not in static and '"scoreUrl":null' in static
     assert "id='pg-compare'" in static and "id='pg-ranking'" in static
+
+
+# a user's click at a site's point (the element under the pointer, mouse events there)
+_DOM_PICK = """(function () {
+  var sid = pattogis.unione.order()[5];
+  var l = pattogis.layers.site_points.getLayers().filter(function (l) {
+    return l.feature.properties.sid === sid; })[0];
+  pattogis.map.setView(l.getLatLng(), 14, {animate: false});
+  var cp = pattogis.map.latLngToContainerPoint(l.getLatLng());
+  var r = pattogis.map.getContainer().getBoundingClientRect(), x = r.left + cp.x, y = r.top + cp.y;
+  var el = document.elementFromPoint(x, y);
+  ['mousedown', 'mouseup', 'click'].forEach(function (ty) {
+    el.dispatchEvent(new MouseEvent(ty, {bubbles: true, cancelable: true, clientX: x, clientY: y,
+                                         view: window})); });
+  window.pgDomPick = sid;
+})()"""
+
+
+@pytest.mark.browser
+@pytest.mark.realdata
+def test_browser_unione_page_tiles_under_the_picks(chromium: str, server: str) -> None:
+    """The other candidates and the bus stops are drawn from tiles above the Unione's sites,
+    yet a click on one of the Unione's sites still picks it, and a click on a stop opens its
+    popup; the tiles leave the Unione's own sites out."""
+    from urllib.parse import quote
+
+    from browser import check_page, click_tile_feature_js, tile_features_js
+
+    rep = check_page(
+        f"{server}/maps/sites?unione={quote(UNIONE)}", SHOTS / "sites_unione_tiles.png",
+        settle_s=2.0,
+        actions=["window.pgCand = " + tile_features_js("candidates"), _DOM_PICK,
+                 click_tile_feature_js("bus_stops", (90, 470, 60, 340))],
+        evaluate=["window.pgCand", "window.pgDomPick", "pattogis.unione.picked.slice()",
+                  "window.pgTileClick",
+                  "document.querySelector('.leaflet-popup-content') ? "
+                  "document.querySelector('.leaflet-popup-content').innerText : ''"])
+    assert rep.errors == []
+    assert not [u for u in rep.requests if not u.startswith((server, "data:"))], rep.requests
+    _no_geojson_of_tiled_layers(rep.requests)
+    assert any("/collections/bus_stops/tiles/WebMercatorQuad/14/" in u for u in rep.requests)
+    cand, sid, picked, stop, popup = rep.values
+    own = _members(UNIONE)
+    drawn = {p["site_id"] for p in cand}
+    assert drawn and not drawn & own  # the neighbours' sites, not the Unione's own
+    assert picked == [sid]  # the click reached the site under the tiles' pane
+    assert isinstance(stop, dict) and popup.startswith(stop["name"])
+    assert f"Codice fermata\t{stop['stop_code']}" in popup
+
+
+_LAYOUT = """(function () {
+  function box(el) { var b = el.getBoundingClientRect();
+    return {left: b.left, top: b.top, right: b.right, bottom: b.bottom}; }
+  function meet(p, q) { return !(p.right <= q.left || q.right <= p.left || p.bottom <= q.top ||
+                                 q.bottom <= p.top); }
+  var m = box(pattogis.map.getContainer()), t = box(document.getElementById('pg-tools'));
+  var lg = box(document.getElementById('pg-legend'));
+  var at = box(document.querySelector('.leaflet-control-attribution'));
+  var b = document.getElementById('pg-tools-toggle');
+  return {map: m, tools: t, mapMeetsTools: meet(m, t), legendMeetsTools: meet(lg, t),
+          attributionMeetsTools: meet(at, t), expanded: b.getAttribute('aria-expanded'),
+          label: b.textContent, sizeX: pattogis.map.getSize().x, sizeY: pattogis.map.getSize().y,
+          bodyShown: document.getElementById('pg-tools-body').offsetHeight > 0,
+          layersOpen: document.querySelector('.leaflet-control-layers')
+            .classList.contains('leaflet-control-layers-expanded'),
+          legendOpen: document.querySelector('#pg-legend details').open,
+          compared: document.querySelectorAll('#pg-compare tr').length};
+})()"""
+
+
+@pytest.mark.browser
+@pytest.mark.realdata
+@pytest.mark.parametrize("width,height", [(1280, 900), (1024, 768), (800, 600), (390, 844)])
+def test_browser_unione_tools_fold_and_leave_the_map(chromium: str, server: str, width: int,
+                                                     height: int) -> None:
+    """At every window size the tools work (3 sites compared) and can be folded with their
+    Italian button; in small windows they sit under the map, never over it, and the legend and
+    the attribution stay off them."""
+    from urllib.parse import quote
+
+    from browser import check_page
+
+    from pattogis.maps.pages import STACK_MAX_HEIGHT, STACK_MAX_WIDTH
+
+    pick3 = ("var o=pattogis.unione.order();[0,1,2].forEach(function(i){document.querySelector("
+             "'#pg-ranking tr[data-sid=\"'+o[i]+'\"] input').click()})")
+    toggle = "document.getElementById('pg-tools-toggle').click()"
+    rep = check_page(
+        f"{server}/maps/sites?unione={quote(UNIONE)}",
+        SHOTS / f"sites_unione_{width}x{height}.png", width=width, height=height, settle_s=1.0,
+        actions=[pick3, "window.pgOpen = " + _LAYOUT, toggle, "window.pgClosed = " + _LAYOUT,
+                 toggle, "window.pgAgain = " + _LAYOUT,
+                 # the layer list: its button opens it, a click on the map folds it
+                 "document.querySelector('.leaflet-control-layers-toggle').click();"
+                 "window.pgLayers = document.querySelector('.leaflet-control-layers').className",
+                 "pattogis.map.fire('click', {latlng: pattogis.map.getCenter()})"],
+        evaluate=["window.pgOpen", "window.pgClosed", "window.pgAgain", "window.pgLayers",
+                  _LAYOUT])
+    assert rep.errors == []
+    opened, closed, reopened, layers_clicked, after_map_click = rep.values
+    stacked = width <= STACK_MAX_WIDTH or height <= STACK_MAX_HEIGHT
+    assert opened["compared"] > 3 and opened["expanded"] == "true"
+    assert opened["label"] == "Nascondi il pannello" and opened["bodyShown"]
+    assert not opened["legendMeetsTools"] and not opened["attributionMeetsTools"]
+    # a small window starts with the legend and the layer list folded; a large one open
+    assert opened["legendOpen"] is not stacked and opened["layersOpen"] is not stacked
+    assert "leaflet-control-layers-expanded" in layers_clicked
+    assert after_map_click["layersOpen"] is not stacked
+    if stacked:  # the map above, the tools below: nothing of the map is covered
+        assert not opened["mapMeetsTools"]
+        assert opened["tools"]["top"] >= opened["map"]["bottom"] - 1
+        assert opened["tools"]["bottom"] <= height + 1 and opened["sizeY"] >= 0.5 * height
+    # folded: only the button is left, and in the stacked layout the map takes the height
+    assert closed["expanded"] == "false" and not closed["bodyShown"]
+    assert closed["label"].startswith("Mostra il pannello")
+    assert closed["tools"]["bottom"] - closed["tools"]["top"] <= 50
+    if stacked:
+        assert closed["sizeY"] >= height - 50 > opened["sizeY"]
+    assert reopened == opened  # unfolded again: as before

@@ -6,6 +6,8 @@ that runs them.
 - ``pattogis.points(group, map, o)``: a light point layer from compact rows
   ``[lon, lat, value, label]`` drawn as canvas circle markers (thousands of points, a few bytes
   each, instead of one GeoJSON feature per point);
+- ``pattogis.tiles(group, map, o)``: a layer drawn from Mapbox Vector Tiles by Leaflet.VectorGrid,
+  with Italian popups (and tooltips) built from each feature's properties (``o.fields``);
 - ``pattogis.onDemand(group, map, o)``: a layer loaded from ``o.url?bbox=w,s,e,n`` (EPSG:4326)
   when the map is zoomed in to ``o.minZoom`` or more and the layer is switched on; the server
   answers a GeoJSON FeatureCollection whose features may carry ``popup`` / ``tip`` HTML.
@@ -144,25 +146,95 @@ window.pattogis = (function () {
     }
     map.on('zoomend', far); map.whenReady(far);
   }
+  function fmtNum(v, d) {
+    // as fmt_num in Python: 1.234,56 (the browser's it-IT leaves 4-digit numbers ungrouped)
+    var t = Math.abs(Number(v)).toFixed(d).split('.');
+    return (v < 0 && Number(t.join('')) !== 0 ? '-' : '') +
+      t[0].replace(/\B(?=(\d{3})+(?!\d))/g, '.') + (t.length > 1 ? ',' + t[1] : '');
+  }
+  function tileValue(o, f, p) {
+    // f: {key, label, decimals?, unit?, lookup?, dflt?}; null when the feature lacks it
+    var v = p[f.key];
+    if (v === undefined || v === null || v === '') {
+      if (f.dflt === undefined) { return null; }
+      v = f.dflt;
+    }
+    if (f.lookup) { var tab = (o.lookups || {})[f.lookup] || {}; if (tab[v] !== undefined) { v = tab[v]; } }
+    if (f.decimals !== undefined && v !== '' && isFinite(v)) { v = fmtNum(Number(v), f.decimals); }
+    return String(v) + (f.unit ? ' ' + f.unit : '');
+  }
+  function tilePopup(o, p) {
+    // the same markup as the GeoJSON popups (table_html), built as text nodes: no HTML from data
+    var d = document.createElement('div'), t = document.createElement('div');
+    t.className = 'pg-pop-title';
+    t.textContent = (o.titleField && p[o.titleField]) || o.title;
+    d.appendChild(t);
+    var tb = document.createElement('table'); tb.className = 'pg-pop';
+    o.fields.forEach(function (f) {
+      var v = tileValue(o, f, p); if (v === null) { return; }
+      var tr = document.createElement('tr'), h = document.createElement('th'), c = document.createElement('td');
+      h.textContent = f.label; c.textContent = v; tr.appendChild(h); tr.appendChild(c); tb.appendChild(tr);
+    });
+    d.appendChild(tb);
+    return d;
+  }
+  function tileTip(o, p) {
+    var byKey = {};
+    o.fields.forEach(function (f) { byKey[f.key] = f; });
+    return o.tip.replace(/\{(\w+)\}/g, function (m, k) {
+      var v = byKey[k] ? tileValue(o, Object.assign({}, byKey[k], {unit: ''}), p) : p[k];
+      return v === null || v === undefined ? '' : String(v).trim();
+    });
+  }
   function tiles(group, map, o) {
-    // vector tiles (OGC API - Tiles, MVT) drawn by Leaflet.VectorGrid; popups from properties
+    // vector tiles (OGC API - Tiles, MVT) drawn by Leaflet.VectorGrid; popups from properties.
+    // o.top: drawn as SVG in a pane above the GeoJSON canvas, where only the painted features
+    // catch the pointer (the canvas of the overlay pane would swallow clicks meant for tiles
+    // beneath it); else canvas tiles in the tile pane.
     if (!L.vectorGrid) { console.error('pattogis: Leaflet.VectorGrid missing'); return; }
-    var st = {}, s = styler(o)();
-    st[o.layer] = Object.assign({}, s, {fill: true, radius: 3});
-    var vg = L.vectorGrid.protobuf(o.url, {
-      vectorTileLayerStyles: st, interactive: true, minZoom: o.minZoom, maxNativeZoom: 22,
-      rendererFactory: L.canvas.tile, getFeatureId: function (f) { return f.id; }
-    });
-    vg.on('click', function (e) {
-      var p = e.layer.properties || {}, d = document.createElement('div');
-      var b = document.createElement('b'); b.textContent = o.title; d.appendChild(b);
-      Object.keys(o.fields).forEach(function (k) {
-        if (p[k] === undefined) { return; }
-        d.appendChild(document.createElement('br'));
-        d.appendChild(document.createTextNode(o.fields[k] + ': ' + p[k]));
+    var s = styler(o)(), skip = {}, st = {};
+    (o.skip || []).forEach(function (v) { skip[v] = true; });
+    st[o.layer] = function (p) {
+      if (o.skipField && skip[p[o.skipField]]) { return []; }   // drawn by the page itself
+      var r = o.radiusField ? radius(o, p[o.radiusField]) : 3;
+      return Object.assign({}, s, {fill: o.fillOpacity > 0, radius: r});
+    };
+    var opts = {vectorTileLayerStyles: st, interactive: true, minZoom: o.minZoom, maxNativeZoom: 22,
+                rendererFactory: o.top ? L.svg.tile : L.canvas.tile, zIndex: o.zIndex || 1,
+                getFeatureId: function (f) { return f.id; }};
+    if (o.top) {
+      if (!map.getPane('pgTiles')) { map.createPane('pgTiles').style.zIndex = 450; }
+      opts.pane = 'pgTiles';
+    }
+    var vg = L.vectorGrid.protobuf(o.url, opts), tip = null;
+    if (o.top) {
+      // Leaflet 1.9 places the events of a small circle at its getLatLng(), which VectorGrid's
+      // point features lack (a TypeError on every click): give them their position
+      vg.on('tileload', function (e) {
+        var r = vg._vectorTiles[vg._tileCoordsToKey(e.coords)], size = vg.getTileSize();
+        if (!r) { return; }
+        Object.keys(r._layers).forEach(function (k) {
+          var l = r._layers[k];
+          if (l._point && !l._latlng) {
+            l._latlng = map.unproject(L.point(e.coords.x * size.x + l._point.x,
+                                              e.coords.y * size.y + l._point.y), e.coords.z);
+          }
+        });
       });
-      L.popup().setLatLng(e.latlng).setContent(d).openOn(map);
+    }
+    vg.on('click', function (e) {
+      L.popup({maxWidth: 380}).setLatLng(e.latlng).setContent(tilePopup(o, e.layer.properties || {}))
+        .openOn(map);
     });
+    if (o.tip) {
+      vg.on('mouseover', function (e) {
+        tip = tip || L.tooltip({sticky: true, direction: 'top'});
+        var sp = document.createElement('span'); sp.textContent = tileTip(o, e.layer.properties || {});
+        tip.setLatLng(e.latlng).setContent(sp);
+        map.openTooltip(tip);
+      });
+      vg.on('mouseout', function () { if (tip) { map.closeTooltip(tip); } });
+    }
     group.addLayer(vg);
     function note() { status(o, map.getZoom() < o.minZoom ? o.zoomText : (map.hasLayer(group) ? o.onText : o.offText)); }
     map.on('zoomend overlayadd overlayremove', note); map.whenReady(note);
@@ -171,7 +243,7 @@ window.pattogis = (function () {
   var registry = {};
   function register(key, group, map) { if (key) { registry[key] = group; } window.pattogis.map = map; }
   return {bind: bind, geojson: geojson, points: points, onDemand: onDemand, basemap: basemap,
-          tiles: tiles, layers: registry,
+          tiles: tiles, fmtNum: fmtNum, layers: registry,
           register: register, map: null};
 })();
 </script>

@@ -7,8 +7,10 @@ CLI and the API call the same functions.
 
 ``static_url``: None inlines Leaflet (a file that opens offline); the API passes
 ``/maps/static``. ``data_url``: None inlines light versions of the heavy layers (or leaves
-buildings out); the API passes ``/maps/data`` so bus stops, cycle paths and buildings load on
-demand for the area in view. Layer inputs are in the working CRS (EPSG:25832); areas in ha.
+buildings and the candidate sites out); the API passes ``/maps/data``: bus stops, candidate
+sites, buildings and the TU are then drawn from the API's vector tiles (OGC API - Tiles) and
+cycle paths load as GeoJSON for the area in view. Layer inputs are in the working CRS
+(EPSG:25832); areas in ha.
 """
 
 from __future__ import annotations
@@ -296,6 +298,9 @@ def overview_map(*, static_url: str | None = None, data_url: str | None = None,
                                 kind="line", derived=hubs_derived, source=hub_src,
                                 note=hubs_rule_it()))
 
+    if data_url is not None:  # every candidate site, from the vector tiles (off at first)
+        legend.append(candidates_tiles_layer(m, data_url, show=False))
+
     # rail stations
     rail_src = source_text(["rail_stations"])
     # Stations beyond the boundary serve distances across it only: not drawn as the province's.
@@ -362,28 +367,71 @@ def scenario_difference_layer(m: folium.Map, comuni: gpd.GeoDataFrame, cmp: pd.D
                          "positivo: ne libera (desigillazioni, proposte ritirate).")
 
 
+def _field(key: str, label: str, **opts: Any) -> dict[str, Any]:
+    """A popup row of a tiled layer: property ``key`` shown as ``label``; ``opts``: ``decimals``
+    (Italian number format), ``unit``, ``dflt`` (when missing), ``lookup`` (a table of the
+    payload's ``lookups``: code -> text)."""
+    return {"key": key, "label": label, **opts}
+
+
 #: Layers the API pages draw from vector tiles (OGC API - Tiles) instead of GeoJSON by bbox:
-#: layer -> popup fields (property -> Italian label).
-TILED = {"buildings": {"idag": "Aggregato strutturale", "comune_istat": "Comune (ISTAT)",
-                       "area_m2": "Superficie (m²)"}}
+#: layer -> popup rows (:func:`_field`), the property titling the popup, the hover text (with
+#: {property} slots), the property the point radius grows with, the first zoom drawn, and
+#: ``top``: drawn above the GeoJSON layers (points and small sites, clickable there).
+TILED: dict[str, dict[str, Any]] = {
+    "buildings": {"fields": [_field("idag", "Aggregato strutturale"),
+                             _field("comune_istat", "Comune (ISTAT)"),
+                             _field("area_m2", "Superficie", decimals=0, unit="m²")],
+                  "min_zoom": 14},
+    # the popup of /maps/data/bus_stops: the stop's name, comune, code and TPER lines
+    "bus_stops": {"fields": [_field("comune_name", "Comune"),
+                             _field("stop_code", "Codice fermata"),
+                             _field("n_lines", "Linee TPER servite", decimals=0, dflt=0)],
+                  "title_field": "name", "tip": "{name} ({n_lines} linee)",
+                  "radius_field": "n_lines", "min_zoom": 12, "top": True, "z_index": 3},
+    "candidates": {"fields": [_field("site_id", "Codice sito"),
+                              _field("comune_istat", "Comune", lookup="comuni"),
+                              _field("kind", "Tipo"), _field("status", "Stato"),
+                              _field("area_ha", "Superficie", decimals=2, unit="ha"),
+                              _field("source", "Fonte", lookup="sources")],
+                   "title_field": "name", "tip": "{name}", "min_zoom": 0, "top": True,
+                   "z_index": 2},
+}
+# tan and brown: apart from the score palette (viridis) the Unione page colours its own sites with
+CANDIDATE_STYLE = {"color": "#8c510a", "fill": "#d8b365", "weight": 1.2, "fill_opacity": 0.6}
+CANDIDATE_SOURCES_IT = {"derived from DPC building aggregates":
+                        "aggregati strutturali DPC (derivato)"}
 
 
 def tiles_layer(m: folium.Map, collection: str, data_url: str, *, name: str, title: str,
-                fields: dict[str, str], color: str, fill: str, weight: float,
-                fill_opacity: float, min_zoom: int, show: bool, key: str,
-                attribution: str) -> str:
+                fields: list[dict[str, Any]] | dict[str, str], color: str, fill: str,
+                weight: float, fill_opacity: float, min_zoom: int, show: bool, key: str,
+                attribution: str, **extra: Any) -> str:
     """A layer drawn from Mapbox Vector Tiles of the API's /collections/{collection}/tiles by
     Leaflet.VectorGrid: only the tiles in view travel (and the browser caches them). Popups
-    list ``fields`` (property -> Italian label). Returns the id of its status line."""
+    list ``fields`` (:func:`_field` rows, or property -> Italian label) under ``title`` (or the
+    ``title_field`` property). ``extra``: ``title_field``, ``tip`` (hover text with {property}
+    slots), ``radius_field`` (points: radius grows with its square root), ``top`` (drawn above
+    the GeoJSON layers, clickable), ``z_index``, ``skip_field``/``skip`` (features the page draws
+    itself), ``lookups`` (name -> code -> text). Returns the id of its status line."""
     note_id = f"pg-od-{key}"
     root = data_url.rstrip("/").removesuffix("/maps/data")
+    rows = ([_field(k, v) for k, v in fields.items()] if isinstance(fields, dict)
+            else list(fields))
+    camel = {"title_field": "titleField", "radius_field": "radiusField", "z_index": "zIndex",
+             "skip_field": "skipField", "tip": "tip", "top": "top", "skip": "skip",
+             "lookups": "lookups"}
+    unknown = set(extra) - set(camel)
+    if unknown:
+        raise TypeError(f"unknown tiles_layer options: {', '.join(sorted(unknown))}")
     payload = {"url": f"{root}/collections/{collection}/tiles/WebMercatorQuad/{{z}}/{{y}}/{{x}}",
                "layer": collection, "minZoom": min_zoom, "color": color, "fill": fill,
                "weight": weight, "fillOpacity": fill_opacity, "noteId": note_id,
-               "title": title, "fields": fields,
+               "title": title, "fields": rows,
                "zoomText": f"visibile da zoom {min_zoom}: avvicinati",
                "onText": "tasselli vettoriali dall'API",
-               "offText": "livello spento (attivalo dal selettore)", "r0": 2.5, "k": 1.2}
+               "offText": "livello spento (attivalo dal selettore)", "r0": 2.5, "k": 1.2,
+               **{camel[k]: v for k, v in extra.items() if v is not None}}
     ScriptLayer("tiles", payload, name=name, show=show, attribution=attribution,
                 key=key).add_to(m)
     return note_id
@@ -391,15 +439,48 @@ def tiles_layer(m: folium.Map, collection: str, data_url: str, *, name: str, tit
 
 def _tiles_layer(m: folium.Map, key: str, data_url: str, show: bool) -> LegendSection:
     spec = ON_DEMAND[key]
+    t = TILED[key]
     src = source_text([key])
-    zoom = max(spec.min_zoom - 2, 13)
+    zoom = int(t["min_zoom"])
     note_id = tiles_layer(m, key, data_url, name=_name(spec.label, False) + _badge("tasselli"),
-                          title=spec.label, fields=TILED[key], color=spec.color, fill=spec.fill,
+                          title=spec.label, fields=t["fields"], color=spec.color, fill=spec.fill,
                           weight=spec.weight, fill_opacity=spec.fill_opacity, min_zoom=zoom,
-                          show=show, key=key, attribution=src)
-    return LegendSection(spec.label, [(spec.fill, spec.label)], kind=spec.kind, source=src,
+                          show=show, key=key, attribution=src,
+                          **{k: t[k] for k in ("title_field", "tip", "radius_field", "top",
+                                               "z_index") if k in t})
+    label = "Fermata (raggio ∝ √ linee servite)" if key == "bus_stops" else spec.label
+    return LegendSection(spec.label, [(spec.fill, label)], kind=spec.kind, source=src,
                          status_id=note_id,
                          note=f"Tasselli vettoriali (OGC API - Tiles) da zoom {zoom}.")
+
+
+def candidates_tiles_layer(m: folium.Map, data_url: str, *, show: bool,
+                           skip: list[str] | None = None,
+                           label: str = "Siti candidati alla rigenerazione",
+                           note: bool = True) -> LegendSection:
+    """Every candidate site of the Città metropolitana from the vector tiles of the API, with
+    its popup (code, comune, kind, status, area, source); ``skip``: site ids the page draws
+    itself (an Unione's scored sites), left out of the tiles' drawing; ``note``: the legend
+    repeats how candidates are chosen (False where the page says it already)."""
+    t = TILED["candidates"]
+    src = source_text(["candidates"])
+    comuni = layers.open_layer("comuni")
+    lookups = {"comuni": dict(zip(comuni["istat"].astype(str), comuni["name"].astype(str),
+                                  strict=True)),
+               "sources": CANDIDATE_SOURCES_IT}
+    derived = is_derived("candidates")
+    note_id = tiles_layer(
+        m, "candidates", data_url, name=_name(label, derived) + _badge("tasselli"),
+        title="Sito candidato", fields=t["fields"], color=CANDIDATE_STYLE["color"],
+        fill=CANDIDATE_STYLE["fill"], weight=CANDIDATE_STYLE["weight"],
+        fill_opacity=CANDIDATE_STYLE["fill_opacity"], min_zoom=int(t["min_zoom"]), show=show,
+        key="candidates", attribution=src, title_field=t["title_field"], tip=t["tip"],
+        top=t["top"], z_index=t["z_index"], lookups=lookups,
+        skip_field="site_id" if skip else None, skip=list(skip) if skip else None)
+    return LegendSection(label, [(CANDIDATE_STYLE["fill"], "Sito candidato")], source=src,
+                         derived=derived, status_id=note_id,
+                         note="Tasselli vettoriali (OGC API - Tiles)."
+                         + (" " + CANDIDATES_NOTE_IT if note else ""))
 
 
 def _on_demand_layer(m: folium.Map, key: str, data_url: str, show: bool) -> LegendSection:
@@ -421,7 +502,8 @@ def _on_demand_layer(m: folium.Map, key: str, data_url: str, show: bool) -> Lege
 
 
 def _mobility_layers(m: folium.Map, data_url: str | None, *, include_buildings: bool) -> list[LegendSection]:
-    """Bus stops and cycle paths (and buildings): on demand, or inline light layers."""
+    """Bus stops (vector tiles), cycle paths (GeoJSON by bbox) and buildings (vector tiles) from
+    the API, or inline light layers in a written file."""
     out: list[LegendSection] = []
     if data_url is not None:
         for key in ("bus_stops", "cycleways") + (("buildings",) if include_buildings else ()):
@@ -702,7 +784,7 @@ def _criterion_labels(sites: pd.DataFrame, crits: list[str],
 def sites_map(sites: gpd.GeoDataFrame, *, unione: str | None = None,
               labels: Mapping[str, str] | None = None, top_k: int | None = None,
               static_url: str | None = None, simplify_m: float = 5.0,
-              score_url: str | None = None) -> folium.Map:
+              score_url: str | None = None, data_url: str | None = None) -> folium.Map:
     """Candidate sites coloured by score, with each criterion's contribution and the rank interval
     (Monte Carlo percentiles) in the popup. ``sites``: the scoring output (``score``, ``rank``,
     ``contrib_<criterion>``, optionally ``rank_p05``/``rank_p95``, ``p_top_k``, ``excluded``,
@@ -710,7 +792,10 @@ def sites_map(sites: gpd.GeoDataFrame, *, unione: str | None = None,
     ``labels``: Italian criterion labels (default: the profile in ``sites.attrs`` or the name).
     Beside the map: the ranking, a side-by-side comparison of 3 to 5 picked sites and, with
     ``score_url`` (the API's ``/analysis/score``) and the profile in ``sites.attrs``, weight
-    sliders that rescore the Unione's sites live (:func:`add_unione_tools`).
+    sliders that rescore the Unione's sites live (:func:`add_unione_tools`). With ``data_url``
+    (from the API) the other candidate sites of the Città metropolitana and the bus stops are
+    drawn from the API's vector tiles; the Unione's own sites stay in the page (its list and
+    comparison need them as data).
     """
     if not isinstance(sites, gpd.GeoDataFrame) or sites.crs is None:
         raise InputError("sites must be a GeoDataFrame with a CRS", field="geometry")
@@ -811,9 +896,15 @@ def sites_map(sites: gpd.GeoDataFrame, *, unione: str | None = None,
                 icon_anchor=(-4, 22))).add_to(tg)
         tg.add_to(m)
         top_group = tg.get_name()
+    context: list[LegendSection] = []
+    if data_url is not None:  # context from the vector tiles: the other sites, the bus stops
+        context.append(candidates_tiles_layer(
+            m, data_url, show=True, skip=[str(i) for i in ids],
+            label="Altri siti candidati della Città metropolitana", note=False))
+        context.append(_tiles_layer(m, "bus_stops", data_url, show=True))
     add_unione_tools(m, s, crits=crits, labels=lab, names=names, ids=ids, label_col=label_col,
                      iv=iv, cls=cls, unione=unione, score_url=score_url, top_group=top_group,
-                     palette=VIRIDIS)
+                     palette=VIRIDIS, bounds=bounds)
     items = cls.legend() + ([("#bdbdbd", "escluso")] if excl.any() else [])
     cand_derived = is_derived("candidates")
     legend.append(LegendSection("Punteggio del sito (0–1)", items, source=source_text(["candidates"]),
@@ -821,6 +912,7 @@ def sites_map(sites: gpd.GeoDataFrame, *, unione: str | None = None,
                                 note="Aprire un sito per il contributo di ciascun criterio e "
                                 "l'intervallo di posizione (simulazione Monte Carlo dei pesi). "
                                 + CANDIDATES_NOTE_IT))
+    legend += context
     add_layer_control(m)
     add_legend(m, legend, footer=NO_TILES_NOTE)
     return m
@@ -828,9 +920,11 @@ def sites_map(sites: gpd.GeoDataFrame, *, unione: str | None = None,
 
 # --- the Unione's tools: pick and compare sites, move the weights -----------------------------
 
+#: Below these sizes (CSS px) the tools do not float over the map: map above, tools below.
+STACK_MAX_WIDTH, STACK_MAX_HEIGHT = 1100, 700
 UNIONE_CSS = """<style>
 .pg-tools { position: fixed; bottom: 30px; right: 10px; z-index: 1000; width: 430px;
-  max-width: 46vw; max-height: 62vh; overflow: auto; font-size: 12px; }
+  max-width: 46vw; max-height: 62vh; overflow: auto; font-size: 12px; box-sizing: border-box; }
 .pg-tools summary { font-weight: 600; cursor: pointer; margin: 4px 0; }
 .pg-tools table { border-collapse: collapse; width: 100%; font-size: 12px; }
 .pg-tools th, .pg-tools td { border-bottom: 1px solid #ddd; padding: 2px 4px; text-align: left;
@@ -841,7 +935,32 @@ UNIONE_CSS = """<style>
 .pg-tools .pg-w input { width: 90px; }
 .pg-tools .pg-msg { font-style: italic; color: #08519c; margin: 3px 0; }
 .pg-tools tr.pg-picked { background: #fee8c8; }
-</style>"""
+.pg-tools-head { display: flex; justify-content: flex-end; position: sticky; top: -8px;
+  background: inherit; z-index: 1; margin: -2px 0 2px; }
+.pg-tools-toggle { font: 600 12px system-ui, sans-serif; cursor: pointer; border: 1px solid #888;
+  border-radius: 4px; background: #f4f4f4; padding: 3px 8px; }
+.pg-tools-toggle:hover, .pg-tools-toggle:focus { background: #e4ecf7; }
+#pg-compare { overflow-x: auto; }
+body.pg-tools-closed .pg-tools { width: auto; max-width: none; overflow: hidden; }
+body.pg-tools-closed #pg-tools-body { display: none; }
+/* narrow or short windows: the map above, the tools in a band below, their sections side by
+   side; the legend stays on the map */
+@media (max-width: __W__px), (max-height: __H__px) {
+  body { --pg-tools-h: 42vh; }
+  body.pg-tools-closed { --pg-tools-h: 40px; }
+  .folium-map { height: calc(100% - var(--pg-tools-h)) !important; }
+  .pg-tools { left: 0; right: 0; bottom: 0; width: auto; max-width: none;
+    height: var(--pg-tools-h); max-height: none; border-radius: 0; padding: 4px 8px; }
+  body.pg-tools-closed .pg-tools { width: auto; }
+  #pg-tools-body { display: grid; grid-template-columns: repeat(auto-fit, minmax(280px, 1fr));
+    gap: 0 14px; align-items: start; }
+  #pg-tools-body > * { min-width: 0; }
+  .pg-legend { bottom: calc(var(--pg-tools-h) + 30px); max-height: calc(100vh - var(--pg-tools-h) - 120px); }
+  .pg-title { max-width: 55vw; }
+  .pg-title p { display: none; }
+  .leaflet-control-attribution { max-width: 45vw; }
+}
+</style>""".replace("__W__", str(STACK_MAX_WIDTH)).replace("__H__", str(STACK_MAX_HEIGHT))
 
 UNIONE_JS = r"""<script>
 (function () {
@@ -852,10 +971,7 @@ UNIONE_JS = r"""<script>
   function $(id) { return document.getElementById(id); }
   function fmt(v, d) {
     if (v === null || v === undefined || !isFinite(v)) { return 'n.d.'; }
-    // as fmt_num in Python: 1.234,56 (the browser's it-IT leaves 4-digit numbers ungrouped)
-    var t = Math.abs(Number(v)).toFixed(d).split('.');
-    return (v < 0 && Number(t.join('')) !== 0 ? '-' : '') +
-      t[0].replace(/\B(?=(\d{3})+(?!\d))/g, '.') + (t.length > 1 ? ',' + t[1] : '');
+    return window.pattogis.fmtNum(v, d);
   }
   function td(text, cls) {
     var c = document.createElement('td'); c.textContent = text; if (cls) { c.className = cls; }
@@ -1047,7 +1163,36 @@ UNIONE_JS = r"""<script>
     });
     shares();
   }
+  function stacked() {
+    return window.matchMedia('(max-width: ' + D.stack[0] + 'px), (max-height: ' + D.stack[1] + 'px)').matches;
+  }
+  function setOpen(open) {
+    // the panel folds to its button; in the stacked layout the map then takes the height
+    document.body.classList.toggle('pg-tools-closed', !open);
+    var b = $('pg-tools-toggle');
+    b.setAttribute('aria-expanded', open ? 'true' : 'false');
+    b.textContent = open ? 'Nascondi il pannello' : 'Mostra il pannello (pesi, confronto, graduatoria)';
+    if (pattogis.map) { pattogis.map.invalidateSize({pan: false}); }
+  }
+  function narrow() {
+    // a small window: the legend folded and the layer list behind its button, so the map shows
+    if (!stacked()) { return; }
+    var lg = document.querySelector('#pg-legend details'); if (lg) { lg.open = false; }
+    // the page fitted the Unione clear of the open legend, which a small map cannot spare
+    if (D.bounds) { pattogis.map.fitBounds(D.bounds, {padding: [16, 16], animate: false}); }
+    var lc = document.querySelector('.leaflet-control-layers'), EXP = 'leaflet-control-layers-expanded';
+    var link = lc && lc.querySelector('.leaflet-control-layers-toggle');
+    if (!link) { return; }
+    lc.classList.remove(EXP);
+    link.setAttribute('aria-label', 'Livelli della mappa'); link.title = 'Livelli della mappa';
+    L.DomEvent.on(link, 'click', function (e) { L.DomEvent.preventDefault(e); lc.classList.add(EXP); });
+    pattogis.map.on('click', function () { lc.classList.remove(EXP); });
+  }
   function init() {
+    $('pg-tools-toggle').addEventListener('click', function () {
+      setOpen(document.body.classList.contains('pg-tools-closed'));
+    });
+    narrow();
     sliders(); renderRanking(); renderCompare();
     ['sites', 'site_points'].forEach(function (key) {
       var g = pattogis.layers[key]; if (!g) { return; }
@@ -1057,7 +1202,7 @@ UNIONE_JS = r"""<script>
       });
     });
   }
-  window.pattogis.unione = {pick: toggle, picked: picked, sites: byId, order: function () {
+  window.pattogis.unione = {pick: toggle, picked: picked, sites: byId, setOpen: setOpen, order: function () {
     return order().map(function (s) { return s.id; }); }};
   window.addEventListener('load', init);
 })();
@@ -1073,12 +1218,16 @@ def add_unione_tools(m: folium.Map, s: gpd.GeoDataFrame, *, crits: list[str],
                      labels: Mapping[str, str], names: pd.Series, ids: pd.Series,
                      label_col: str | None, iv: tuple[str, str] | None, cls: Classes,
                      unione: str | None, score_url: str | None, top_group: str | None,
-                     palette: list[str], debounce_ms: int = 300) -> None:
+                     palette: list[str], debounce_ms: int = 300,
+                     bounds: list[list[float]] | None = None) -> None:
     """The Unione's tools beside the map: the ranking with a checkbox per site (or a click on the
     map) to compare 3 to 5 sites side by side (score, rank, rank interval, each criterion's raw
     value with its unit and its contribution), and, when ``score_url`` (the API's
     ``/analysis/score``) and the profile are known, one weight slider per criterion that rescores
-    the Unione's sites live (debounced POST of the profile with the new weights)."""
+    the Unione's sites live (debounced POST of the profile with the new weights). The tools
+    fold behind an Italian-labelled button; in windows narrower than ``STACK_MAX_WIDTH`` or
+    lower than ``STACK_MAX_HEIGHT`` they sit in a band under the map instead of over it, the
+    legend and the layer list start folded and the map refits ``bounds`` ([[s, w], [n, e]])."""
     from pattogis.criteria import REGISTRY
 
     prof = (s.attrs or {}).get("profile") or None
@@ -1111,20 +1260,25 @@ def add_unione_tools(m: folium.Map, s: gpd.GeoDataFrame, *, crits: list[str],
             "nRanked": sum(1 for r in rows if r["rank"] is not None),
             "breaks": [float(b) for b in cls.breaks], "colors": list(cls.colors),
             "palette": list(palette),
-            "topGroup": top_group, "debounceMs": debounce_ms}
+            "topGroup": top_group, "debounceMs": debounce_ms,
+            "stack": [STACK_MAX_WIDTH, STACK_MAX_HEIGHT], "bounds": bounds}
     weights_html = (
         "<details open><summary>Pesi dei criteri</summary><div id='pg-weights'></div>"
         "<p class='pg-msg' id='pg-live' aria-live='polite'>Sposta un cursore: punteggio, posizione "
         "e intervallo si ricalcolano.</p></details>" if live else
         "<p class='pg-msg' id='pg-live'>Pesi modificabili dalla pagina servita dall'API "
         "(<code>/maps/sites</code>).</p>")
-    html = (f"{UNIONE_CSS}<div class='pg-box pg-tools' id='pg-tools'>{weights_html}"
+    html = (f"{UNIONE_CSS}<div class='pg-box pg-tools' id='pg-tools' role='region' "
+            "aria-label='Strumenti: pesi, confronto, graduatoria'><div class='pg-tools-head'>"
+            "<button type='button' class='pg-tools-toggle' id='pg-tools-toggle' "
+            "aria-expanded='true' aria-controls='pg-tools-body'>Nascondi il pannello</button>"
+            f"</div><div id='pg-tools-body'>{weights_html}"
             "<details open><summary>Confronto dei siti</summary>"
             "<p class='pg-msg' id='pg-compare-msg' aria-live='polite'></p><div id='pg-compare'></div>"
             "</details><details open><summary>Graduatoria</summary><table><thead><tr><th></th>"
             f"<th class='n'>Pos.</th><th>Sito</th><th class='n'>Punteggio</th><th class='n'>"
             f"{esc(iv_label.replace('Intervallo di posizione', 'Intervallo'))}</th></tr></thead>"
-            "<tbody id='pg-ranking'></tbody></table></details></div>")
+            "<tbody id='pg-ranking'></tbody></table></details></div></div>")
     m.get_root().html.add_child(folium.Element(html), name="pg_unione_tools")
     m.get_root().html.add_child(folium.Element(UNIONE_JS.replace("__DATA__", compact_json(data))),
                                 name="pg_unione_js")
