@@ -3,6 +3,7 @@ a partial set is refused; what interrupted builds leave is removed at the next b
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from pathlib import Path
@@ -139,3 +140,19 @@ def test_run_does_not_call_a_partial_set_present(tmp_path: Path, monkeypatch: py
     out = capsys.readouterr().out
     assert "present" not in out and "complete at" not in out
     assert "incomplete" in out and calls == ["build", "serve"]
+
+
+def test_the_manifest_covers_the_feature_store(tmp_path: Path) -> None:
+    # the features/ folder is part of the set: listed by relative path, a file of it missing
+    # or cut short makes the set incomplete like any other file
+    out = tmp_path / "layers"
+    tmp = fake_build(tmp_path, out, "store0")
+    (tmp / "features").mkdir()
+    for name in ("manifest.json", "buildings.features", "buildings.offsets.npy"):
+        (tmp / "features" / name).write_bytes(b"x" * 64)
+    _swap_into_place(tmp, out)
+    listed = json.loads((out / layers.MANIFEST).read_text())["files"]
+    assert listed["features/buildings.features"] == 64 and "features/manifest.json" in listed
+    assert layers.problem(out) is None
+    (out / "features" / "buildings.offsets.npy").unlink()
+    assert "missing features/buildings.offsets.npy" in (layers.problem(out) or "")
