@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from pattogis.errors import PattogisError
+from pattogis.errors import MissingDataError, PattogisError
 
 
 def _json(obj: Any) -> str:
@@ -389,16 +389,27 @@ def cmd_serve(a: argparse.Namespace) -> None:
     uvicorn.run("api.app:app", host=a.host, port=a.port, log_level="info")
 
 
+def build_in_child(raw: str | None) -> None:
+    """``pattogis data build`` in a child process: the server that follows starts without the
+    build's memory (CPython keeps what the derivations used: about 450 MiB)."""
+    import subprocess
+
+    cmd = [sys.executable, "-m", "pattogis.cli", "data", "build"]
+    if raw:
+        cmd += ["--raw", str(raw)]
+    if subprocess.run(cmd, check=False).returncode != 0:
+        raise MissingDataError("the layer set could not be built (see the messages above); "
+                               "fix the cause and run `pattogis data build`")
+
+
 def cmd_run(a: argparse.Namespace) -> None:
     """The main job: build the layers if missing, then serve the API and the maps."""
     from pattogis import layers
 
     problem = layers.problem()
     if problem is not None:
-        from pattogis.data.build import build
-
-        print(f"{problem}: building it now")
-        build(a.raw)
+        print(f"{problem}: building it now", flush=True)
+        build_in_child(a.raw)
     else:
         print(f"layer set complete at {layers.layers_dir()} (rebuild with `pattogis data build`)")
     cmd_serve(a)

@@ -186,6 +186,19 @@ def test_missing_raw_dir_says_what_to_do(tmp_path, monkeypatch):
         B.resolve_raw(tmp_path / "nope")
 
 
+def test_a_named_raw_dir_is_used_or_refused_never_passed_over(tmp_path, monkeypatch):
+    # a typo in --raw must not build from $PATTOGIS_RAW or the default kit instead
+    kit = tmp_path / "kit"
+    kit.mkdir()
+    monkeypatch.setenv("PATTOGIS_RAW", str(kit))
+    with pytest.raises(MissingDataError, match=r"not found at .*typo \(given by --raw\)"):
+        B.resolve_raw(tmp_path / "typo")
+    assert B.resolve_raw(None) == kit.resolve()
+    monkeypatch.setenv("PATTOGIS_RAW", str(tmp_path / "gone"))
+    with pytest.raises(MissingDataError, match=r"given by \$PATTOGIS_RAW"):
+        B.resolve_raw(None)
+
+
 def test_file_without_crs_is_refused(tmp_path):
     g = gpd.GeoDataFrame({"a": [1]}, geometry=[shapely.Point(1, 1)])
     p = tmp_path / "nocrs.shp"

@@ -132,9 +132,7 @@ def test_run_does_not_call_a_partial_set_present(tmp_path: Path, monkeypatch: py
                             legacy / "bologna.gpkg", layer=layers.CATALOG, driver="GPKG")
     monkeypatch.setenv("PATTOGIS_LAYERS_DIR", str(legacy))
     calls: list[str] = []
-    import pattogis.data.build as build_mod
-
-    monkeypatch.setattr(build_mod, "build", lambda raw=None: calls.append("build"))
+    monkeypatch.setattr(cli, "build_in_child", lambda raw=None: calls.append("build"))
     monkeypatch.setattr(cli, "cmd_serve", lambda a: calls.append("serve"))
     assert cli.main(["run"]) == 0
     out = capsys.readouterr().out
@@ -156,3 +154,13 @@ def test_the_manifest_covers_the_feature_store(tmp_path: Path) -> None:
     assert layers.problem(out) is None
     (out / "features" / "buildings.offsets.npy").unlink()
     assert "missing features/buildings.offsets.npy" in (layers.problem(out) or "")
+
+
+def test_run_builds_in_a_child_process_and_says_when_it_failed(tmp_path: Path,
+                                                                capfd: pytest.CaptureFixture[str]
+                                                                ) -> None:
+    # the child is the real `pattogis data build`: a missing raw kit fails there, and the
+    # parent stops with what to do instead of serving nothing
+    with pytest.raises(MissingDataError, match="could not be built"):
+        cli.build_in_child(str(tmp_path / "no-kit"))
+    assert "no-kit" in capfd.readouterr().err

@@ -57,7 +57,16 @@ def sources() -> dict:
 def resolve_raw(raw: str | Path | None = None) -> Path:
     """The raw kit folder: ``--raw``, then ``$PATTOGIS_RAW``, then ``../shared/data/raw``."""
     s = config.settings()
-    cands = [raw, get_settings().raw, s["raw_dir_default"]]
+    # a folder the user named (--raw, $PATTOGIS_RAW) is used or refused, never passed over for
+    # another kit: a typo must not build the layers from somewhere else
+    for c, what in ((raw, "--raw"), (get_settings().raw, "$PATTOGIS_RAW")):
+        if c:
+            if not Path(c).is_dir():
+                raise MissingDataError(
+                    f"raw open-data kit not found at {c} (given by {what}); give the kit's "
+                    f"folder, or run `pattogis data fetch --raw {c}` to download it there")
+            return Path(c).resolve()
+    cands = [s["raw_dir_default"]]
     for c in cands:
         if c and Path(c).is_dir():
             return Path(c).resolve()
