@@ -260,8 +260,7 @@ def overview_map(*, static_url: str | None = None, data_url: str | None = None,
     if data_url is not None:  # from the API: vector tiles, not 0.9 MB of inline GeoJSON
         tiles_layer(m, "territorio_urbanizzato", data_url,
                     name=_name("Territorio urbanizzato", tu_derived), title="Territorio urbanizzato",
-                    fields={"name": "Comune", "area_ha": "Superficie (ha)",
-                            "n_buildings": "Edifici considerati", "source": "Perimetro"},
+                    fields=TU_TILE_FIELDS, lookups=TU_LOOKUPS,
                     color=TU_COLOR, fill=TU_COLOR, weight=0.6, fill_opacity=0.45, min_zoom=0,
                     show=True, key="tu", attribution=tu_src)
     else:
@@ -397,6 +396,14 @@ TILED: dict[str, dict[str, Any]] = {
                    "title_field": "name", "tip": "{name}", "min_zoom": 0, "top": True,
                    "z_index": 2},
 }
+#: The popup rows of the TU drawn from the tiles (as the GeoJSON popup of a written page).
+TU_TILE_FIELDS = [_field("name", "Comune"), _field("area_ha", "Superficie", decimals=1, unit="ha"),
+                  _field("n_buildings", "Edifici considerati", decimals=0),
+                  _field("source", "Perimetro", lookup="perimeter")]
+TU_LOOKUPS = {"perimeter": {"derived": "derivato (art. 32 LR 24/2017)", "official": "ufficiale"}}
+#: The canvas-tiled collections a click on the map identifies (the items under it, from the
+#: API), most specific first: the first with a feature under the click gives the popup.
+IDENTIFY_ORDER = ("buildings", "territorio_urbanizzato")
 # tan and brown: apart from the score palette (viridis) the Unione page colours its own sites with
 CANDIDATE_STYLE = {"color": "#8c510a", "fill": "#d8b365", "weight": 1.2, "fill_opacity": 0.6}
 CANDIDATE_SOURCES_IT = {"derived from DPC building aggregates":
@@ -413,7 +420,10 @@ def tiles_layer(m: folium.Map, collection: str, data_url: str, *, name: str, tit
     ``title_field`` property). ``extra``: ``title_field``, ``tip`` (hover text with {property}
     slots), ``radius_field`` (points: radius grows with its square root), ``top`` (drawn above
     the GeoJSON layers, clickable), ``z_index``, ``skip_field``/``skip`` (features the page draws
-    itself), ``lookups`` (name -> code -> text). Returns the id of its status line."""
+    itself), ``lookups`` (name -> code -> text). Layers not ``top`` (canvas tiles, beneath the
+    GeoJSON layers) open their popup by identify: a click on the map that no drawn layer took
+    asks ``/collections/{collection}/items?bbox=`` for the feature there, in
+    :data:`IDENTIFY_ORDER`. Returns the id of its status line."""
     note_id = f"pg-od-{key}"
     root = data_url.rstrip("/").removesuffix("/maps/data")
     rows = ([_field(k, v) for k, v in fields.items()] if isinstance(fields, dict)
@@ -431,6 +441,8 @@ def tiles_layer(m: folium.Map, collection: str, data_url: str, *, name: str, tit
                "zoomText": f"visibile da zoom {min_zoom}: avvicinati",
                "onText": "tasselli vettoriali dall'API",
                "offText": "livello spento (attivalo dal selettore)", "r0": 2.5, "k": 1.2,
+               "identify": (IDENTIFY_ORDER.index(collection) if collection in IDENTIFY_ORDER
+                            else len(IDENTIFY_ORDER)),
                **{camel[k]: v for k, v in extra.items() if v is not None}}
     ScriptLayer("tiles", payload, name=name, show=show, attribution=attribution,
                 key=key).add_to(m)
@@ -666,7 +678,7 @@ def budget_map(proposals: gpd.GeoDataFrame | None = None, *, comune: str | None 
     if data_url is not None and comune is None:  # every comune's TU: vector tiles from the API
         tiles_layer(m, "territorio_urbanizzato", data_url,
                     name=_name("Territorio urbanizzato", tu_derived), title="Territorio urbanizzato",
-                    fields={"name": "Comune", "area_ha": "Superficie (ha)"}, color=TU_COLOR,
+                    fields=TU_TILE_FIELDS, lookups=TU_LOOKUPS, color=TU_COLOR,
                     fill=TU_COLOR, weight=0.8, fill_opacity=0.25, min_zoom=0, show=True,
                     key="tu", attribution=src_tu)
     else:
