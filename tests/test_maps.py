@@ -15,6 +15,7 @@ import os
 import re
 import uuid
 from pathlib import Path
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -416,14 +417,19 @@ def app(layers_env: Path, proposals: gpd.GeoDataFrame, scored_sites: gpd.GeoData
             raise NotFound(f"no scored sites for '{unione}'")
         return scored_sites
 
+    from api.features import StoredPagesMiddleware, features_router
     from api.tiles import tiles_router
     from pattogis.collections import CollectionRegistry
 
     a = FastAPI()
     a.include_router(maps_router(proposals=lambda scenario: proposals[proposals["scenario"] == scenario],
                                  sites=sites, fund=lambda call: fund_result))
-    # the pages draw buildings and TU from the vector tiles of the same server
-    a.include_router(tiles_router(CollectionRegistry(gpkg=layers_env / "bologna.gpkg")))
+    # the pages draw buildings and TU from the vector tiles of the same server, and identify
+    # them by its items (answered from the feature store, as in the app)
+    registry = CollectionRegistry(gpkg=layers_env / "bologna.gpkg")
+    a.include_router(tiles_router(registry))
+    a.include_router(features_router(registry))
+    a.add_middleware(StoredPagesMiddleware, registry=registry)
     return a
 
 
@@ -627,6 +633,140 @@ def test_browser_overview_api_draws_stops_and_sites_from_tiles(chromium: str, se
     assert site_popup.startswith(site["name"]) and f"Codice sito\t{site['site_id']}" in site_popup
     assert f"Comune\t{names[site['comune_istat']]}" in site_popup  # the name, not the code
     assert "Superficie\t" in site_popup and site_popup.rstrip().split("\n")[-2].endswith(" ha")
+
+
+IMOLA = "037032"
+
+
+def _identify_spots() -> dict[str, Any]:
+    """Places around Imola's station for the identify clicks, as (lon, lat) with what their
+    popups must say: a building of the TU whose area, as the popup writes it, no other building
+    within 1.5 km has; a point of the TU 25 m from any building; a point of the comune 25 m from
+    any building and from the TU; the station; a bus stop of the TU. All clear (40 m) of the
+    other stops and stations and (15 m) of the productive hubs' outlines, which take clicks."""
+    from pyproj import Transformer
+
+    from pattogis import layers
+    from pattogis.maps.base import fmt_num
+
+    rail = layers.open_layer("rail_stations")
+    station = rail[(rail["name"] == "Imola") & (rail["comune_istat"] == IMOLA)].iloc[0]
+    x, y = station.geometry.x, station.geometry.y
+    win = (x - 1500, y - 1500, x + 1500, y + 1500)
+    box = shapely.box(*win)
+    b = layers.open_layer("buildings", bbox=win)
+    tu_all = layers.open_layer("territorio_urbanizzato", bbox=win)
+    tu_row = tu_all[tu_all["comune_istat"] == IMOLA].iloc[0]
+    tu = tu_row.geometry
+    stops = layers.open_layer("bus_stops", bbox=win)
+    hubs = layers.open_layer("productive_hubs", bbox=win)
+    comune = layers.open_layer("comuni").set_index("istat").geometry[IMOLA]
+    points = pd.concat([stops.geometry, layers.open_layer("rail_stations", bbox=win).geometry])
+    clutter = shapely.union_all([points.buffer(40).union_all(), hubs.boundary.buffer(15).union_all()])
+    near_buildings = b.buffer(25).union_all()
+
+    label = pd.Series([fmt_num(a, 0) for a in b["area_m2"]], index=b.index)
+    rp = b.geometry.representative_point()
+    ok = (~label.duplicated(keep=False) & rp.within(tu) & ~rp.intersects(clutter)
+          & b["area_m2"].between(300, 3000))
+    bld = b[ok].iloc[0]
+
+    def inner(region: shapely.Geometry) -> shapely.Point:
+        parts = shapely.get_parts(region)
+        return max(parts, key=lambda g: g.area).representative_point()
+
+    tu_pt = inner(tu.intersection(box).difference(near_buildings).difference(clutter))
+    empty_pt = inner(comune.intersection(box).difference(tu.buffer(25)).difference(near_buildings)
+                     .difference(clutter))
+    crowd = stops.geometry.apply(lambda g: int((stops.distance(g) < 40).sum()))
+    far = stops[(crowd == 1) & stops.within(tu) & (stops.distance(station.geometry) > 60)]
+    stop = far.iloc[0]
+    to_ll = Transformer.from_crs(CRS, "EPSG:4326", always_xy=True).transform
+    return {
+        "building": (to_ll(*rp[bld.name].coords[0]), bld), "tu": (to_ll(*tu_pt.coords[0]), tu_row),
+        "empty": (to_ll(*empty_pt.coords[0]), None),
+        "station": (to_ll(x, y), station), "stop": (to_ll(*stop.geometry.coords[0]), stop),
+    }
+
+
+def _at(lonlat: tuple[float, float]) -> str:
+    """JS: the viewport point of ``lonlat`` on the page's map (for a real click)."""
+    lon, lat = lonlat
+    return (f"(function () {{ var q = pattogis.map.latLngToContainerPoint([{lat!r}, {lon!r}]), "
+            "r = pattogis.map.getContainer().getBoundingClientRect(); "
+            "return [r.left + q.x, r.top + q.y]; })()")
+
+
+@pytest.mark.browser
+@pytest.mark.realdata
+def test_browser_overview_identify_buildings_and_tu(chromium: str, server: str) -> None:
+    """Buildings and TU are canvas tiles under the GeoJSON canvas, which takes every click: a
+    real mouse click that no drawn layer took asks the API's items under it (buildings first,
+    then TU) and opens the feature's Italian popup; a click on a GeoJSON feature or a tiled bus
+    stop opens that feature's popup and asks nothing; an empty place opens nothing."""
+    from browser import Click, check_page
+
+    from pattogis.maps.base import fmt_num
+
+    spots = _identify_spots()
+    (b_ll, bld), (tu_ll, tu), (empty_ll, _), (st_ll, station), (stop_ll, stop) = (
+        spots[k] for k in ("building", "tu", "empty", "station", "stop"))
+
+    def view(lonlat: tuple[float, float], zoom: int, extra: str = "") -> str:
+        return (f"pattogis.map.closePopup(); {extra} pattogis.map.setView([{lonlat[1]!r}, "
+                f"{lonlat[0]!r}], {zoom}, {{animate: false}})")
+
+    log = ("window.pgLog.push([document.querySelector('.leaflet-popup-content') ? document."
+           "querySelector('.leaflet-popup-content').innerText : '', window.pgItems.splice(0)])")
+    # the items the page asks for, as the page's own fetch sees them
+    spy = ("window.pgLog = []; window.pgItems = []; var f0 = window.fetch; window.fetch = "
+           "function (u) { if (String(u).indexOf('/items') >= 0) { window.pgItems.push(String(u)); }"
+           " return f0.apply(this, arguments); };")
+    steps = [(view(b_ll, 17, "pattogis.map.addLayer(pattogis.layers.buildings);"), b_ll),
+             (view(tu_ll, 17, "pattogis.map.removeLayer(pattogis.layers.fragility);"), tu_ll),
+             (view(empty_ll, 17), empty_ll), (view(b_ll, 13), b_ll), (view(st_ll, 17), st_ll),
+             (view(stop_ll, 17), stop_ll), (view(b_ll, 17), b_ll)]
+    actions: list[Any] = [spy]
+    for js, ll in steps:
+        actions += [js, Click(_at(ll)), log]
+    rep = check_page(f"{server}/maps/overview", SHOTS / "overview_identify_building.png",
+                     settle_s=1.5, actions=actions, evaluate=["window.pgLog"])
+    assert rep.errors == []
+    assert not [w for w in rep.warnings if "identify" in w], rep.warnings
+    assert not [u for u in rep.requests if not u.startswith((server, "data:"))], rep.requests
+    (over, over_items), (tu_pop, tu_items), (empty, empty_items), (far, far_items), \
+        (st_pop, st_items), (stop_pop, stop_items), (b_pop, b_items) = rep.values[0]
+    # asked of the page's own server (root-relative URLs; all requests went to the server)
+    items = {k: f"/collections/{k}/items?bbox=" for k in ("buildings", "territorio_urbanizzato")}
+
+    # the building: its own popup, from the buildings' items only (the TU beneath not asked)
+    assert b_pop.startswith("Edifici (aggregati strutturali DPC)")
+    assert f"Aggregato strutturale\t{bld['idag']}" in b_pop and "Comune\tImola" in b_pop
+    assert f"Superficie\t{fmt_num(bld['area_m2'], 0)} m²" in b_pop
+    assert len(b_items) == 1 and b_items[0].startswith(items["buildings"])
+    assert b_items[0].endswith("&limit=5")
+    # the box: 3 screen pixels each side of the click (zoom 17: 256 * 2^17 px round the Earth)
+    w, s_, e, n = map(float, b_items[0].split("bbox=")[1].split("&")[0].split(","))
+    assert e - w == pytest.approx(6 * 360 / (256 * 2 ** 17), rel=0.02)
+    assert w < b_ll[0] < e and s_ < b_ll[1] < n
+    # the same building under the fragility choropleth (a GeoJSON canvas): the comune's popup
+    assert over.startswith("Imola") and "Indice di fragilità (0–1)" in over
+    assert "Aggregato strutturale" not in over and over_items == []
+    # the TU away from buildings: buildings asked first (nothing), then the TU
+    assert tu_pop.startswith("Territorio urbanizzato\nComune\tImola")
+    assert f"Superficie\t{fmt_num(tu['area_ha'], 1)} ha" in tu_pop
+    assert "Perimetro\tderivato (art. 32 LR 24/2017)" in tu_pop or tu["source"] == "official"
+    assert [u.split("?")[0] for u in tu_items] == [items["buildings"].split("?")[0],
+                                                   items["territorio_urbanizzato"].split("?")[0]]
+    # nothing there: both asked, no popup
+    assert empty == "" and len(empty_items) == 2
+    # zoom 13: buildings are not drawn, so not asked; the TU answers
+    assert far.startswith("Territorio urbanizzato") and len(far_items) == 1
+    assert far_items[0].startswith(items["territorio_urbanizzato"])
+    # a GeoJSON point and a tiled (SVG) bus stop keep their own popups and ask nothing
+    assert st_pop.startswith(f"Stazione {station['name']}") and st_items == []
+    assert stop_pop.startswith(str(stop["name"])) and stop_items == []
+    assert f"Codice fermata\t{stop['stop_code']}" in stop_pop
 
 
 @pytest.mark.browser

@@ -379,7 +379,7 @@ def _field(key: str, label: str, **opts: Any) -> dict[str, Any]:
 #: ``top``: drawn above the GeoJSON layers (points and small sites, clickable there).
 TILED: dict[str, dict[str, Any]] = {
     "buildings": {"fields": [_field("idag", "Aggregato strutturale"),
-                             _field("comune_istat", "Comune (ISTAT)"),
+                             _field("comune_istat", "Comune", lookup="comuni"),
                              _field("area_m2", "Superficie", decimals=0, unit="m²")],
                   "min_zoom": 14},
     # the popup of /maps/data/bus_stops: the stop's name, comune, code and TPER lines
@@ -449,15 +449,23 @@ def tiles_layer(m: folium.Map, collection: str, data_url: str, *, name: str, tit
     return note_id
 
 
+def _comuni_lookup() -> dict[str, str]:
+    """ISTAT code -> comune name, for the popups of tiled layers."""
+    comuni = layers.open_layer("comuni", columns=["istat", "name"])
+    return dict(zip(comuni["istat"].astype(str), comuni["name"].astype(str), strict=True))
+
+
 def _tiles_layer(m: folium.Map, key: str, data_url: str, show: bool) -> LegendSection:
     spec = ON_DEMAND[key]
     t = TILED[key]
     src = source_text([key])
     zoom = int(t["min_zoom"])
+    lookups = ({"comuni": _comuni_lookup()} if any(f.get("lookup") == "comuni" for f in t["fields"])
+               else None)
     note_id = tiles_layer(m, key, data_url, name=_name(spec.label, False) + _badge("tasselli"),
                           title=spec.label, fields=t["fields"], color=spec.color, fill=spec.fill,
                           weight=spec.weight, fill_opacity=spec.fill_opacity, min_zoom=zoom,
-                          show=show, key=key, attribution=src,
+                          show=show, key=key, attribution=src, lookups=lookups,
                           **{k: t[k] for k in ("title_field", "tip", "radius_field", "top",
                                                "z_index") if k in t})
     label = "Fermata (raggio ∝ √ linee servite)" if key == "bus_stops" else spec.label
@@ -476,10 +484,7 @@ def candidates_tiles_layer(m: folium.Map, data_url: str, *, show: bool,
     repeats how candidates are chosen (False where the page says it already)."""
     t = TILED["candidates"]
     src = source_text(["candidates"])
-    comuni = layers.open_layer("comuni")
-    lookups = {"comuni": dict(zip(comuni["istat"].astype(str), comuni["name"].astype(str),
-                                  strict=True)),
-               "sources": CANDIDATE_SOURCES_IT}
+    lookups = {"comuni": _comuni_lookup(), "sources": CANDIDATE_SOURCES_IT}
     derived = is_derived("candidates")
     note_id = tiles_layer(
         m, "candidates", data_url, name=_name(label, derived) + _badge("tasselli"),
