@@ -718,24 +718,37 @@ def test_browser_overview_identify_buildings_and_tu(chromium: str, server: str) 
 
     log = ("window.pgLog.push([document.querySelector('.leaflet-popup-content') ? document."
            "querySelector('.leaflet-popup-content').innerText : '', window.pgItems.splice(0)])")
-    # the items the page asks for, as the page's own fetch sees them
-    spy = ("window.pgLog = []; window.pgItems = []; var f0 = window.fetch; window.fetch = "
-           "function (u) { if (String(u).indexOf('/items') >= 0) { window.pgItems.push(String(u)); }"
-           " return f0.apply(this, arguments); };")
+    # the items the page asks for, as the page's own fetch sees them; pgFail: the server
+    # answers 503; pgSlow: the next answer comes so many ms late
+    spy = ("window.pgLog = []; window.pgItems = []; window.pgFail = false; window.pgSlow = 0; "
+           "var f0 = window.fetch; window.fetch = function (u) { var a = arguments, t = this; "
+           "if (String(u).indexOf('/items') < 0) { return f0.apply(t, a); } "
+           "window.pgItems.push(String(u)); "
+           "if (window.pgFail) { return Promise.resolve(new Response('', {status: 503})); } "
+           "var w = window.pgSlow; window.pgSlow = 0; return new Promise(function (ok) { "
+           "setTimeout(ok, w); }).then(function () { return f0.apply(t, a); }); };")
+    # two clicks in a row, the first answered late: the second's popup stays
+    race = ("(function () { var m = pattogis.map; m.closePopup(); window.pgFail = false; "
+            "window.pgSlow = 700; "
+            f"[[{b_ll[1]!r}, {b_ll[0]!r}], [{tu_ll[1]!r}, {tu_ll[0]!r}]].forEach(function (ll) {{ "
+            "m.fire('click', {latlng: L.latLng(ll), containerPoint: m.latLngToContainerPoint(ll), "
+            "originalEvent: {}}); }); })()")
     steps = [(view(b_ll, 17, "pattogis.map.addLayer(pattogis.layers.buildings);"), b_ll),
              (view(tu_ll, 17, "pattogis.map.removeLayer(pattogis.layers.fragility);"), tu_ll),
              (view(empty_ll, 17), empty_ll), (view(b_ll, 13), b_ll), (view(st_ll, 17), st_ll),
-             (view(stop_ll, 17), stop_ll), (view(b_ll, 17), b_ll)]
+             (view(stop_ll, 17), stop_ll), (view(b_ll, 17, "window.pgFail = true;"), b_ll),
+             (view(b_ll, 17, "window.pgFail = false;"), b_ll)]
     actions: list[Any] = [spy]
     for js, ll in steps:
         actions += [js, Click(_at(ll)), log]
+    actions[-3:-3] = [race, log]  # before the last click: its popup is the screenshot's
     rep = check_page(f"{server}/maps/overview", SHOTS / "overview_identify_building.png",
                      settle_s=1.5, actions=actions, evaluate=["window.pgLog"])
     assert rep.errors == []
-    assert not [w for w in rep.warnings if "identify" in w], rep.warnings
     assert not [u for u in rep.requests if not u.startswith((server, "data:"))], rep.requests
     (over, over_items), (tu_pop, tu_items), (empty, empty_items), (far, far_items), \
-        (st_pop, st_items), (stop_pop, stop_items), (b_pop, b_items) = rep.values[0]
+        (st_pop, st_items), (stop_pop, stop_items), (failed, failed_items), \
+        (raced, raced_items), (b_pop, b_items) = rep.values[0]
     # asked of the page's own server (root-relative URLs; all requests went to the server)
     items = {k: f"/collections/{k}/items?bbox=" for k in ("buildings", "territorio_urbanizzato")}
 
@@ -767,6 +780,12 @@ def test_browser_overview_identify_buildings_and_tu(chromium: str, server: str) 
     assert st_pop.startswith(f"Stazione {station['name']}") and st_items == []
     assert stop_pop.startswith(str(stop["name"])) and stop_items == []
     assert f"Codice fermata\t{stop['stop_code']}" in stop_pop
+    # the server fails: a warning (not an error), no popup
+    assert failed == "" and len(failed_items) == 1
+    assert [w for w in rep.warnings if "pattogis: identify" in w] == [
+        "pattogis: identify /collections/buildings/items: Error: HTTP 503"]
+    # a late answer to an older click does not replace the newer click's popup
+    assert raced.startswith("Territorio urbanizzato") and len(raced_items) == 3
 
 
 @pytest.mark.browser
