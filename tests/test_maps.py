@@ -553,16 +553,23 @@ def _open_first_popup(key: str) -> str:
 @pytest.mark.browser
 @pytest.mark.realdata
 def test_browser_overview_file(chromium: str, overview_file: Path) -> None:
-    from browser import check_page
+    from browser import Click, check_page
 
+    # a real click in the middle of the map: a GeoJSON feature's popup, and no identify (no
+    # tiles, no API behind a written file)
+    centre = ("(function () { var r = pattogis.map.getContainer().getBoundingClientRect(); "
+              "return [r.left + r.width / 2, r.top + r.height / 2]; })()")
     rep = check_page(overview_file.as_uri(), SHOTS / "overview.png",
-                     actions=[_open_first_popup("fragility")],
+                     actions=[Click(centre), f"window.pgClicked = {POPUP_TEXT}",
+                              _open_first_popup("fragility")],
                      evaluate=[POPUP_TEXT, "pattogis.layers.tu.getLayers().length",
                                "document.querySelectorAll('.leaflet-control-layers-overlays label').length",
-                               "document.querySelector('.leaflet-control-attribution').textContent"])
+                               "document.querySelector('.leaflet-control-attribution').textContent",
+                               "[window.pgClicked, pattogis.map._pgIdentify === undefined]"])
     assert rep.errors == []
     assert all(u.startswith(("file:", "data:")) for u in rep.requests), rep.requests
-    popup, n_tu, n_overlays, attribution = rep.values
+    popup, n_tu, n_overlays, attribution, (clicked, no_identify) = rep.values
+    assert clicked and no_identify
     assert "Indice di fragilità (0–1)" in popup and "Sistema territoriale" in popup
     assert n_tu > 0 and n_overlays >= 9
     assert "Openpolis" in attribution and "Protezione Civile" in attribution
