@@ -120,9 +120,12 @@ class Click:
     """An action of :func:`check_page`: a real mouse click (the browser's own input events:
     move, press and release of the left button, as a user's hand would make them, with the
     browser's hit testing) at the viewport point ``[x, y]`` (CSS px) that the JS expression
-    ``at`` gives; ``at`` may also set page variables (it runs just before the click)."""
+    ``at`` gives; ``at`` may also set page variables (it runs just before the click).
+    ``count``: 2 for a double click (two clicks, the second with clickCount 2: the browser
+    fires dblclick)."""
 
     at: str
+    count: int = 1
 
 
 def _click(pipe: _Pipe, sid: str, click: Click, report: PageReport) -> None:
@@ -135,10 +138,11 @@ def _click(pipe: _Pipe, sid: str, click: Click, report: PageReport) -> None:
         return
     x, y = float(xy[0]), float(xy[1])
     pipe.send("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": x, "y": y}, session=sid)
-    for kind in ("mousePressed", "mouseReleased"):
-        pipe.send("Input.dispatchMouseEvent", {"type": kind, "x": x, "y": y, "button": "left",
-                                               "buttons": 1 if kind == "mousePressed" else 0,
-                                               "clickCount": 1}, session=sid)
+    for n in range(1, click.count + 1):
+        for kind in ("mousePressed", "mouseReleased"):
+            pipe.send("Input.dispatchMouseEvent", {"type": kind, "x": x, "y": y, "button": "left",
+                                                   "buttons": 1 if kind == "mousePressed" else 0,
+                                                   "clickCount": n}, session=sid)
 
 
 def _console_text(params: dict[str, Any]) -> str:

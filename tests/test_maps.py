@@ -748,14 +748,17 @@ def test_browser_overview_identify_buildings_and_tu(chromium: str, server: str) 
     actions: list[Any] = [spy]
     for js, ll in steps:
         actions += [js, Click(_at(ll)), log]
-    actions[-3:-3] = [race, log]  # before the last click: its popup is the screenshot's
+    # before the last click (its popup is the screenshot's): two clicks in a row, the first
+    # answered late, and a double click on the building at zoom 16 (it zooms, no popup)
+    actions[-3:-3] = [race, log, view(b_ll, 16), Click(_at(b_ll), count=2),
+                      "window.pgZoom = pattogis.map.getZoom(); " + log]
     rep = check_page(f"{server}/maps/overview", SHOTS / "overview_identify_building.png",
-                     settle_s=1.5, actions=actions, evaluate=["window.pgLog"])
+                     settle_s=1.5, actions=actions, evaluate=["window.pgLog", "window.pgZoom"])
     assert rep.errors == []
     assert not [u for u in rep.requests if not u.startswith((server, "data:"))], rep.requests
     (over, over_items), (tu_pop, tu_items), (empty, empty_items), (far, far_items), \
         (st_pop, st_items), (stop_pop, stop_items), (failed, failed_items), \
-        (raced, raced_items), (b_pop, b_items) = rep.values[0]
+        (raced, raced_items), (dbl, dbl_items), (b_pop, b_items) = rep.values[0]
     # asked of the page's own server (root-relative URLs; all requests went to the server)
     items = {k: f"/collections/{k}/items?bbox=" for k in ("buildings", "territorio_urbanizzato")}
 
@@ -793,6 +796,8 @@ def test_browser_overview_identify_buildings_and_tu(chromium: str, server: str) 
         "pattogis: identify /collections/buildings/items: Error: HTTP 503"]
     # a late answer to an older click does not replace the newer click's popup
     assert raced.startswith("Territorio urbanizzato") and len(raced_items) == 3
+    # a double click zooms in and leaves no popup, whatever its clicks asked
+    assert rep.values[1] == 17 and dbl == "", (rep.values[1], dbl, dbl_items)
 
 
 @pytest.mark.browser
