@@ -122,10 +122,11 @@ class Click:
     browser's hit testing) at the viewport point ``[x, y]`` (CSS px) that the JS expression
     ``at`` gives; ``at`` may also set page variables (it runs just before the click).
     ``count``: 2 for a double click (two clicks, the second with clickCount 2: the browser
-    fires dblclick)."""
+    fires dblclick), ``interval_s`` apart (a hand takes about 0.1-0.2 s)."""
 
     at: str
     count: int = 1
+    interval_s: float = 0.0
 
 
 def _click(pipe: _Pipe, sid: str, click: Click, report: PageReport) -> None:
@@ -139,6 +140,8 @@ def _click(pipe: _Pipe, sid: str, click: Click, report: PageReport) -> None:
     x, y = float(xy[0]), float(xy[1])
     pipe.send("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": x, "y": y}, session=sid)
     for n in range(1, click.count + 1):
+        if n > 1:
+            time.sleep(click.interval_s)
         for kind in ("mousePressed", "mouseReleased"):
             pipe.send("Input.dispatchMouseEvent", {"type": kind, "x": x, "y": y, "button": "left",
                                                    "buttons": 1 if kind == "mousePressed" else 0,

@@ -285,13 +285,11 @@ window.pattogis = (function () {
   function identifyOn(map, group, o) {
     var st = map._pgIdentify;
     if (!st) {
-      st = map._pgIdentify = {layers: [], seq: 0, popup: null};
+      st = map._pgIdentify = {layers: [], seq: 0};
       map.on('click', function (e) { identify(map, st, e); });
-      // a double click zooms: its two clicks identify nothing (answers late or not, popup closed)
-      map.on('dblclick', function () {
-        st.seq++;
-        if (st.popup && map.hasLayer(st.popup)) { map.closePopup(st.popup); }
-      });
+      // a double click zooms: the popup of its first click closes on the second (Leaflet's
+      // preclick), and the answers to the second are dropped
+      map.on('dblclick', function () { st.seq++; });
     }
     st.layers.push({group: group, o: o});
     st.layers.sort(function (a, b) { return (a.o.identify || 0) - (b.o.identify || 0); });
@@ -312,7 +310,7 @@ window.pattogis = (function () {
           if (my !== st.seq) { return; }   // a later click asks now
           var f = pick(fc.features || [], at);
           if (!f) { ask(i + 1); return; }
-          st.popup = L.popup({maxWidth: 380}).setLatLng(at).setContent(tilePopup(c.o, f.properties || {}))
+          L.popup({maxWidth: 380}).setLatLng(at).setContent(tilePopup(c.o, f.properties || {}))
             .openOn(map);
         })
         .catch(function (err) { console.warn('pattogis: identify ' + itemsUrl(c.o) + ': ' + err); });
