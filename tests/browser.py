@@ -115,6 +115,39 @@ class _Pipe:
                 return
 
 
+@dataclass
+class Click:
+    """An action of :func:`check_page`: a real mouse click (the browser's own input events:
+    move, press and release of the left button, as a user's hand would make them, with the
+    browser's hit testing) at the viewport point ``[x, y]`` (CSS px) that the JS expression
+    ``at`` gives; ``at`` may also set page variables (it runs just before the click).
+    ``count``: 2 for a double click (two clicks, the second with clickCount 2: the browser
+    fires dblclick), ``interval_s`` apart (a hand takes about 0.1-0.2 s)."""
+
+    at: str
+    count: int = 1
+    interval_s: float = 0.0
+
+
+def _click(pipe: _Pipe, sid: str, click: Click, report: PageReport) -> None:
+    r = pipe.send("Runtime.evaluate", {"expression": click.at, "returnByValue": True,
+                                       "awaitPromise": True}, session=sid)
+    xy = r.get("result", {}).get("value")
+    if "exceptionDetails" in r or not (isinstance(xy, list) and len(xy) == 2
+                                       and all(isinstance(v, (int, float)) for v in xy)):
+        report.errors.append(f"click: no point from {click.at}: {r.get('exceptionDetails', xy)}")
+        return
+    x, y = float(xy[0]), float(xy[1])
+    pipe.send("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": x, "y": y}, session=sid)
+    for n in range(1, click.count + 1):
+        if n > 1:
+            time.sleep(click.interval_s)
+        for kind in ("mousePressed", "mouseReleased"):
+            pipe.send("Input.dispatchMouseEvent", {"type": kind, "x": x, "y": y, "button": "left",
+                                                   "buttons": 1 if kind == "mousePressed" else 0,
+                                                   "clickCount": n}, session=sid)
+
+
 def _console_text(params: dict[str, Any]) -> str:
     parts = []
     for a in params.get("args", []):
@@ -124,10 +157,11 @@ def _console_text(params: dict[str, Any]) -> str:
 
 def check_page(url: str, screenshot: str | Path | None = None, *, width: int = 1280,
                height: int = 860, settle_s: float = 1.5, evaluate: list[str] | None = None,
-               actions: list[str] | None = None, load_timeout_s: float = 60.0) -> PageReport:
+               actions: list[str | Click] | None = None, load_timeout_s: float = 60.0) -> PageReport:
     """Load ``url`` in a fresh headless Chromium profile and report what went wrong.
 
-    ``actions``: JS run after load (e.g. zoom the map), each followed by ``settle_s`` seconds;
+    ``actions``: JS run after load (e.g. zoom the map), or :class:`Click` (a real mouse click),
+    each followed by ``settle_s`` seconds;
     ``evaluate``: JS expressions whose values are returned (JSON-able) after the actions.
     Errors are uncaught exceptions, ``console.error`` calls and failed resource loads.
     """
@@ -165,6 +199,10 @@ def check_page(url: str, screenshot: str | Path | None = None, *, width: int = 1
             report.errors.append(f"page did not finish loading within {load_timeout_s} s")
         pipe.drain(settle_s)
         for js in actions or []:
+            if isinstance(js, Click):
+                _click(pipe, sid, js, report)
+                pipe.drain(settle_s)
+                continue
             r = pipe.send("Runtime.evaluate", {"expression": js, "awaitPromise": True}, session=sid)
             if "exceptionDetails" in r:
                 report.errors.append(f"action failed: {js}: {r['exceptionDetails'].get('text')}")

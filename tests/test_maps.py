@@ -15,6 +15,7 @@ import os
 import re
 import uuid
 from pathlib import Path
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -416,14 +417,19 @@ def app(layers_env: Path, proposals: gpd.GeoDataFrame, scored_sites: gpd.GeoData
             raise NotFound(f"no scored sites for '{unione}'")
         return scored_sites
 
+    from api.features import StoredPagesMiddleware, features_router
     from api.tiles import tiles_router
     from pattogis.collections import CollectionRegistry
 
     a = FastAPI()
     a.include_router(maps_router(proposals=lambda scenario: proposals[proposals["scenario"] == scenario],
                                  sites=sites, fund=lambda call: fund_result))
-    # the pages draw buildings and TU from the vector tiles of the same server
-    a.include_router(tiles_router(CollectionRegistry(gpkg=layers_env / "bologna.gpkg")))
+    # the pages draw buildings and TU from the vector tiles of the same server, and identify
+    # them by its items (answered from the feature store, as in the app)
+    registry = CollectionRegistry(gpkg=layers_env / "bologna.gpkg")
+    a.include_router(tiles_router(registry))
+    a.include_router(features_router(registry))
+    a.add_middleware(StoredPagesMiddleware, registry=registry)
     return a
 
 
@@ -547,16 +553,23 @@ def _open_first_popup(key: str) -> str:
 @pytest.mark.browser
 @pytest.mark.realdata
 def test_browser_overview_file(chromium: str, overview_file: Path) -> None:
-    from browser import check_page
+    from browser import Click, check_page
 
+    # a real click in the middle of the map: a GeoJSON feature's popup, and no identify (no
+    # tiles, no API behind a written file)
+    centre = ("(function () { var r = pattogis.map.getContainer().getBoundingClientRect(); "
+              "return [r.left + r.width / 2, r.top + r.height / 2]; })()")
     rep = check_page(overview_file.as_uri(), SHOTS / "overview.png",
-                     actions=[_open_first_popup("fragility")],
+                     actions=[Click(centre), f"window.pgClicked = {POPUP_TEXT}",
+                              _open_first_popup("fragility")],
                      evaluate=[POPUP_TEXT, "pattogis.layers.tu.getLayers().length",
                                "document.querySelectorAll('.leaflet-control-layers-overlays label').length",
-                               "document.querySelector('.leaflet-control-attribution').textContent"])
+                               "document.querySelector('.leaflet-control-attribution').textContent",
+                               "[window.pgClicked, pattogis.map._pgIdentify === undefined]"])
     assert rep.errors == []
     assert all(u.startswith(("file:", "data:")) for u in rep.requests), rep.requests
-    popup, n_tu, n_overlays, attribution = rep.values
+    popup, n_tu, n_overlays, attribution, (clicked, no_identify) = rep.values
+    assert clicked and no_identify
     assert "Indice di fragilità (0–1)" in popup and "Sistema territoriale" in popup
     assert n_tu > 0 and n_overlays >= 9
     assert "Openpolis" in attribution and "Protezione Civile" in attribution
@@ -627,6 +640,169 @@ def test_browser_overview_api_draws_stops_and_sites_from_tiles(chromium: str, se
     assert site_popup.startswith(site["name"]) and f"Codice sito\t{site['site_id']}" in site_popup
     assert f"Comune\t{names[site['comune_istat']]}" in site_popup  # the name, not the code
     assert "Superficie\t" in site_popup and site_popup.rstrip().split("\n")[-2].endswith(" ha")
+
+
+IMOLA = "037032"
+
+
+def _identify_spots() -> dict[str, Any]:
+    """Places around Imola's station for the identify clicks, as (lon, lat) with what their
+    popups must say: a building of the TU whose area, as the popup writes it, no other building
+    within 1.5 km has; a point of the TU 25 m from any building; a point of the comune 25 m from
+    any building and from the TU; the station; a bus stop of the TU. All clear (40 m) of the
+    other stops and stations and (15 m) of the productive hubs' outlines, which take clicks."""
+    from pyproj import Transformer
+
+    from pattogis import layers
+    from pattogis.maps.base import fmt_num
+
+    rail = layers.open_layer("rail_stations")
+    station = rail[(rail["name"] == "Imola") & (rail["comune_istat"] == IMOLA)].iloc[0]
+    x, y = station.geometry.x, station.geometry.y
+    win = (x - 1500, y - 1500, x + 1500, y + 1500)
+    box = shapely.box(*win)
+    b = layers.open_layer("buildings", bbox=win)
+    tu_all = layers.open_layer("territorio_urbanizzato", bbox=win)
+    tu_row = tu_all[tu_all["comune_istat"] == IMOLA].iloc[0]
+    tu = tu_row.geometry
+    stops = layers.open_layer("bus_stops", bbox=win)
+    hubs = layers.open_layer("productive_hubs", bbox=win)
+    comune = layers.open_layer("comuni").set_index("istat").geometry[IMOLA]
+    points = pd.concat([stops.geometry, layers.open_layer("rail_stations", bbox=win).geometry])
+    clutter = shapely.union_all([points.buffer(40).union_all(), hubs.boundary.buffer(15).union_all()])
+    near_buildings = b.buffer(25).union_all()
+
+    label = pd.Series([fmt_num(a, 0) for a in b["area_m2"]], index=b.index)
+    rp = b.geometry.representative_point()
+    ok = (~label.duplicated(keep=False) & rp.within(tu) & ~rp.intersects(clutter)
+          & b["area_m2"].between(300, 3000))
+    bld = b[ok].iloc[0]
+
+    def inner(region: shapely.Geometry) -> shapely.Point:
+        parts = shapely.get_parts(region)
+        return max(parts, key=lambda g: g.area).representative_point()
+
+    tu_pt = inner(tu.intersection(box).difference(near_buildings).difference(clutter))
+    empty_pt = inner(comune.intersection(box).difference(tu.buffer(25)).difference(near_buildings)
+                     .difference(clutter))
+    crowd = stops.geometry.apply(lambda g: int((stops.distance(g) < 40).sum()))
+    far = stops[(crowd == 1) & stops.within(tu) & (stops.distance(station.geometry) > 60)]
+    stop = far.iloc[0]
+    to_ll = Transformer.from_crs(CRS, "EPSG:4326", always_xy=True).transform
+    return {
+        "building": (to_ll(*rp[bld.name].coords[0]), bld), "tu": (to_ll(*tu_pt.coords[0]), tu_row),
+        "empty": (to_ll(*empty_pt.coords[0]), None),
+        "station": (to_ll(x, y), station), "stop": (to_ll(*stop.geometry.coords[0]), stop),
+    }
+
+
+def _at(lonlat: tuple[float, float]) -> str:
+    """JS: the viewport point of ``lonlat`` on the page's map (for a real click)."""
+    lon, lat = lonlat
+    return (f"(function () {{ var q = pattogis.map.latLngToContainerPoint([{lat!r}, {lon!r}]), "
+            "r = pattogis.map.getContainer().getBoundingClientRect(); "
+            "return [r.left + q.x, r.top + q.y]; })()")
+
+
+@pytest.mark.browser
+@pytest.mark.realdata
+def test_browser_overview_identify_buildings_and_tu(chromium: str, server: str) -> None:
+    """Buildings and TU are canvas tiles under the GeoJSON canvas, which takes every click: a
+    real mouse click that no drawn layer took asks the API's items under it (buildings first,
+    then TU) and opens the feature's Italian popup; a click on a GeoJSON feature or a tiled bus
+    stop opens that feature's popup and asks nothing; an empty place opens nothing."""
+    from browser import Click, check_page
+
+    from pattogis.maps.base import fmt_num
+
+    spots = _identify_spots()
+    (b_ll, bld), (tu_ll, tu), (empty_ll, _), (st_ll, station), (stop_ll, stop) = (
+        spots[k] for k in ("building", "tu", "empty", "station", "stop"))
+
+    def view(lonlat: tuple[float, float], zoom: int, extra: str = "") -> str:
+        return (f"pattogis.map.closePopup(); {extra} pattogis.map.setView([{lonlat[1]!r}, "
+                f"{lonlat[0]!r}], {zoom}, {{animate: false}})")
+
+    log = ("window.pgLog.push([document.querySelector('.leaflet-popup-content') ? document."
+           "querySelector('.leaflet-popup-content').innerText : '', window.pgItems.splice(0)])")
+    # the items the page asks for, as the page's own fetch sees them; pgFail: the server
+    # answers 503; pgSlow: the next answer comes so many ms late
+    spy = ("window.pgLog = []; window.pgItems = []; window.pgFail = false; window.pgSlow = 0; "
+           "var f0 = window.fetch; window.fetch = function (u) { var a = arguments, t = this; "
+           "if (String(u).indexOf('/items') < 0) { return f0.apply(t, a); } "
+           "window.pgItems.push(String(u)); "
+           "if (window.pgFail) { return Promise.resolve(new Response('', {status: 503})); } "
+           "var w = window.pgSlow; window.pgSlow = 0; return new Promise(function (ok) { "
+           "setTimeout(ok, w); }).then(function () { return f0.apply(t, a); }); };")
+    # two clicks in a row, the first answered late: the second's popup stays
+    race = ("(function () { var m = pattogis.map; m.closePopup(); window.pgFail = false; "
+            "window.pgSlow = 700; "
+            f"[[{b_ll[1]!r}, {b_ll[0]!r}], [{tu_ll[1]!r}, {tu_ll[0]!r}]].forEach(function (ll) {{ "
+            "m.fire('click', {latlng: L.latLng(ll), containerPoint: m.latLngToContainerPoint(ll), "
+            "originalEvent: {}}); }); })()")
+    steps = [(view(b_ll, 17, "pattogis.map.addLayer(pattogis.layers.buildings);"), b_ll),
+             (view(tu_ll, 17, "pattogis.map.removeLayer(pattogis.layers.fragility);"), tu_ll),
+             (view(empty_ll, 17), empty_ll), (view(b_ll, 13), b_ll), (view(st_ll, 17), st_ll),
+             (view(stop_ll, 17), stop_ll), (view(b_ll, 17, "window.pgFail = true;"), b_ll),
+             (view(b_ll, 17, "window.pgFail = false;"), b_ll)]
+    actions: list[Any] = [spy]
+    for js, ll in steps:
+        actions += [js, Click(_at(ll)), log]
+    # before the last click (its popup is the screenshot's): two clicks in a row, the first
+    # answered late; double clicks on the building at zoom 15 and 16, the first faster than
+    # the answers, the second as a hand makes it (after the first click's popup opened): each
+    # zooms in and leaves no popup
+    actions[-3:-3] = [race, log, view(b_ll, 15), Click(_at(b_ll), count=2), log,
+                      Click(_at(b_ll), count=2, interval_s=0.2),
+                      "window.pgZoom = pattogis.map.getZoom(); " + log]
+    rep = check_page(f"{server}/maps/overview", SHOTS / "overview_identify_building.png",
+                     settle_s=1.5, actions=actions, evaluate=["window.pgLog", "window.pgZoom"])
+    assert rep.errors == []
+    assert not [u for u in rep.requests if not u.startswith((server, "data:"))], rep.requests
+    (over, over_items), (tu_pop, tu_items), (empty, empty_items), (far, far_items), \
+        (st_pop, st_items), (stop_pop, stop_items), (failed, failed_items), \
+        (raced, raced_items), (dbl, dbl_items), (dbl2, dbl2_items), (b_pop, b_items) = \
+        rep.values[0]
+    # asked of the page's own server (root-relative URLs; all requests went to the server)
+    items = {k: f"/collections/{k}/items?bbox=" for k in ("buildings", "territorio_urbanizzato")}
+
+    # the building: its own popup, from the buildings' items only (the TU beneath not asked)
+    assert b_pop.startswith("Edifici (aggregati strutturali DPC)")
+    assert f"Aggregato strutturale\t{bld['idag']}" in b_pop and "Comune\tImola" in b_pop
+    assert f"Superficie\t{fmt_num(bld['area_m2'], 0)} m²" in b_pop
+    assert len(b_items) == 1 and b_items[0].startswith(items["buildings"])
+    assert b_items[0].endswith("&limit=5")
+    # the box: 3 screen pixels each side of the click (zoom 17: 256 * 2^17 px round the Earth)
+    w, s_, e, n = map(float, b_items[0].split("bbox=")[1].split("&")[0].split(","))
+    assert e - w == pytest.approx(6 * 360 / (256 * 2 ** 17), rel=0.02)
+    assert w < b_ll[0] < e and s_ < b_ll[1] < n
+    # the same building under the fragility choropleth (a GeoJSON canvas): the comune's popup
+    assert over.startswith("Imola") and "Indice di fragilità (0–1)" in over
+    assert "Aggregato strutturale" not in over and over_items == []
+    # the TU away from buildings: buildings asked first (nothing), then the TU
+    assert tu_pop.startswith("Territorio urbanizzato\nComune\tImola")
+    assert f"Superficie\t{fmt_num(tu['area_ha'], 1)} ha" in tu_pop
+    assert "Perimetro\tderivato (art. 32 LR 24/2017)" in tu_pop or tu["source"] == "official"
+    assert [u.split("?")[0] for u in tu_items] == [items["buildings"].split("?")[0],
+                                                   items["territorio_urbanizzato"].split("?")[0]]
+    # nothing there: both asked, no popup
+    assert empty == "" and len(empty_items) == 2
+    # zoom 13: buildings are not drawn, so not asked; the TU answers
+    assert far.startswith("Territorio urbanizzato") and len(far_items) == 1
+    assert far_items[0].startswith(items["territorio_urbanizzato"])
+    # a GeoJSON point and a tiled (SVG) bus stop keep their own popups and ask nothing
+    assert st_pop.startswith(f"Stazione {station['name']}") and st_items == []
+    assert stop_pop.startswith(str(stop["name"])) and stop_items == []
+    assert f"Codice fermata\t{stop['stop_code']}" in stop_pop
+    # the server fails: a warning (not an error), no popup
+    assert failed == "" and len(failed_items) == 1
+    assert [w for w in rep.warnings if "pattogis: identify" in w] == [
+        "pattogis: identify /collections/buildings/items: Error: HTTP 503"]
+    # a late answer to an older click does not replace the newer click's popup
+    assert raced.startswith("Territorio urbanizzato") and len(raced_items) == 3
+    # a double click zooms in and leaves no popup, whatever its clicks asked
+    assert rep.values[1] == 17 and dbl == "" and dbl2 == "", (rep.values[1], dbl, dbl2)
+    assert len(dbl2_items) >= 2 and dbl2_items[0].startswith(items["buildings"])
 
 
 @pytest.mark.browser

@@ -7,7 +7,10 @@ that runs them.
   ``[lon, lat, value, label]`` drawn as canvas circle markers (thousands of points, a few bytes
   each, instead of one GeoJSON feature per point);
 - ``pattogis.tiles(group, map, o)``: a layer drawn from Mapbox Vector Tiles by Leaflet.VectorGrid,
-  with Italian popups (and tooltips) built from each feature's properties (``o.fields``);
+  with Italian popups (and tooltips) built from each feature's properties (``o.fields``); the
+  canvas-tiled ones (not ``o.top``: under the GeoJSON canvas, which takes their clicks) are
+  identified instead: a click no drawn layer took asks ``/collections/{id}/items?bbox=`` (a box
+  of 3 screen pixels around it) for the feature there, layer by layer in ``o.identify`` order;
 - ``pattogis.onDemand(group, map, o)``: a layer loaded from ``o.url?bbox=w,s,e,n`` (EPSG:4326)
   when the map is zoomed in to ``o.minZoom`` or more and the layer is switched on; the server
   answers a GeoJSON FeatureCollection whose features may carry ``popup`` / ``tip`` HTML.
@@ -223,9 +226,11 @@ window.pattogis = (function () {
       });
     }
     vg.on('click', function (e) {
+      L.DomEvent.stop(e);   // as bindPopup does: the map's identify must not answer this click too
       L.popup({maxWidth: 380}).setLatLng(e.latlng).setContent(tilePopup(o, e.layer.properties || {}))
         .openOn(map);
     });
+    if (!o.top) { identifyOn(map, group, o); }
     if (o.tip) {
       vg.on('mouseover', function (e) {
         tip = tip || L.tooltip({sticky: true, direction: 'top'});
@@ -238,6 +243,79 @@ window.pattogis = (function () {
     group.addLayer(vg);
     function note() { status(o, map.getZoom() < o.minZoom ? o.zoomText : (map.hasLayer(group) ? o.onText : o.offText)); }
     map.on('zoomend overlayadd overlayremove', note); map.whenReady(note);
+  }
+  // Identify, as desktop GIS does it: canvas tiles lie in the tile pane, under the canvas of
+  // the GeoJSON layers, which takes every click, so their own click never fires. A click on the
+  // map that no drawn layer took asks the API for the feature under it instead
+  // (/collections/{id}/items?bbox=, a box of IDENTIFY_PX screen pixels around the click, CRS84)
+  // and opens the popup the tile feature would show. One handler per map tries the shown
+  // canvas-tiled layers in o.identify order (most specific first); the first hit wins. A
+  // feature that opens its own popup stops the click (Leaflet's bindPopup does, and so does
+  // the tiles' click handler above), so the map hears only the clicks no drawn layer took.
+  var IDENTIFY_PX = 3;
+  function ringHas(ring, x, y) {
+    // even-odd ray crossing, in lon/lat: enough to tell which of a few features holds a click
+    var inside = false;
+    for (var i = 0, j = ring.length - 1; i < ring.length; j = i++) {
+      var xi = ring[i][0], yi = ring[i][1], xj = ring[j][0], yj = ring[j][1];
+      if ((yi > y) !== (yj > y) && x < (xj - xi) * (y - yi) / (yj - yi) + xi) { inside = !inside; }
+    }
+    return inside;
+  }
+  function covers(g, x, y) {
+    if (!g) { return false; }
+    function poly(rings) {
+      if (!rings.length || !ringHas(rings[0], x, y)) { return false; }
+      for (var k = 1; k < rings.length; k++) { if (ringHas(rings[k], x, y)) { return false; } }
+      return true;
+    }
+    if (g.type === 'Polygon') { return poly(g.coordinates); }
+    if (g.type === 'MultiPolygon') { return g.coordinates.some(poly); }
+    if (g.type === 'GeometryCollection') { return g.geometries.some(function (h) { return covers(h, x, y); }); }
+    return false;
+  }
+  function pick(features, ll) {
+    // the feature holding the click, else the first one within the tolerance box
+    for (var i = 0; i < features.length; i++) {
+      if (covers(features[i].geometry, ll.lng, ll.lat)) { return features[i]; }
+    }
+    return features[0] || null;
+  }
+  function itemsUrl(o) { return o.url.replace(/\/tiles\/.*$/, '/items'); }
+  function identifyOn(map, group, o) {
+    var st = map._pgIdentify;
+    if (!st) {
+      st = map._pgIdentify = {layers: [], seq: 0};
+      map.on('click', function (e) { identify(map, st, e); });
+      // a double click zooms: the popup of its first click closes on the second (Leaflet's
+      // preclick), and the answers to the second are dropped
+      map.on('dblclick', function () { st.seq++; });
+    }
+    st.layers.push({group: group, o: o});
+    st.layers.sort(function (a, b) { return (a.o.identify || 0) - (b.o.identify || 0); });
+  }
+  function identify(map, st, e) {
+    var z = map.getZoom();
+    var cands = st.layers.filter(function (c) { return map.hasLayer(c.group) && z >= c.o.minZoom; });
+    if (!cands.length) { return; }
+    var p = e.containerPoint, d = IDENTIFY_PX, at = e.latlng, my = ++st.seq;
+    var sw = map.containerPointToLatLng([p.x - d, p.y + d]), ne = map.containerPointToLatLng([p.x + d, p.y - d]);
+    var box = [sw.lng, sw.lat, ne.lng, ne.lat].map(function (v) { return v.toFixed(7); }).join(',');
+    function ask(i) {
+      if (i >= cands.length || my !== st.seq) { return; }
+      var c = cands[i];
+      fetch(itemsUrl(c.o) + '?bbox=' + box + '&limit=5', {headers: {Accept: 'application/geo+json'}})
+        .then(function (r) { if (!r.ok) { throw new Error('HTTP ' + r.status); } return r.json(); })
+        .then(function (fc) {
+          if (my !== st.seq) { return; }   // a later click asks now
+          var f = pick(fc.features || [], at);
+          if (!f) { ask(i + 1); return; }
+          L.popup({maxWidth: 380}).setLatLng(at).setContent(tilePopup(c.o, f.properties || {}))
+            .openOn(map);
+        })
+        .catch(function (err) { console.warn('pattogis: identify ' + itemsUrl(c.o) + ': ' + err); });
+    }
+    ask(0);
   }
   // layers by key and the map, for scripts and tests: pattogis.layers.bus_stops, pattogis.map
   var registry = {};

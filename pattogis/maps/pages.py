@@ -260,8 +260,7 @@ def overview_map(*, static_url: str | None = None, data_url: str | None = None,
     if data_url is not None:  # from the API: vector tiles, not 0.9 MB of inline GeoJSON
         tiles_layer(m, "territorio_urbanizzato", data_url,
                     name=_name("Territorio urbanizzato", tu_derived), title="Territorio urbanizzato",
-                    fields={"name": "Comune", "area_ha": "Superficie (ha)",
-                            "n_buildings": "Edifici considerati", "source": "Perimetro"},
+                    fields=TU_TILE_FIELDS, lookups=TU_LOOKUPS,
                     color=TU_COLOR, fill=TU_COLOR, weight=0.6, fill_opacity=0.45, min_zoom=0,
                     show=True, key="tu", attribution=tu_src)
     else:
@@ -380,7 +379,7 @@ def _field(key: str, label: str, **opts: Any) -> dict[str, Any]:
 #: ``top``: drawn above the GeoJSON layers (points and small sites, clickable there).
 TILED: dict[str, dict[str, Any]] = {
     "buildings": {"fields": [_field("idag", "Aggregato strutturale"),
-                             _field("comune_istat", "Comune (ISTAT)"),
+                             _field("comune_istat", "Comune", lookup="comuni"),
                              _field("area_m2", "Superficie", decimals=0, unit="m²")],
                   "min_zoom": 14},
     # the popup of /maps/data/bus_stops: the stop's name, comune, code and TPER lines
@@ -397,6 +396,14 @@ TILED: dict[str, dict[str, Any]] = {
                    "title_field": "name", "tip": "{name}", "min_zoom": 0, "top": True,
                    "z_index": 2},
 }
+#: The popup rows of the TU drawn from the tiles (as the GeoJSON popup of a written page).
+TU_TILE_FIELDS = [_field("name", "Comune"), _field("area_ha", "Superficie", decimals=1, unit="ha"),
+                  _field("n_buildings", "Edifici considerati", decimals=0),
+                  _field("source", "Perimetro", lookup="perimeter")]
+TU_LOOKUPS = {"perimeter": {"derived": "derivato (art. 32 LR 24/2017)", "official": "ufficiale"}}
+#: The canvas-tiled collections a click on the map identifies (the items under it, from the
+#: API), most specific first: the first with a feature under the click gives the popup.
+IDENTIFY_ORDER = ("buildings", "territorio_urbanizzato")
 # tan and brown: apart from the score palette (viridis) the Unione page colours its own sites with
 CANDIDATE_STYLE = {"color": "#8c510a", "fill": "#d8b365", "weight": 1.2, "fill_opacity": 0.6}
 CANDIDATE_SOURCES_IT = {"derived from DPC building aggregates":
@@ -413,7 +420,10 @@ def tiles_layer(m: folium.Map, collection: str, data_url: str, *, name: str, tit
     ``title_field`` property). ``extra``: ``title_field``, ``tip`` (hover text with {property}
     slots), ``radius_field`` (points: radius grows with its square root), ``top`` (drawn above
     the GeoJSON layers, clickable), ``z_index``, ``skip_field``/``skip`` (features the page draws
-    itself), ``lookups`` (name -> code -> text). Returns the id of its status line."""
+    itself), ``lookups`` (name -> code -> text). Layers not ``top`` (canvas tiles, beneath the
+    GeoJSON layers) open their popup by identify: a click on the map that no drawn layer took
+    asks ``/collections/{collection}/items?bbox=`` for the feature there, in
+    :data:`IDENTIFY_ORDER`. Returns the id of its status line."""
     note_id = f"pg-od-{key}"
     root = data_url.rstrip("/").removesuffix("/maps/data")
     rows = ([_field(k, v) for k, v in fields.items()] if isinstance(fields, dict)
@@ -431,10 +441,18 @@ def tiles_layer(m: folium.Map, collection: str, data_url: str, *, name: str, tit
                "zoomText": f"visibile da zoom {min_zoom}: avvicinati",
                "onText": "tasselli vettoriali dall'API",
                "offText": "livello spento (attivalo dal selettore)", "r0": 2.5, "k": 1.2,
+               "identify": (IDENTIFY_ORDER.index(collection) if collection in IDENTIFY_ORDER
+                            else len(IDENTIFY_ORDER)),
                **{camel[k]: v for k, v in extra.items() if v is not None}}
     ScriptLayer("tiles", payload, name=name, show=show, attribution=attribution,
                 key=key).add_to(m)
     return note_id
+
+
+def _comuni_lookup() -> dict[str, str]:
+    """ISTAT code -> comune name, for the popups of tiled layers."""
+    comuni = layers.open_layer("comuni", columns=["istat", "name"])
+    return dict(zip(comuni["istat"].astype(str), comuni["name"].astype(str), strict=True))
 
 
 def _tiles_layer(m: folium.Map, key: str, data_url: str, show: bool) -> LegendSection:
@@ -442,10 +460,12 @@ def _tiles_layer(m: folium.Map, key: str, data_url: str, show: bool) -> LegendSe
     t = TILED[key]
     src = source_text([key])
     zoom = int(t["min_zoom"])
+    lookups = ({"comuni": _comuni_lookup()} if any(f.get("lookup") == "comuni" for f in t["fields"])
+               else None)
     note_id = tiles_layer(m, key, data_url, name=_name(spec.label, False) + _badge("tasselli"),
                           title=spec.label, fields=t["fields"], color=spec.color, fill=spec.fill,
                           weight=spec.weight, fill_opacity=spec.fill_opacity, min_zoom=zoom,
-                          show=show, key=key, attribution=src,
+                          show=show, key=key, attribution=src, lookups=lookups,
                           **{k: t[k] for k in ("title_field", "tip", "radius_field", "top",
                                                "z_index") if k in t})
     label = "Fermata (raggio ∝ √ linee servite)" if key == "bus_stops" else spec.label
@@ -464,10 +484,7 @@ def candidates_tiles_layer(m: folium.Map, data_url: str, *, show: bool,
     repeats how candidates are chosen (False where the page says it already)."""
     t = TILED["candidates"]
     src = source_text(["candidates"])
-    comuni = layers.open_layer("comuni")
-    lookups = {"comuni": dict(zip(comuni["istat"].astype(str), comuni["name"].astype(str),
-                                  strict=True)),
-               "sources": CANDIDATE_SOURCES_IT}
+    lookups = {"comuni": _comuni_lookup(), "sources": CANDIDATE_SOURCES_IT}
     derived = is_derived("candidates")
     note_id = tiles_layer(
         m, "candidates", data_url, name=_name(label, derived) + _badge("tasselli"),
@@ -666,7 +683,7 @@ def budget_map(proposals: gpd.GeoDataFrame | None = None, *, comune: str | None 
     if data_url is not None and comune is None:  # every comune's TU: vector tiles from the API
         tiles_layer(m, "territorio_urbanizzato", data_url,
                     name=_name("Territorio urbanizzato", tu_derived), title="Territorio urbanizzato",
-                    fields={"name": "Comune", "area_ha": "Superficie (ha)"}, color=TU_COLOR,
+                    fields=TU_TILE_FIELDS, lookups=TU_LOOKUPS, color=TU_COLOR,
                     fill=TU_COLOR, weight=0.8, fill_opacity=0.25, min_zoom=0, show=True,
                     key="tu", attribution=src_tu)
     else:
