@@ -741,6 +741,7 @@ def test_browser_overview_identify_buildings_and_tu(chromium: str, server: str) 
             "m.fire('click', {latlng: L.latLng(ll), containerPoint: m.latLngToContainerPoint(ll), "
             "originalEvent: {}}); }); })()")
     steps = [(view(b_ll, 17, "pattogis.map.addLayer(pattogis.layers.buildings);"), b_ll),
+             (view(b_ll, 13), b_ll),
              (view(tu_ll, 17, "pattogis.map.removeLayer(pattogis.layers.fragility);"), tu_ll),
              (view(empty_ll, 17), empty_ll), (view(b_ll, 13), b_ll), (view(st_ll, 17), st_ll),
              (view(stop_ll, 17), stop_ll), (view(b_ll, 17, "window.pgFail = true;"), b_ll),
@@ -759,7 +760,8 @@ def test_browser_overview_identify_buildings_and_tu(chromium: str, server: str) 
                      settle_s=1.5, actions=actions, evaluate=["window.pgLog", "window.pgZoom"])
     assert rep.errors == []
     assert not [u for u in rep.requests if not u.startswith((server, "data:"))], rep.requests
-    (over, over_items), (tu_pop, tu_items), (empty, empty_items), (far, far_items), \
+    (over, over_items), (filled, filled_items), (tu_pop, tu_items), (empty, empty_items), \
+        (far, far_items), \
         (st_pop, st_items), (stop_pop, stop_items), (failed, failed_items), \
         (raced, raced_items), (dbl, dbl_items), (dbl2, dbl2_items), (b_pop, b_items) = \
         rep.values[0]
@@ -776,9 +778,12 @@ def test_browser_overview_identify_buildings_and_tu(chromium: str, server: str) 
     w, s_, e, n = map(float, b_items[0].split("bbox=")[1].split("&")[0].split(","))
     assert e - w == pytest.approx(6 * 360 / (256 * 2 ** 17), rel=0.02)
     assert w < b_ll[0] < e and s_ < b_ll[1] < n
-    # the same building under the fragility choropleth (a GeoJSON canvas): the comune's popup
-    assert over.startswith("Imola") and "Indice di fragilità (0–1)" in over
-    assert "Aggregato strutturale" not in over and over_items == []
+    # the same building under the fragility choropleth: at street zoom the choropleth is drawn
+    # as outlines, so the click reaches the building; below it, filled, it takes the click
+    assert over.startswith("Edifici (aggregati strutturali DPC)")
+    assert f"Aggregato strutturale\t{bld['idag']}" in over and len(over_items) == 1
+    assert filled.startswith("Imola") and "Indice di fragilità (0–1)" in filled
+    assert "Aggregato strutturale" not in filled and filled_items == []
     # the TU away from buildings: buildings asked first (nothing), then the TU
     assert tu_pop.startswith("Territorio urbanizzato\nComune\tImola")
     assert f"Superficie\t{fmt_num(tu['area_ha'], 1)} ha" in tu_pop

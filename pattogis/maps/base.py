@@ -393,11 +393,15 @@ def add_panel(m: folium.Map, inner_html: str) -> None:
 
 def geojson_layer(fc: dict[str, Any], name: str, *, style: Mapping[str, Any] | None = None,
                   attribution: str = "", show: bool = True, point_radius: float | None = None,
-                  highlight: bool = False, key: str | None = None) -> ScriptLayer:
+                  highlight: bool = False, key: str | None = None,
+                  outline_from: int | None = None) -> ScriptLayer:
     """A GeoJSON overlay; features may carry ready-made ``popup``/``tip`` HTML properties and
-    ``_fill``/``_stroke``/``_r`` overrides of the base ``style`` (Leaflet path options)."""
+    ``_fill``/``_stroke``/``_r`` overrides of the base ``style`` (Leaflet path options).
+    ``outline_from``: from this zoom the polygons are drawn as outlines that take no click, so
+    the buildings under a choropleth show and a click reaches them (identify); zoomed out, the
+    choropleth is filled and its popups open again."""
     payload = {"data": fc, "style": dict(style or {}), "highlight": highlight,
-               "radius": point_radius or 5}
+               "radius": point_radius or 5, "outlineFrom": outline_from}
     return ScriptLayer("geojson", payload, name=name, show=show, attribution=attribution, key=key)
 
 

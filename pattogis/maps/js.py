@@ -83,6 +83,23 @@ window.pattogis = (function () {
       }
     });
     gj.eachLayer(function (l) { group.addLayer(l); });
+    if (o.outlineFrom !== null && o.outlineFrom !== undefined) {
+      // a choropleth at street zoom: outlines that take no click (the canvas renderer asks
+      // options.interactive at each event), so the buildings beneath show and are identified
+      var outlined = null;
+      var fit = function () {
+        var out = map.getZoom() >= o.outlineFrom;
+        if (out === outlined) { return; }
+        outlined = out;
+        gj.eachLayer(function (l) {
+          if (!l.setStyle || l.getRadius) { return; }
+          l.setStyle({fill: !out});
+          l.options.interactive = !out;
+          if (l._path) { L.DomUtil[out ? 'removeClass' : 'addClass'](l._path, 'leaflet-interactive'); }
+        });
+      };
+      map.on('zoomend', fit); map.whenReady(fit);
+    }
   }
   function onDemand(group, map, o) {
     var seq = 0;

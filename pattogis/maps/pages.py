@@ -221,13 +221,13 @@ def overview_map(*, static_url: str | None = None, data_url: str | None = None,
                                                   zip(ci["name"], ci["fragility_index"], strict=True)],
                           "_fill": cls.color(ci["fragility_index"])}, simplify_m=simplify_m)
     geojson_layer(fc, _name("Fragilità dei comuni", True), attribution=frag_src, highlight=True, key="fragility",
-                  style=_style("#ccc", "#555", 0.7, 0.75)).add_to(m)
+                  outline_from=STREET_ZOOM, style=_style("#ccc", "#555", 0.7, 0.75)).add_to(m)
     frag_derived = str(ci["fragility_source"].iloc[0]) != "official" if "fragility_source" in ci else True
     legend.append(LegendSection(
         "Indice di fragilità dei comuni (0–1)", cls.legend(), derived=frag_derived,
         source=frag_src, note="Indice composito di indicatori ufficiali normalizzati min-max: "
         + fragility_weights_it(fparams) + " (config/fragility.yaml). Non è l'indice ufficiale "
-        "dell'ufficio statistico metropolitano, che si può caricare da CSV."))
+        "dell'ufficio statistico metropolitano, che si può caricare da CSV. " + OUTLINE_NOTE))
 
     # territorial systems (derived from elevation and latitude)
     sysg = ci[["territorial_system", "pop_total", "geometry"]].dissolve(
@@ -242,7 +242,7 @@ def overview_map(*, static_url: str | None = None, data_url: str | None = None,
                             "_fill": [SYSTEM_COLORS.get(s, "#999") for s in sysg["territorial_system"]]},
                      simplify_m=simplify_m)
     geojson_layer(fc, _name("Sistemi territoriali", True), show=False, attribution=frag_src, key="systems",
-                  style=_style("#999", "#222", 1.2, 0.45)).add_to(m)
+                  outline_from=STREET_ZOOM, style=_style("#999", "#222", 1.2, 0.45)).add_to(m)
     legend.append(LegendSection("Sistemi territoriali (PTM)",
                                 [(SYSTEM_COLORS[k], v) for k, v in SYSTEM_LABELS.items()],
                                 derived=True, source=frag_src,
@@ -359,7 +359,7 @@ def scenario_difference_layer(m: folium.Map, comuni: gpd.GeoDataFrame, cmp: pd.D
                                                 zip(d["name"], delta, strict=True)],
                          "_fill": cls.color(delta)}, simplify_m=simplify_m)
     geojson_layer(fc, f"Differenza dallo scenario base («{esc(scenario)}» − base)",
-                  attribution=source, highlight=True, key="scenario_diff",
+                  attribution=source, highlight=True, key="scenario_diff", outline_from=STREET_ZOOM,
                   style=_style("#ccc", "#666", 0.7, 0.75)).add_to(m)
     return LegendSection(f"Quota locale residua: «{scenario}» − base (ha)", cls.legend(),
                          source=source, note="Negativo: lo scenario usa più quota della base; "
@@ -373,6 +373,10 @@ def _field(key: str, label: str, **opts: Any) -> dict[str, Any]:
     return {"key": key, "label": label, **opts}
 
 
+#: From this zoom (the buildings' first) choropleths of comuni are drawn as outlines only.
+STREET_ZOOM = 14
+OUTLINE_NOTE = (f"Dallo zoom {STREET_ZOOM} solo i contorni: un clic mostra l'edificio o il "
+                "territorio urbanizzato sotto il punto.")
 #: Layers the API pages draw from vector tiles (OGC API - Tiles) instead of GeoJSON by bbox:
 #: layer -> popup rows (:func:`_field`), the property titling the popup, the hover text (with
 #: {property} slots), the property the point radius grows with, the first zoom drawn, and
@@ -381,7 +385,7 @@ TILED: dict[str, dict[str, Any]] = {
     "buildings": {"fields": [_field("idag", "Aggregato strutturale"),
                              _field("comune_istat", "Comune", lookup="comuni"),
                              _field("area_m2", "Superficie", decimals=0, unit="m²")],
-                  "min_zoom": 14},
+                  "min_zoom": STREET_ZOOM},
     # the popup of /maps/data/bus_stops: the stop's name, comune, code and TPER lines
     "bus_stops": {"fields": [_field("comune_name", "Comune"),
                              _field("stop_code", "Codice fermata"),
@@ -665,13 +669,13 @@ def budget_map(proposals: gpd.GeoDataFrame | None = None, *, comune: str | None 
     fc = to_features(c, {"popup": pops, "tip": tips, "_fill": fill, "_stroke": stroke},
                      simplify_m=simplify_m)
     geojson_layer(fc, "Quota locale residua per comune", attribution=src_c, highlight=True,
-                  key="budget",
+                  key="budget", outline_from=STREET_ZOOM,
                   style=_style("#ccc", "#666", 0.7, 0.7)).add_to(m)
     items = ([(OVERDRAFT, "quota superata (sforamento)")] if ((rem < 0) | c["overrun"]).any()
              else []) + pos.legend()
     legend.append(LegendSection("Quota locale residua (ha)", items, source=src_c,
                                 note="Quota locale = 1% del TU al 1/1/2018 (PTM art. 49); "
-                                "residuo = quota − consumo + desigillazione."))
+                                "residuo = quota − consumo + desigillazione. " + OUTLINE_NOTE))
     if scenario != "base":  # issue 15: the scenario's difference from the base, per comune
         base_led = ledger.compute(comuni, tu, base_proposals if base_proposals is not None
                                   else proposals, scenario="base", law=law)
