@@ -13,7 +13,8 @@ pygeoapi is a benchmark peer only: it is no dependency of pattogis.
    and bbox queries (a random 1.5 km box, limit=1000), timed to the last byte over keep-alive
    HTTP, uncompressed (like for like: pygeoapi as configured never compresses) and, for
    pattogis, with gzip; the slowest request of the run; each server's resident memory (VmRSS)
-   idle and after the requests, and pattogis's after 180 building tiles at zoom 15. Goal:
+   idle and after the requests, and pattogis's after 180 building tiles at zoom 15; and the
+   floor: the same page bytes from an ASGI app that does nothing else. Goal:
    pattogis >= 100x faster at <= 2x pygeoapi's memory and no request over 1 s.
 2. **GDAL** (the OAPIF driver of pyogrio's GDAL) downloads every building, with its default page
    size and with PAGE_SIZE=10000, with gzip (GDAL's default) and without (CPL_CURL_GZIP=NO):
@@ -188,9 +189,6 @@ def bench_servers(gpkg: Path, layers_dir: Path, n_req: int, seed: int) -> dict[s
                               "(apt-get install libgdal-dev; pip install GDAL==$(gdal-config " \
                               "--version)) to compare"
         idle = {name: rss_mib(pid) for name, (_, pid) in urls.items()}
-        runs = [(name, kind, enc) for kind in ("page", "bbox") for name in urls
-                for enc in (("identity", "gzip") if name == "pattogis" else ("identity",))]
-        times: dict[tuple[str, str, str], list[float]] = {r: [] for r in runs}
         first: dict[str, float] = {}
         clients = {enc: stack.enter_context(httpx.Client(
             timeout=300, headers={"Accept-Encoding": enc})) for enc in ("identity", "gzip")}
@@ -199,6 +197,27 @@ def bench_servers(gpkg: Path, layers_dir: Path, n_req: int, seed: int) -> dict[s
             clients["gzip"].get(f"{url}/collections/{LAYER}/items",
                                 params={"limit": 1000}).raise_for_status()
             first[name] = time.perf_counter() - t0
+        # the floor: a 1,000-building page of pattogis as a constant, served by an ASGI app that
+        # does nothing else, under the same uvicorn and client: what HTTP and the client cost
+        page = httpx.get(f"{ours[0]}/collections/{LAYER}/items", params={"limit": 1000},
+                         headers={"Accept-Encoding": "identity"}, timeout=300).content
+        (Path(tmp) / "page.json").write_bytes(page)
+        (Path(tmp) / "floor_app.py").write_text(textwrap.dedent(f"""\
+            BODY = open({str(Path(tmp) / "page.json")!r}, "rb").read()
+            HEAD = [(b"content-type", b"application/geo+json"),
+                    (b"content-length", str(len(BODY)).encode())]
+
+            async def app(scope, receive, send):
+                if scope["type"] == "http":
+                    await send({{"type": "http.response.start", "status": 200, "headers": HEAD}})
+                    await send({{"type": "http.response.body", "body": BODY}})
+            """), encoding="utf-8")
+        urls["static_floor"] = stack.enter_context(
+            serve([*uv, "--app-dir", tmp, "floor_app:app"], {}, "/"))
+        runs = [(name, kind, enc) for kind in ("page", "bbox") for name in urls
+                for enc in (("identity", "gzip") if name == "pattogis" else ("identity",))
+                if name != "static_floor" or kind == "page"]
+        times: dict[tuple[str, str, str], list[float]] = {r: [] for r in runs}
         for k in range(n_req):
             for name, kind, enc in runs:
                 params = ({"limit": 1000, "offset": int(offsets[k])} if kind == "page"
@@ -208,6 +227,11 @@ def bench_servers(gpkg: Path, layers_dir: Path, n_req: int, seed: int) -> dict[s
                 r.raise_for_status()
                 _ = r.content
                 times[(name, kind, enc)].append(time.perf_counter() - t0)
+        floor_ms = round(1000 * statistics.median(times.pop(("static_floor", "page",
+                                                               "identity"))), 2)
+        urls.pop("static_floor")
+        out["static_floor"] = {"page_identity": {"median_ms": floor_ms}, "note": (
+            "the same page bytes from an ASGI app doing nothing else: HTTP and client cost")}
         after = {name: rss_mib(pid) for name, (_, pid) in urls.items()}
         for (name, kind, enc), ts in times.items():
             out.setdefault(name, {})[f"{kind}_{enc}"] = {
@@ -352,7 +376,10 @@ def main() -> None:
                 peer="pygeoapi (OGR provider, same GeoPackage)", peer_value=theirs["median_ms"],
                 target=">= 100x faster", met=speed >= 100,
                 note=f"pygeoapi / pattogis = {speed:.0f}x; pattogis with gzip {gz} ms "
-                     f"({theirs['median_ms'] / gz:.0f}x pygeoapi uncompressed)"))
+                     f"({theirs['median_ms'] / gz:.0f}x pygeoapi uncompressed)" + (
+                         f"; the same bytes from a do-nothing ASGI app: "
+                         f"{srv['static_floor']['page_identity']['median_ms']} ms"
+                         if kind == "page" and "static_floor" in srv else "")))
         summary.append(summary_row(
             "resident memory after the requests", ours["rss_mib"], "MiB", peer="pygeoapi",
             peer_value=peer["rss_mib"], target="<= 2x pygeoapi",
