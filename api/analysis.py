@@ -194,12 +194,19 @@ def _register_results(registry: CollectionRegistry, get_store: Any) -> None:
     def version() -> float:
         return layers.gpkg_path().stat().st_mtime
 
+    def ledger_version() -> tuple[Any, ...]:
+        # the ledger changes with the layer set and with every public proposal's version
+        public = get_store().list(role=None)
+        rows = sorted(zip(public["proposal_id"].astype(str), public["version"].astype(int),
+                          public["status"].astype(str), strict=True)) if len(public) else []
+        return (version(), tuple(rows))
+
     registry.add(Collection(
         id="ledger_comuni", title="Bilancio consumo di suolo per comune (scenario base)",
         # aggregates are public: computed from the public proposals only (the read rule)
         provider=lambda: analysis.ledger_table("base", analysis.load_proposals(store=get_store(),
                                                                                role=None)),
-        description="LR 24/2017 legal ledger per comune, hectares", version=None,
+        description="LR 24/2017 legal ledger per comune, hectares", version=ledger_version,
         attribution=layers.attribution(["comuni", "territorio_urbanizzato"]) if layers.exists() else ""))
     registry.add(Collection(
         id="site_scores", title="Punteggi dei siti candidati (profilo Unione)",

@@ -309,9 +309,13 @@ def test_drafts_are_not_public_in_any_face(real_client) -> None:  # noqa: ANN001
     assert "RISERVATA" in client.get("/analysis/scheda/comune/037032",
                                      headers={"X-API-Key": keys["metro"]}).text
 
-    # submitted: public everywhere
+    # submitted: public everywhere, the ledger collection included (it was loaded above with
+    # the draft hidden: the cached collection must not outlive the change)
     st.update(pid, {"status": "presentata"}, role="comune:037032")
     assert budget(None)["n_proposals"] == 1
+    items = client.get("/collections/ledger_comuni/items", params={"limit": 100}).json()
+    row = [f for f in items["features"] if f["properties"]["istat"] == "037032"][0]
+    assert row["properties"]["n_proposals"] == 1
     assert "RISERVATA" in client.get("/maps/budget", params={"comune": "037032"}).text
     assert client.get(f"/proposals/{pid}").status_code == 200
 
