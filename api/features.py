@@ -300,15 +300,18 @@ def _link(href: str, rel: str, type_: str, title: str | None = None) -> dict[str
     return out
 
 
-def collection_doc(registry: CollectionRegistry, cid: str, base: str) -> dict[str, Any]:
-    """The metadata document of one collection (extent in CRS84, itemCount, attribution)."""
+def collection_doc(registry: CollectionRegistry, cid: str, base: str, *,
+                   listing: bool = False) -> dict[str, Any]:
+    """The metadata document of one collection (extent in CRS84, itemCount, attribution).
+    ``listing``: for ``/collections``, where a collection that must be computed to be counted
+    (an analysis result not asked yet) is listed without extent, count and geometry type."""
     col = registry.get(cid)
-    s = registry.summary(cid)
+    s = registry.cheap_summary(cid) if listing else registry.summary(cid)
     url = f"{base}/collections/{quote(cid, safe='')}"
     extent: dict[str, Any] = {}
-    if s.bbox is not None:
+    if s is not None and s.bbox is not None:
         extent["spatial"] = {"bbox": [list(s.bbox)], "crs": CRS84_URI}
-    if s.temporal is not None:
+    if s is not None and s.temporal is not None:
         extent["temporal"] = {"interval": [list(s.temporal)], "trs": GREGORIAN_URI}
     doc: dict[str, Any] = {
         "id": cid,
@@ -318,8 +321,7 @@ def collection_doc(registry: CollectionRegistry, cid: str, base: str) -> dict[st
         "itemType": "feature",
         "crs": [CRS84_URI],
         "extent": extent,
-        "itemCount": s.count,
-        "geometryType": s.geometry_type,
+        **({"itemCount": s.count, "geometryType": s.geometry_type} if s is not None else {}),
         "links": [
             _link(url, "self", JSON, "this collection"),
             _link(f"{url}/items", "items", GEOJSON, f"features of {cid}"),
@@ -809,10 +811,11 @@ def features_router(
                 [(f"{base}/?f=html", "home")])
         return {"conformsTo": conformance_classes}
 
-    def collection_doc_full(cid: str, base: str) -> dict[str, Any]:
-        doc = collection_doc(registry, cid, base)
+    def collection_doc_full(cid: str, base: str, listing: bool = False) -> dict[str, Any]:
+        doc = collection_doc(registry, cid, base, listing=listing)
         url = f"{base}/collections/{quote(cid, safe='')}"
-        storage = registry.summary(cid).storage_crs
+        s = registry.cheap_summary(cid) if listing else registry.summary(cid)
+        storage = s.storage_crs if s is not None else None
         doc["crs"] = crs_list(storage)
         if storage:
             doc["storageCrs"] = crs_uri(storage)
@@ -835,11 +838,11 @@ def features_router(
     def collections(request: Request, p: Annotated[FormatParam, Depends()]) -> Any:
         check_params(request, f_only)
         base = _base(request)
-        docs = [collection_doc_full(cid, base) for cid in registry.ids()]
+        docs = [collection_doc_full(cid, base, listing=True) for cid in registry.ids()]
         if wants_html(request, p.f):
             rows = [{"_id": f'<a href="{esc(with_f(d["links"][0]["href"]))}">{esc(d["id"])}</a>',
-                     "title": d["title"], "features": d["itemCount"],
-                     "geometry": d["geometryType"], "attribution": d["attribution"]}
+                     "title": d["title"], "features": d.get("itemCount", ""),
+                     "geometry": d.get("geometryType", ""), "attribution": d["attribution"]}
                     for d in docs]
             return html_page("Collections", table_html(
                 rows, ["_id", "title", "features", "geometry", "attribution"]),

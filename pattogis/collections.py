@@ -659,6 +659,17 @@ class CollectionRegistry:
         version = col.version() if col.version is not None else None
         return CollectionData(col, col.page(offset, limit), version)
 
+    def cheap_summary(self, collection_id: str) -> Summary | None:
+        """The summary when it costs no computation (loaded, or the collection's own cheap
+        ``summary``); None for a collection that would have to be computed first (the analysis
+        results), so that a listing of every collection stays fast."""
+        col = self.get(collection_id)
+        entry = self._entries.get(collection_id)
+        version = col.version() if col.version is not None else None
+        if entry is not None and entry.current(col, version) is not None:
+            return entry.data.summary()  # type: ignore[union-attr]
+        return self.summary(collection_id) if col.summary is not None else None
+
     def summary(self, collection_id: str) -> Summary:
         """Count, CRS84 bbox, geometry type, temporal extent: from the cache when loaded, else
         from the collection's cheap ``summary`` (GeoPackage metadata), else by loading it."""

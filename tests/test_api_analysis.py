@@ -101,3 +101,28 @@ def test_fund_modes_and_map_pages(client):
     assert "DIMOSTRATIVA" in r.text and "(dimostrativo)" in r.text
     r = c.get("/maps/fund")
     assert r.status_code == 404 and "no applications loaded" in r.text
+
+
+@pytest.mark.realdata
+def test_collections_list_does_not_compute_the_analysis_results(built_layers, tmp_path,
+                                                                 monkeypatch):
+    # /collections is what QGIS and GDAL ask first: the analysis results are listed without
+    # being computed (no count or extent yet); their own document computes and counts them
+    monkeypatch.setenv("PATTOGIS_API_KEYS", str(tmp_path / "keys.json"))
+    from api.app import create_app
+    from pattogis.collections import CollectionRegistry
+
+    reg = CollectionRegistry()
+    store = open_store(tmp_path / "proposte.gpkg")
+    with TestClient(create_app(reg, get_store=lambda: store)) as c:
+        docs = {d["id"]: d for d in c.get("/collections").json()["collections"]}
+        assert "itemCount" not in docs["site_scores"] and "itemCount" not in docs["ledger_comuni"]
+        assert docs["buildings"]["itemCount"] == 221_222  # layers: from the GeoPackage's metadata
+        assert all(reg._entries.get(k) is None or reg._entries[k].data is None
+                   for k in ("site_scores", "ledger_comuni", "buildings"))
+        one = c.get("/collections/site_scores").json()
+        n = len(layers.open_layer("candidates"))
+        assert one["itemCount"] == n
+        # once computed, the listing counts it too
+        docs = {d["id"]: d for d in c.get("/collections").json()["collections"]}
+        assert docs["site_scores"]["itemCount"] == n
