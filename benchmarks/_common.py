@@ -4,6 +4,7 @@ atomic write. Only the standard library at import time."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -12,7 +13,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -171,3 +172,38 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+#: a one-worker uvicorn on 127.0.0.1 at ``{port}`` (add the app, e.g. "api.app:app")
+UVICORN = [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", "{port}",
+           "--workers", "1", "--log-level", "warning"]
+
+
+@contextlib.contextmanager
+def serve(cmd: list[str], env: dict[str, str] | None = None, probe: str = "/conformance",
+          port: int | None = None) -> Iterator[tuple[str, int]]:
+    """A server process on 127.0.0.1 (``{port}`` in ``cmd``: ``port``, default a free one),
+    ready when ``probe`` answers 200; yields its URL and pid, and stops it afterwards."""
+    import httpx
+
+    port = port or free_port()
+    proc = subprocess.Popen([c.replace("{port}", str(port)) for c in cmd], cwd=REPO,
+                            env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(url + probe, timeout=5).status_code == 200:
+                    break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"server did not start: {' '.join(cmd)}")
+            time.sleep(0.2)
+        yield url, proc.pid
+    finally:
+        proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=20)
+        if proc.poll() is None:
+            proc.kill()

@@ -14,8 +14,6 @@ the first request (reported as ``warm_s``) and cached until the layer set change
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,7 +26,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(HERE))
 
-from _common import case, free_port, summary_row, write_result  # noqa: E402
+from _common import UVICORN, case, serve, summary_row, write_result  # noqa: E402
 
 CRITERIA = ["land_take_ha", "share_inside_tu", "rail_distance_m", "bus_access", "fragility",
             "compactness"]
@@ -46,20 +44,11 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=None)
     a = ap.parse_args()
     n = a.requests or (30 if a.quick else 100)
-    port = free_port()
-    env = os.environ | {"PATTOGIS_STORE": str(REPO / "data" / "bench_store.gpkg")}
-    srv = subprocess.Popen([sys.executable, "-m", "uvicorn", "api.app:app", "--host", "127.0.0.1",
-                            "--port", str(port), "--log-level", "warning"], cwd=REPO, env=env)
-    try:
-        url = f"http://127.0.0.1:{port}/analysis/score"
+    env = {"PATTOGIS_STORE": str(REPO / "data" / "bench_store.gpkg")}
+    with serve([*UVICORN, "api.app:app"], env) as (base, _):
+        url = f"{base}/analysis/score"
         rng = np.random.default_rng(0)
         with httpx.Client(timeout=300) as c:
-            for _ in range(300):
-                try:
-                    c.get(f"http://127.0.0.1:{port}/conformance")
-                    break
-                except httpx.TransportError:
-                    time.sleep(0.2)
             t = time.perf_counter()
             r = c.post(url, json={"profile": profile(rng), "draws": 0, "top": 50})
             r.raise_for_status()
@@ -81,9 +70,6 @@ def main() -> None:
             t = time.perf_counter()
             scoring.score(crit, p)
             lib_times.append(time.perf_counter() - t)
-    finally:
-        srv.terminate()
-        srv.wait(timeout=30)
     ms = lambda xs, q: float(np.percentile(np.asarray(xs) * 1000, q))  # noqa: E731
     res = {
         "title": "POST /analysis/score with posted weights (418 default candidates, top 50)",

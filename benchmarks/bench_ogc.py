@@ -30,14 +30,12 @@ import argparse
 import contextlib
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +48,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(HERE))
 
-from _common import summary_row, write_result  # noqa: E402
+from _common import UVICORN, serve, summary_row, write_result  # noqa: E402
 
 LAYER = "buildings"
 
@@ -68,35 +66,6 @@ def rss_mib(pid: int) -> float:
                 if line.startswith("VmRSS:"):
                     total += int(line.split()[1])
     return round(total / 1024, 1)
-
-
-@contextlib.contextmanager
-def serve(cmd: list[str], env: dict[str, str], probe: str) -> Iterator[tuple[str, int]]:
-    """A server on a free port of 127.0.0.1 (``{port}`` in ``cmd``), ready when ``probe``
-    answers; yields its URL and pid."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([c.replace("{port}", str(port)) for c in cmd], cwd=REPO,
-                            env={**os.environ, **env}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url + probe, timeout=5).status_code == 200:
-                    break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"server did not start: {' '.join(cmd)}")
-            time.sleep(0.2)
-        yield url, proc.pid
-    finally:
-        proc.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=20)
-        if proc.poll() is None:
-            proc.kill()
 
 
 def pygeoapi_config(gpkg: Path, port_hint: str, folder: Path) -> tuple[Path, Path]:
@@ -173,8 +142,7 @@ def bench_servers(gpkg: Path, layers_dir: Path, n_req: int, seed: int) -> dict[s
     out: dict[str, Any] = {"requests": n_req, "layer": LAYER, "features": count}
     # pygeoapi's OGR provider reads the GeoPackage through GDAL's Python bindings
     have_peer = _importable("pygeoapi") and _importable("osgeo.ogr")
-    uv = [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", "{port}",
-          "--workers", "1", "--log-level", "warning"]
+    uv = UVICORN
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         ours = stack.enter_context(serve(
             [*uv, "api.app:app"], {"PATTOGIS_LAYERS_DIR": str(layers_dir)}, "/conformance"))
@@ -277,8 +245,7 @@ def bench_gdal(layers_dir: Path, quick: bool) -> list[dict[str, Any]]:
     and off: seconds. Bytes on the wire: GDAL does not report them, so the same pages are asked
     once more with httpx in the same encoding and their Content-Length summed."""
     rows = []
-    uv = [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", "{port}",
-          "--workers", "1", "--log-level", "warning"]
+    uv = UVICORN
     with serve([*uv, "api.app:app"], {"PATTOGIS_LAYERS_DIR": str(layers_dir)},
                "/conformance") as (url, _):
         src = f"OAPIF:{url}/"
@@ -322,8 +289,7 @@ def bench_pages(layers_dir: Path) -> list[dict[str, Any]]:
              "/maps/sites?unione=Unione%20Terre%20d%27Acqua",
              "/maps/fund?dimostrativo=true"]  # no uploaded applications: the demonstration set
     rows = []
-    uv = [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", "{port}",
-          "--workers", "1", "--log-level", "warning"]
+    uv = UVICORN
     with serve([*uv, "api.app:app"], {"PATTOGIS_LAYERS_DIR": str(layers_dir),
                                       "PATTOGIS_API_WARM": "1"}, "/conformance") as (url, _):
         for p in pages:  # the server computes and caches what the pages need

@@ -16,8 +16,6 @@ the same bytes, reasons included), so the ratio is the cost of the HTTP face.
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,7 +29,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(HERE))
 
-from _common import case, free_port, summary_row, write_result  # noqa: E402
+from _common import UVICORN, case, free_port, serve, summary_row, write_result  # noqa: E402
 
 N_SITES = 1000
 DRAWS = 200
@@ -75,19 +73,11 @@ def main() -> None:
     n = a.requests or (5 if a.quick else 20)
     data = own_sites(N_SITES)
     port = a.port or free_port()
-    env = os.environ | {"PATTOGIS_STORE": str(REPO / "data" / "bench_store.gpkg")}
-    srv = subprocess.Popen([sys.executable, "-m", "uvicorn", "api.app:app", "--host", "127.0.0.1",
-                            "--port", str(port), "--log-level", "warning"], cwd=REPO, env=env)
+    env = {"PATTOGIS_STORE": str(REPO / "data" / "bench_store.gpkg")}
     form = {"draws": str(DRAWS), "top": "50"}
-    try:
-        url = f"http://127.0.0.1:{port}/analysis/score"
+    with serve([*UVICORN, "api.app:app"], env, port=port) as (base, _):
+        url = f"{base}/analysis/score"
         with httpx.Client(timeout=300) as c:
-            for _ in range(300):
-                try:
-                    c.get(f"http://127.0.0.1:{port}/conformance")
-                    break
-                except httpx.TransportError:
-                    time.sleep(0.2)
             t = time.perf_counter()
             r = c.post(url, files={"file": ("siti.gpkg", data)}, data=form)
             r.raise_for_status()
@@ -110,9 +100,6 @@ def main() -> None:
             s = analysis.score_sites(data, draws=DRAWS)
             reports.reasons_it(s)
             lib_times.append(time.perf_counter() - t)
-    finally:
-        srv.terminate()
-        srv.wait(timeout=30)
     ms = lambda xs, q: float(np.percentile(np.asarray(xs) * 1000, q))  # noqa: E731
     p95 = ms(api_times, 95)
     res = {
