@@ -40,6 +40,7 @@ from pattogis.collections import (
     GREGORIAN_URI,
     CollectionData,
     CollectionRegistry,
+    Summary,
     geometry_format,
     json_schema_type,
     utc_now_iso,
@@ -98,18 +99,19 @@ class FormatParam:
         self.f = f
 
 
+#: ``f`` and ``crs`` of features, declared once for one feature and for pages
+FeatureF = Annotated[FeatureFormat | None, Query(
+    description="Output format: json or geojson (both GeoJSON), or html.")]
+FeatureCrs = Annotated[str | None, Query(
+    description="CRS of the geometries, one of the collection's crs list (URI; EPSG:25832 is "
+                "also accepted as such). Default: CRS84 (lon/lat).",
+    json_schema_extra={"enum": OUTPUT_CRS})]
+
+
 class FeatureParams:
     """``f`` and ``crs`` of one feature."""
 
-    def __init__(
-        self,
-        f: Annotated[FeatureFormat | None, Query(
-            description="Output format: json or geojson (both GeoJSON), or html.")] = None,
-        crs: Annotated[str | None, Query(
-            description="CRS of the geometries, one of the collection's crs list (URI; "
-                        "EPSG:25832 is also accepted as such). Default: CRS84 (lon/lat).",
-            json_schema_extra={"enum": OUTPUT_CRS})] = None,
-    ) -> None:
+    def __init__(self, f: FeatureF = None, crs: FeatureCrs = None) -> None:
         self.f = f
         self.crs = crs
 
@@ -147,12 +149,8 @@ class ItemsParams(FeatureParams):
             "(descending) prefix, e.g. -area_m2,name."))] = None,
         properties: Annotated[str | None, Query(description=(
             "Comma-separated properties to return (empty: none). Default: all."))] = None,
-        f: Annotated[FeatureFormat | None, Query(
-            description="Output format: json or geojson (both GeoJSON), or html.")] = None,
-        crs: Annotated[str | None, Query(
-            description="CRS of the geometries, one of the collection's crs list (URI). "
-                        "Default: CRS84 (lon/lat).",
-            json_schema_extra={"enum": OUTPUT_CRS})] = None,
+        f: FeatureF = None,
+        crs: FeatureCrs = None,
     ) -> None:
         super().__init__(f=f, crs=crs)
         self.limit, self.offset = limit, offset
@@ -300,13 +298,12 @@ def _link(href: str, rel: str, type_: str, title: str | None = None) -> dict[str
     return out
 
 
-def collection_doc(registry: CollectionRegistry, cid: str, base: str, *,
-                   listing: bool = False) -> dict[str, Any]:
-    """The metadata document of one collection (extent in CRS84, itemCount, attribution).
-    ``listing``: for ``/collections``, where a collection that must be computed to be counted
-    (an analysis result not asked yet) is listed without extent, count and geometry type."""
+def collection_doc(registry: CollectionRegistry, cid: str, base: str,
+                   s: Summary | None) -> dict[str, Any]:
+    """The metadata document of one collection (extent in CRS84, itemCount, attribution) from
+    its summary; without one (``/collections`` lists an analysis result not computed yet), no
+    extent, count or geometry type."""
     col = registry.get(cid)
-    s = registry.cheap_summary(cid) if listing else registry.summary(cid)
     url = f"{base}/collections/{quote(cid, safe='')}"
     extent: dict[str, Any] = {}
     if s is not None and s.bbox is not None:
@@ -812,9 +809,9 @@ def features_router(
         return {"conformsTo": conformance_classes}
 
     def collection_doc_full(cid: str, base: str, listing: bool = False) -> dict[str, Any]:
-        doc = collection_doc(registry, cid, base, listing=listing)
-        url = f"{base}/collections/{quote(cid, safe='')}"
         s = registry.cheap_summary(cid) if listing else registry.summary(cid)
+        doc = collection_doc(registry, cid, base, s)
+        url = f"{base}/collections/{quote(cid, safe='')}"
         storage = s.storage_crs if s is not None else None
         doc["crs"] = crs_list(storage)
         if storage:

@@ -664,11 +664,12 @@ class CollectionRegistry:
         ``summary``); None for a collection that would have to be computed first (the analysis
         results), so that a listing of every collection stays fast."""
         col = self.get(collection_id)
+        if col.summary is not None:
+            return self.summary(collection_id)
         entry = self._entries.get(collection_id)
-        version = col.version() if col.version is not None else None
-        if entry is not None and entry.current(col, version) is not None:
-            return entry.data.summary()  # type: ignore[union-attr]
-        return self.summary(collection_id) if col.summary is not None else None
+        data = entry.current(col, col.version() if col.version is not None else None) \
+            if entry is not None else None
+        return data.summary() if data is not None else None
 
     def summary(self, collection_id: str) -> Summary:
         """Count, CRS84 bbox, geometry type, temporal extent: from the cache when loaded, else
@@ -676,9 +677,8 @@ class CollectionRegistry:
         col = self.get(collection_id)
         entry = self._entries.get(collection_id)
         version = col.version() if col.version is not None else None
-        if entry is not None and entry.data is not None and entry.data.version == version \
-                and entry.data.collection is col:
-            return entry.data.summary()
+        if entry is not None and (data := entry.current(col, version)) is not None:
+            return data.summary()
         if col.summary is not None:
             known = self._summaries.get(collection_id)
             if known is not None and known[0] is col and known[1] == version:

@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import threading
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -67,12 +68,11 @@ class FeatureStore:
         if len(self.offsets) != self.count + 1 or len(self.bounds) != self.count:
             raise ValueError(f"feature store of '{layer}' in {folder} is inconsistent")
         self._fd = os.open(self.path, os.O_RDONLY)
+        # closed when the last holder lets go: a request still reading an old layer set's store
+        # keeps its file open after the set is switched
+        weakref.finalize(self, os.close, self._fd)
         if os.fstat(self._fd).st_size != int(self.offsets[-1]):
-            os.close(self._fd)
             raise ValueError(f"feature store of '{layer}' in {folder} is cut short")
-
-    def close(self) -> None:
-        os.close(self._fd)
 
     def _read(self, start: int, stop: int) -> bytes:
         lo, hi = int(self.offsets[start]), int(self.offsets[stop])
@@ -110,6 +110,12 @@ class FeatureStore:
         at = int(np.searchsorted(self.fids, fid))
         return at if at < self.count and int(self.fids[at]) == fid else None
 
+    def meeting(self, box: tuple[float, float, float, float]) -> np.ndarray:
+        """Sorted positions of the features whose CRS84 envelope meets ``box`` (minlon <= maxlon)."""
+        x0, y0, x1, y1 = box
+        b = self.bounds
+        return np.flatnonzero((b[:, 0] <= x1) & (b[:, 2] >= x0) & (b[:, 1] <= y1) & (b[:, 3] >= y0))
+
     def select(self, bbox: tuple[float, float, float, float]) -> np.ndarray:
         """Sorted positions of the features intersecting a CRS84 box (minlon > maxlon crosses
         the antimeridian). Envelopes decide, except for features whose envelope only partly
@@ -121,8 +127,7 @@ class FeatureStore:
         b = self.bounds
         found = []
         for bx0, by0, bx1, by1 in boxes:
-            meets = (b[:, 0] <= bx1) & (b[:, 2] >= bx0) & (b[:, 1] <= by1) & (b[:, 3] >= by0)
-            pos = np.flatnonzero(meets)
+            pos = self.meeting((bx0, by0, bx1, by1))
             inside = ((b[pos, 0] >= bx0) & (b[pos, 2] <= bx1) & (b[pos, 1] >= by0)
                       & (b[pos, 3] <= by1))
             edge = pos[~inside]
@@ -150,8 +155,6 @@ class Stores:
             return None
         with self._lock:
             if key != self._key:
-                for s in self._stores.values():
-                    s.close()
                 self._stores = open_stores(gpkg)
                 self._key = key
             return self._stores.get(layer)

@@ -116,9 +116,7 @@ def encode_store_tile(store: FeatureStore, layer: str, z: int, x: int, y: int,
     matrix, tile = _tile(z, x, y, tms_id)
     if z < min_zoom(store.count) or store.count == 0:
         return _empty(layer)
-    w, s, e, n = _padded(matrix, tile)
-    b = store.bounds
-    pos = np.flatnonzero((b[:, 0] <= e) & (b[:, 2] >= w) & (b[:, 1] <= n) & (b[:, 3] >= s))
+    pos = store.meeting(_padded(matrix, tile))
     if not len(pos):
         return _empty(layer)
     texts = store.each(pos)
