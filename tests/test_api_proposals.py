@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import io
 import json
-import socket
 import threading
-import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,7 +14,6 @@ import geopandas as gpd
 import httpx
 import pytest
 import shapely
-import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
@@ -488,23 +485,11 @@ def test_openapi_declares_the_key(env: Env) -> None:
 # --- 50 parallel clients over real HTTP ------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_50_parallel_clients_over_http(env: Env) -> None:
     """50 clients POST at once to a real uvicorn server: every proposal is stored once, the
     count and the sum of the areas are right, and every one has its 'create' audit entry."""
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(env.app, host="127.0.0.1", port=port, log_level="warning"))
-    th = threading.Thread(target=server.run, daemon=True)
-    th.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert th.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
+    from live import serve
+
     comuni = list(ORIGIN)
     role = {"037001": f"unione:{UA}", "037002": f"unione:{UB}", "037006": "comune:037006"}
     start = threading.Barrier(50)
@@ -512,21 +497,18 @@ def test_50_parallel_clients_over_http(env: Env) -> None:
     def client(i: int) -> tuple[int, str]:
         c = comuni[i % 3]
         body = fc(feat(square(c, 10.0 + i, dx=(i // 3) * 100.0), **base_props(title=f"client {i}")))
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as h:
+        with httpx.Client(base_url=url, timeout=120) as h:
             start.wait()
             r = h.post("/proposals", json=body, headers=env.h(role[c]))
         return r.status_code, r.text
 
-    try:
+    with serve(env.app) as url:
         with ThreadPoolExecutor(50) as pool:
             results = list(pool.map(client, range(50)))
         assert [s for s, _ in results] == [201] * 50, [t for s, t in results if s != 201][:3]
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as h:
+        with httpx.Client(base_url=url, timeout=60) as h:
             listed = h.get("/proposals", params={"crs": "EPSG:25832"},
                            headers=env.h("metro")).json()["features"]
-    finally:
-        server.should_exit = True
-        th.join(30)
     assert len(listed) == 50 and len({f["id"] for f in listed}) == 50
     total = sum(shapely.geometry.shape(f["geometry"]).area for f in listed)
     assert total == pytest.approx(sum((10.0 + i) ** 2 for i in range(50)), abs=1e-6)

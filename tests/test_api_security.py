@@ -4,7 +4,6 @@ read without a key on the budget endpoint, the ledger collection and the budget 
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
@@ -14,14 +13,12 @@ import threading
 import time
 import zipfile
 import zlib
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import geopandas as gpd
 import httpx
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
 from pattogis.errors import PayloadTooLarge
@@ -29,10 +26,12 @@ from pattogis.io import UploadLimits, safe_unzip
 from pattogis.store import KeyRing, create_key, open_store
 
 try:  # tests/ is on sys.path under pytest's default import mode
+    from live import serve
     from pg_fixture import pg_cluster, postgis_url  # noqa: F401
     from test_api_proposals import Env, base_props, env, fc, feat, store  # noqa: F401 (fixtures)
     from test_store import square
 except ImportError:  # pragma: no cover - when tests/ is a package
+    from tests.live import serve
     from tests.pg_fixture import pg_cluster, postgis_url  # noqa: F401
     from tests.test_api_proposals import Env, base_props, env, fc, feat, store  # noqa: F401
     from tests.test_store import square
@@ -40,26 +39,6 @@ except ImportError:  # pragma: no cover - when tests/ is a package
 REPO = Path(__file__).resolve().parents[1]
 
 
-@contextlib.contextmanager
-def serve(app) -> Iterator[str]:  # noqa: ANN001
-    """A real uvicorn server on a free loopback port; yields its base URL."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    th = threading.Thread(target=server.run, daemon=True)
-    th.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert th.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        th.join(30)
 
 
 # --- lost updates ------------------------------------------------------------------------------
